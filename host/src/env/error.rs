@@ -1,0 +1,130 @@
+//! What environment operations and opening an environment can fail with.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+/// Why an environment operation failed; mirrors the WIT `error` variant so the
+/// runtime can hand it to agents unchanged.
+#[derive(Debug, Clone, PartialEq, thiserror::Error, Serialize)]
+#[serde(tag = "error", rename_all = "kebab-case")]
+pub enum EnvError {
+    /// Another holder has an overlapping, incompatible reservation.
+    #[error("conflict: {resource} is held by {holder} until {expires_at}")]
+    Conflict {
+        /// The holder (or first queued waiter) in the way.
+        holder: String,
+        /// The resource as that holder named it.
+        resource: String,
+        /// When its hold ends unless renewed.
+        expires_at: u64,
+    },
+    /// The fencing token presented is no longer current.
+    #[error("stale token {0}: the claim or lease it came from is no longer current")]
+    StaleToken(u64),
+    /// Nothing with that id or key is visible to the caller.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// A payload, name or list exceeds its limit.
+    #[error("{what} too large: {actual} exceeds the limit of {limit}")]
+    TooLarge {
+        /// What was too large.
+        what: String,
+        /// The limit.
+        limit: u64,
+        /// What was offered.
+        actual: u64,
+    },
+    /// A compare-and-swap found another version.
+    #[error("version mismatch: expected {expected:?}, found {actual:?}")]
+    VersionMismatch {
+        /// The version the caller expected.
+        expected: Option<u64>,
+        /// The version there (none: absent).
+        actual: Option<u64>,
+    },
+    /// An argument is malformed.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// The environment itself failed; nothing happened and the call may be retried.
+    #[error("environment unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl EnvError {
+    pub(crate) fn invalid(msg: impl Into<String>) -> Self {
+        Self::InvalidArgument(msg.into())
+    }
+    pub(crate) fn not_found(msg: impl Into<String>) -> Self {
+        Self::NotFound(msg.into())
+    }
+}
+
+/// Shorthand for results of environment operations.
+pub type EnvResult<T> = Result<T, EnvError>;
+
+/// Why an environment file could not be opened. The file is left untouched.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The file exists but is not a SQLite database at all.
+    #[error(
+        "{path} is not a wawe environment (not a SQLite database); \
+         point --env at an environment file or at a path that does not exist yet"
+    )]
+    NotADatabase {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A SQLite database that belongs to some other application.
+    #[error(
+        "{path} is a SQLite database of another application, not a wawe environment; \
+         it was left untouched: choose another path"
+    )]
+    Foreign {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A wawe environment written by a newer wawe.
+    #[error(
+        "{path} was written by a newer wawe (schema version {found}; this wawe knows up to {supported}); \
+         upgrade wawe to open it"
+    )]
+    NewerVersion {
+        /// The file.
+        path: PathBuf,
+        /// The schema version in the file.
+        found: i64,
+        /// The newest version this build understands.
+        supported: i64,
+    },
+    /// The database is damaged.
+    #[error(
+        "{path} is corrupt ({detail}); it was left untouched: restore it from a backup \
+         or start a new environment at another path"
+    )]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What SQLite reported.
+        detail: String,
+    },
+    /// Another process holds a lock for longer than the busy timeout.
+    #[error(
+        "{path} is locked by another process (waited {waited_ms} ms); \
+         stop the process holding it or try again"
+    )]
+    Locked {
+        /// The file.
+        path: PathBuf,
+        /// How long we waited.
+        waited_ms: u64,
+    },
+    /// Anything else SQLite or the file system reported.
+    #[error("cannot open {path}: {detail}")]
+    Other {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        detail: String,
+    },
+}

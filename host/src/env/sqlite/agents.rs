@@ -1,0 +1,217 @@
+//! Who runs where: the `hosts` and `agents` tables, agents' ends (their
+//! leases released, their tasks put back), and the sweeper.
+
+use rusqlite::{OptionalExtension, params};
+use serde_json::json;
+
+use super::{Env, Tx, i, reservations, tasks, u};
+use crate::env::{AgentEnd, AgentId, AgentInfo, EnvError, EnvResult, HostInfo};
+
+/// What [`Env::sweep`] cleaned up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Swept {
+    /// Leases that had expired.
+    pub leases_expired: u64,
+    /// Claims that had lapsed (their tasks went back or died).
+    pub claims_lapsed: u64,
+}
+
+fn end_agent(tx: &mut Tx<'_>, agent: &str, end: AgentEnd, reason: &str) -> EnvResult<()> {
+    let n = tx
+        .conn
+        .prepare_cached(
+            "UPDATE agents SET state = ?1, ended_at = ?2, end_reason = ?3, last_seen = ?2
+             WHERE id = ?4 AND state = 'running'",
+        )?
+        .execute(params![end.as_str(), i(tx.now), reason, agent])?;
+    if n == 0 {
+        return Ok(());
+    }
+    let why = format!("agent {agent} {}: {reason}", end.as_str());
+    let released = reservations::release_all(tx, agent, &why)?;
+    let requeued = tasks::requeue_agent(tx, agent, &why)?;
+    tx.journal(
+        agent,
+        "agent.ended",
+        &format!("agent/{agent}"),
+        json!({"state": end, "reason": reason, "leases_released": released, "tasks_requeued": requeued}),
+    )?;
+    Ok(())
+}
+
+fn agent_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AgentInfo> {
+    Ok(AgentInfo {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        replica: r.get(2)?,
+        host: r.get(3)?,
+        digest: r.get(4)?,
+        state: r.get(5)?,
+        started_at: u(r.get(6)?),
+        last_seen: u(r.get(7)?),
+        ended_at: r.get::<_, Option<i64>>(8)?.map(u),
+        end_reason: r.get(9)?,
+        restarts: r.get(10)?,
+    })
+}
+
+impl Env {
+    /// Record this host process; returns its id (unique for the life of the environment).
+    pub async fn register_host(&self, hostname: &str, pid: u32, ttl_ms: u64) -> EnvResult<String> {
+        let hostname = hostname.to_owned();
+        self.write(move |tx| {
+            let n: i64 = tx
+                .conn
+                .prepare_cached(
+                    "INSERT INTO meta (key, value) VALUES ('hosts', 1)
+                     ON CONFLICT (key) DO UPDATE SET value = value + 1 RETURNING value",
+                )?
+                .query_row([], |r| r.get(0))?;
+            let id = format!("{hostname}-{pid}-{n}");
+            tx.conn
+                .prepare_cached(
+                    "INSERT INTO hosts (id, hostname, pid, started_at, last_heartbeat, ttl_ms, state)
+                     VALUES (?1, ?2, ?3, ?4, ?4, ?5, 'alive')",
+                )?
+                .execute(params![id, hostname, pid, i(tx.now), i(ttl_ms)])?;
+            tx.journal(&id, "host.started", &format!("host/{id}"), json!({"pid": pid}))?;
+            Ok(id)
+        })
+        .await
+    }
+
+    /// Record a sign of life of `host` and of its running agents.
+    pub async fn heartbeat(&self, host: &str) -> EnvResult<()> {
+        let host = host.to_owned();
+        self.write(move |tx| {
+            let n = tx
+                .conn
+                .prepare_cached("UPDATE hosts SET last_heartbeat = ?1 WHERE id = ?2 AND state = 'alive'")?
+                .execute(params![i(tx.now), host])?;
+            if n == 0 {
+                return Err(EnvError::not_found(format!("host {host} is not alive")));
+            }
+            tx.conn
+                .prepare_cached("UPDATE agents SET last_seen = ?1 WHERE host = ?2 AND state = 'running'")?
+                .execute(params![i(tx.now), host])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Record that `host` stopped cleanly, ending its agents as stopped.
+    pub async fn host_stopped(&self, host: &str) -> EnvResult<()> {
+        let host = host.to_owned();
+        self.write(move |tx| {
+            let agents: Vec<String> = tx
+                .conn
+                .prepare_cached("SELECT id FROM agents WHERE host = ?1 AND state = 'running'")?
+                .query_map([&host], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            for a in agents {
+                end_agent(tx, &a, AgentEnd::Stopped, "its host stopped")?;
+            }
+            tx.conn
+                .prepare_cached("UPDATE hosts SET state = 'stopped', last_heartbeat = ?1 WHERE id = ?2")?
+                .execute(params![i(tx.now), host])?;
+            tx.journal(&host, "host.stopped", &format!("host/{host}"), json!({}))?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Record that agent `name` replica `replica` of module `digest` starts on
+    /// `host`; returns its identity `name.replica@host`. A restart keeps the
+    /// identity and counts the restart.
+    pub async fn agent_started(
+        &self,
+        host: &str,
+        name: &str,
+        replica: u32,
+        digest: &str,
+    ) -> EnvResult<AgentId> {
+        super::check_name("agent name", name, self.options())?;
+        let (host, name, digest) = (host.to_owned(), name.to_owned(), digest.to_owned());
+        self.write(move |tx| {
+            let id = format!("{name}.{replica}@{host}");
+            let existing: Option<String> = tx
+                .conn
+                .prepare_cached("SELECT state FROM agents WHERE id = ?1")?
+                .query_row([&id], |r| r.get(0))
+                .optional()?;
+            if existing.as_deref() == Some("running") {
+                return Err(EnvError::invalid(format!("agent {id} is already running")));
+            }
+            tx.conn
+                .prepare_cached(
+                    "INSERT INTO agents (id, name, replica, host, digest, state, started_at, last_seen)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?6)
+                     ON CONFLICT (id) DO UPDATE SET digest = ?5, state = 'running', started_at = ?6,
+                         last_seen = ?6, ended_at = NULL, end_reason = NULL, restarts = restarts + 1",
+                )?
+                .execute(params![id, name, replica, host, digest, i(tx.now)])?;
+            tx.journal(&id, "agent.started", &format!("agent/{id}"), json!({"digest": digest}))?;
+            Ok(AgentId::new(id))
+        })
+        .await
+    }
+
+    /// Record how `agent` ended; releases its leases and puts its claimed tasks
+    /// back at once. Ending an agent that is not running changes nothing.
+    pub async fn agent_ended(&self, agent: &AgentId, end: AgentEnd, reason: &str) -> EnvResult<()> {
+        let (agent, reason) = (agent.as_str().to_owned(), reason.to_owned());
+        self.write(move |tx| end_agent(tx, &agent, end, &reason)).await
+    }
+
+    /// Expire leases and lapsed claims, and prune events past retention.
+    /// Expired leases never block anyone even before a sweep; the sweep
+    /// journals their end and puts lapsed tasks back.
+    pub async fn sweep(&self) -> EnvResult<Swept> {
+        let swept = self
+            .write(|tx| {
+                Ok(Swept {
+                    leases_expired: reservations::expire(tx)?,
+                    claims_lapsed: tasks::requeue_expired(tx, None)?,
+                })
+            })
+            .await?;
+        self.prune_events().await?;
+        Ok(swept)
+    }
+
+    /// Every agent the environment has seen, newest first.
+    pub fn list_agents(&self) -> EnvResult<Vec<AgentInfo>> {
+        self.read(|conn, _| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT id, name, replica, host, digest, state, started_at, last_seen,
+                            ended_at, end_reason, restarts FROM agents ORDER BY started_at DESC, id",
+                )?
+                .query_map([], agent_row)?
+                .collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    /// Every host the environment has seen, newest first.
+    pub fn list_hosts(&self) -> EnvResult<Vec<HostInfo>> {
+        self.read(|conn, _| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT id, hostname, pid, started_at, last_heartbeat, ttl_ms, state
+                     FROM hosts ORDER BY started_at DESC, id",
+                )?
+                .query_map([], |r| {
+                    Ok(HostInfo {
+                        id: r.get(0)?,
+                        hostname: r.get(1)?,
+                        pid: r.get(2)?,
+                        started_at: u(r.get(3)?),
+                        last_heartbeat: u(r.get(4)?),
+                        ttl_ms: u(r.get(5)?),
+                        state: r.get(6)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+}

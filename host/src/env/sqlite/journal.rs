@@ -1,0 +1,169 @@
+//! The journal: appending events, reading them, waiting for them, pruning,
+//! and noticing commits made by other processes.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use rusqlite::{Connection, params};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::{Env, i, u};
+use crate::env::{Event, EventFilter, EnvResult};
+
+/// The most events one read returns.
+const MAX_READ: u32 = 10_000;
+
+pub(crate) fn append(
+    conn: &Connection,
+    now: u64,
+    agent: &str,
+    kind: &str,
+    subject: &str,
+    detail: &serde_json::Value,
+) -> EnvResult<u64> {
+    let seq: i64 = conn
+        .prepare_cached(
+            "INSERT INTO events (at, agent, kind, subject, detail) VALUES (?1, ?2, ?3, ?4, ?5)
+             RETURNING seq",
+        )?
+        .query_row(
+            params![i(now), agent, kind, subject, detail.to_string()],
+            |r| r.get(0),
+        )?;
+    Ok(u(seq))
+}
+
+fn read_after(
+    conn: &Connection,
+    after: u64,
+    filter: &EventFilter,
+    limit: u32,
+) -> EnvResult<Vec<Event>> {
+    let limit = limit.clamp(1, MAX_READ) as usize;
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, at, agent, kind, subject, detail FROM events WHERE seq > ?1 ORDER BY seq",
+    )?;
+    let mut rows = stmt.query([i(after)])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let event = Event {
+            seq: u(r.get(0)?),
+            at: u(r.get(1)?),
+            agent: r.get(2)?,
+            kind: r.get(3)?,
+            subject: r.get(4)?,
+            detail: r.get(5)?,
+        };
+        if filter.matches(&event) {
+            out.push(event);
+            if out.len() >= limit {
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn latest(conn: &Connection) -> EnvResult<u64> {
+    let seq: i64 = conn
+        .prepare_cached("SELECT coalesce(max(seq), 0) FROM events")?
+        .query_row([], |r| r.get(0))?;
+    Ok(u(seq))
+}
+
+/// Watch for commits by other connections (other processes) with the cheap
+/// `PRAGMA data_version` check, and publish the newest sequence number.
+/// Only checks while someone is waiting.
+pub(crate) fn watch_other_processes(
+    conn: Connection,
+    changed: watch::Sender<u64>,
+    stop: Arc<AtomicBool>,
+    every: Duration,
+) {
+    let mut seen: i64 = -1;
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(every);
+        if changed.receiver_count() == 0 {
+            continue;
+        }
+        let version: i64 = match conn.query_row("PRAGMA data_version", [], |r| r.get(0)) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!("change check failed: {e}");
+                continue;
+            }
+        };
+        if version == seen {
+            continue;
+        }
+        seen = version;
+        match latest(&conn) {
+            Ok(seq) => {
+                changed.send_if_modified(|v| {
+                    let newer = seq > *v;
+                    if newer {
+                        *v = seq;
+                    }
+                    newer
+                });
+            }
+            Err(e) => tracing::warn!("change check failed: {e}"),
+        }
+    }
+}
+
+impl Env {
+    /// Up to `limit` events after sequence number `after` matching `filter`, oldest first.
+    pub fn read_events(
+        &self,
+        after: u64,
+        filter: &EventFilter,
+        limit: u32,
+    ) -> EnvResult<Vec<Event>> {
+        self.read(|conn, _| read_after(conn, after, filter, limit))
+    }
+
+    /// The newest event's sequence number (0 for an empty journal).
+    pub fn latest_seq(&self) -> EnvResult<u64> {
+        self.read(|conn, _| latest(conn))
+    }
+
+    /// Wait until an event after `after` matches `filter` or `timeout_ms`
+    /// passes; returns the matching events (empty on timeout). Sleeps until a
+    /// commit happens, in this process or another; never polls the journal.
+    pub async fn wait_events(
+        &self,
+        after: u64,
+        filter: &EventFilter,
+        timeout_ms: u64,
+    ) -> EnvResult<Vec<Event>> {
+        let until = Instant::now() + Duration::from_millis(timeout_ms);
+        let mut rx = self.subscribe();
+        loop {
+            rx.borrow_and_update();
+            let found = self.read_events(after, filter, MAX_READ)?;
+            if !found.is_empty() {
+                return Ok(found);
+            }
+            if !Env::changed_before(&mut rx, until).await {
+                return Ok(Vec::new());
+            }
+        }
+    }
+
+    /// Delete events older than the retention setting; returns how many.
+    /// Sequence numbers are never reused.
+    pub async fn prune_events(&self) -> EnvResult<u64> {
+        self.write(|tx| {
+            let cutoff = tx.now.saturating_sub(tx.opts.event_retention_ms);
+            let n = tx
+                .conn
+                .prepare_cached("DELETE FROM events WHERE at < ?1")?
+                .execute([i(cutoff)])?;
+            Ok(n as u64)
+        })
+        .await
+    }
+}

@@ -1,0 +1,317 @@
+//! The embedded backend: the environment in one SQLite file.
+//!
+//! Writes go through one writer connection on its own thread with group
+//! commit ([`writer`]); reads use a small pool of separate connections (WAL
+//! lets them run beside the writer). A change watcher turns commits made by
+//! other processes into the same in-process notification the writer sends, so
+//! waits wake without re-running their queries on a timer.
+
+mod agents;
+mod journal;
+mod learnings;
+mod open;
+mod reservations;
+mod schema;
+mod signals;
+mod stats;
+mod tasks;
+mod values;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rusqlite::{Connection, ErrorCode};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+pub use agents::Swept;
+pub use schema::SCHEMA_VERSION;
+
+use crate::env::{Clock, EnvError, EnvOptions, EnvResult, OpenError, SystemClock};
+
+const MAX_IDLE_READERS: usize = 8;
+
+/// An open environment backed by a SQLite file. Cheap to clone; clones share
+/// the writer, the readers and the change notifications.
+#[derive(Clone)]
+pub struct Env {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    opts: EnvOptions,
+    clock: Arc<dyn Clock>,
+    jobs: Mutex<Option<writer::JobSender>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    readers: Mutex<Vec<Connection>>,
+    changed: watch::Sender<u64>,
+    stop_watcher: Arc<AtomicBool>,
+}
+
+/// What a write operation sees: the batch's transaction and its time.
+pub(crate) struct Tx<'a> {
+    pub(crate) conn: &'a Connection,
+    pub(crate) now: u64,
+    pub(crate) opts: &'a EnvOptions,
+    last_seq: &'a mut u64,
+}
+
+impl Tx<'_> {
+    /// Append an event to the journal; returns its sequence number.
+    pub(crate) fn journal(
+        &mut self,
+        agent: &str,
+        kind: &str,
+        subject: &str,
+        detail: serde_json::Value,
+    ) -> EnvResult<u64> {
+        let seq = journal::append(self.conn, self.now, agent, kind, subject, &detail)?;
+        *self.last_seq = seq;
+        Ok(seq)
+    }
+
+    /// Draw the next fencing token from the environment-wide counter.
+    pub(crate) fn next_token(&self) -> EnvResult<u64> {
+        let token: i64 = self
+            .conn
+            .prepare_cached("UPDATE meta SET value = value + 1 WHERE key = 'fence' RETURNING value")?
+            .query_row([], |r| r.get(0))?;
+        Ok(token as u64)
+    }
+}
+
+impl Env {
+    /// Open the environment at `path`, creating it if the file does not exist.
+    ///
+    /// A file that is not a SQLite database, belongs to another application,
+    /// comes from a newer wawe or is corrupt is refused and left untouched.
+    pub fn open(path: impl AsRef<Path>, opts: EnvOptions) -> Result<Env, OpenError> {
+        Self::open_with_clock(path, opts, Arc::new(SystemClock))
+    }
+
+    /// Like [`Env::open`], reading time from `clock` (tests use a [`crate::env::ManualClock`]).
+    pub fn open_with_clock(
+        path: impl AsRef<Path>,
+        opts: EnvOptions,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Env, OpenError> {
+        let path = path.as_ref().to_path_buf();
+        let create = open::inspect(&path, &opts)?;
+        let conn = open::connect(&path, &opts)?;
+        if create {
+            open::create_schema(&conn, &path, &opts)?;
+        }
+        let (changed, _) = watch::channel(0u64);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let writer = {
+            let clock = clock.clone();
+            let opts = opts.clone();
+            let changed = changed.clone();
+            std::thread::Builder::new()
+                .name("wawe-env-writer".into())
+                .spawn(move || writer::run(conn, rx, clock, opts, changed))
+                .map_err(|e| OpenError::Other {
+                    path: path.clone(),
+                    detail: format!("cannot start the writer thread: {e}"),
+                })?
+        };
+        let stop_watcher = Arc::new(AtomicBool::new(false));
+        let watcher_conn = open::connect(&path, &opts)?;
+        {
+            let changed = changed.clone();
+            let stop = stop_watcher.clone();
+            let every = Duration::from_millis(opts.change_check_interval_ms.max(1));
+            std::thread::Builder::new()
+                .name("wawe-env-watch".into())
+                .spawn(move || journal::watch_other_processes(watcher_conn, changed, stop, every))
+                .map_err(|e| OpenError::Other {
+                    path: path.clone(),
+                    detail: format!("cannot start the change watcher: {e}"),
+                })?;
+        }
+        Ok(Env {
+            inner: Arc::new(Inner {
+                path,
+                opts,
+                clock,
+                jobs: Mutex::new(Some(tx)),
+                writer: Mutex::new(Some(writer)),
+                readers: Mutex::new(Vec::new()),
+                changed,
+                stop_watcher,
+            }),
+        })
+    }
+
+    /// The file this environment lives in.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The settings it was opened with.
+    pub fn options(&self) -> &EnvOptions {
+        &self.inner.opts
+    }
+
+    /// The environment's current time (ms since the epoch).
+    pub fn now_ms(&self) -> u64 {
+        self.inner.clock.now_ms()
+    }
+
+    /// Run `op` in the writer's next batch; resolves after its commit.
+    pub(crate) async fn write<T, F>(&self, op: F) -> EnvResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> EnvResult<T> + Send + 'static,
+    {
+        let (job, answer) = writer::job(op);
+        {
+            let jobs = self.inner.jobs.lock().expect("writer handle poisoned");
+            let sender = jobs
+                .as_ref()
+                .ok_or_else(|| EnvError::Unavailable("the environment is closed".into()))?;
+            sender
+                .send(job)
+                .map_err(|_| EnvError::Unavailable("the environment writer stopped".into()))?;
+        }
+        answer
+            .await
+            .map_err(|_| EnvError::Unavailable("the environment writer stopped".into()))?
+    }
+
+    /// Run `op` on a read connection inside one read transaction.
+    pub(crate) fn read<T>(
+        &self,
+        op: impl FnOnce(&Connection, u64) -> EnvResult<T>,
+    ) -> EnvResult<T> {
+        let pooled = self.inner.readers.lock().expect("reader pool poisoned").pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => {
+                let c = open::connect(&self.inner.path, &self.inner.opts)
+                    .map_err(|e| EnvError::Unavailable(e.to_string()))?;
+                c.execute_batch("PRAGMA query_only = ON")?;
+                c
+            }
+        };
+        conn.execute_batch("BEGIN")?;
+        let result = op(&conn, self.now_ms());
+        let end = conn.execute_batch("COMMIT");
+        if end.is_ok() {
+            let mut pool = self.inner.readers.lock().expect("reader pool poisoned");
+            if pool.len() < MAX_IDLE_READERS {
+                pool.push(conn);
+            }
+        }
+        let value = result?;
+        end?;
+        Ok(value)
+    }
+
+    /// A receiver that sees the newest journal sequence number after every
+    /// commit, from this process or another one sharing the file.
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.changed.subscribe()
+    }
+
+    /// Sleep until the environment changes after `rx` last looked, or `until`.
+    /// Returns false when `until` came first.
+    pub(crate) async fn changed_before(rx: &mut watch::Receiver<u64>, until: Instant) -> bool {
+        matches!(tokio::time::timeout_at(until, rx.changed()).await, Ok(Ok(())))
+    }
+
+    /// The real instant at which the environment clock will read `at_ms`.
+    pub(crate) fn instant_at(&self, at_ms: u64) -> Instant {
+        Instant::now() + Duration::from_millis(at_ms.saturating_sub(self.now_ms()))
+    }
+
+    /// Flush outstanding writes and stop the writer; later calls fail with
+    /// `Unavailable`. Dropping the last clone closes too.
+    pub fn close(&self) {
+        self.inner.close();
+    }
+}
+
+impl Inner {
+    fn close(&self) {
+        self.jobs.lock().expect("writer handle poisoned").take();
+        if let Some(handle) = self.writer.lock().expect("writer handle poisoned").take() {
+            let _ = handle.join();
+        }
+        self.stop_watcher.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl std::fmt::Debug for Env {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Env").field("path", &self.inner.path).finish()
+    }
+}
+
+impl From<rusqlite::Error> for EnvError {
+    fn from(e: rusqlite::Error) -> Self {
+        match e.sqlite_error_code() {
+            Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked) => {
+                EnvError::Unavailable("the database is locked by another process".into())
+            }
+            Some(ErrorCode::DiskFull) => EnvError::Unavailable("the disk is full".into()),
+            Some(ErrorCode::ReadOnly) => {
+                EnvError::Unavailable("the database file is read-only".into())
+            }
+            _ => EnvError::Unavailable(e.to_string()),
+        }
+    }
+}
+
+/// Convert a stored integer to u64 (stored values are never negative).
+pub(crate) fn u(v: i64) -> u64 {
+    v.max(0) as u64
+}
+
+/// Convert a u64 for storage, saturating at i64::MAX.
+pub(crate) fn i(v: u64) -> i64 {
+    v.min(i64::MAX as u64) as i64
+}
+
+/// Check a name (queue, topic, trail, key) against the length limit.
+pub(crate) fn check_name(what: &str, name: &str, opts: &EnvOptions) -> EnvResult<()> {
+    if name.is_empty() {
+        return Err(EnvError::invalid(format!("the {what} must not be empty")));
+    }
+    if name.len() > opts.max_name_bytes {
+        return Err(EnvError::TooLarge {
+            what: what.into(),
+            limit: opts.max_name_bytes as u64,
+            actual: name.len() as u64,
+        });
+    }
+    if name.chars().any(|c| c.is_control()) {
+        return Err(EnvError::invalid(format!(
+            "the {what} {name:?} contains a control character"
+        )));
+    }
+    Ok(())
+}
+
+/// Check a payload (body, value, result) against the size limit.
+pub(crate) fn check_payload(what: &str, data: &str, opts: &EnvOptions) -> EnvResult<()> {
+    if data.len() > opts.max_payload_bytes {
+        return Err(EnvError::TooLarge {
+            what: what.into(),
+            limit: opts.max_payload_bytes as u64,
+            actual: data.len() as u64,
+        });
+    }
+    Ok(())
+}

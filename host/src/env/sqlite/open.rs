@@ -1,0 +1,154 @@
+//! Opening an environment file: refusing what is not ours, creating the
+//! schema, and setting the connection pragmas.
+
+use std::io::Read;
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, ErrorCode, OpenFlags};
+
+use super::schema::{APPLICATION_ID, CREATE, SCHEMA_VERSION};
+use crate::env::{Durability, EnvOptions, OpenError};
+
+const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
+
+/// Check an existing file before anything writes to it: it must be a SQLite
+/// database that is either empty or a wawe environment of a known version.
+/// Returns whether the schema still has to be created.
+pub(crate) fn inspect(path: &Path, opts: &EnvOptions) -> Result<bool, OpenError> {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(true),
+        Err(e) => return Err(other(path, e)),
+    };
+    if meta.is_dir() {
+        return Err(OpenError::Other {
+            path: path.into(),
+            detail: "it is a directory; name a file such as swarm.db".into(),
+        });
+    }
+    if meta.len() == 0 {
+        return Ok(true);
+    }
+    let mut header = [0u8; 16];
+    let read = std::fs::File::open(path)
+        .and_then(|mut f| f.read(&mut header))
+        .map_err(|e| other(path, e))?;
+    if read < 16 || &header != SQLITE_MAGIC {
+        return Err(OpenError::NotADatabase { path: path.into() });
+    }
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| classify(path, e, opts))?;
+    conn.busy_timeout(Duration::from_millis(opts.busy_timeout_ms))
+        .map_err(|e| classify(path, e, opts))?;
+    let probe = || -> rusqlite::Result<(i64, i64, i64)> {
+        let app: i64 = conn.query_row("PRAGMA application_id", [], |r| r.get(0))?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let tables: i64 =
+            conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+        Ok((app, version, tables))
+    };
+    let (app, version, tables) = probe().map_err(|e| classify(path, e, opts))?;
+    if app != APPLICATION_ID {
+        if tables == 0 && app == 0 {
+            return Ok(true);
+        }
+        return Err(OpenError::Foreign { path: path.into() });
+    }
+    if version > SCHEMA_VERSION {
+        return Err(OpenError::NewerVersion {
+            path: path.into(),
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    // A wawe file of our version: make sure its pages are readable.
+    let check: String = conn
+        .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))
+        .map_err(|e| classify(path, e, opts))?;
+    if check != "ok" {
+        return Err(OpenError::Corrupt {
+            path: path.into(),
+            detail: check,
+        });
+    }
+    Ok(false)
+}
+
+/// Open a read-write connection with the environment's pragmas.
+pub(crate) fn connect(path: &Path, opts: &EnvOptions) -> Result<Connection, OpenError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| classify(path, e, opts))?;
+    conn.busy_timeout(Duration::from_millis(opts.busy_timeout_ms))
+        .map_err(|e| classify(path, e, opts))?;
+    let sync = match opts.durability {
+        Durability::Normal => "NORMAL",
+        Durability::Full => "FULL",
+    };
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = {sync};
+         PRAGMA foreign_keys = ON;
+         PRAGMA temp_store = MEMORY;"
+    ))
+    .map_err(|e| classify(path, e, opts))?;
+    conn.set_prepared_statement_cache_capacity(128);
+    Ok(conn)
+}
+
+/// Create the schema in a new (empty) database, in one transaction. Safe when
+/// two processes create the same new file at once: the second finds it done.
+pub(crate) fn create_schema(
+    conn: &Connection,
+    path: &Path,
+    opts: &EnvOptions,
+) -> Result<(), OpenError> {
+    let run = || -> rusqlite::Result<()> {
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        let app: i64 = conn.query_row("PRAGMA application_id", [], |r| r.get(0))?;
+        if app != APPLICATION_ID {
+            conn.execute_batch(CREATE)?;
+            conn.execute_batch(&format!(
+                "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION};"
+            ))?;
+        }
+        conn.execute_batch("COMMIT")
+    };
+    run().map_err(|e| {
+        let _ = conn.execute_batch("ROLLBACK");
+        classify(path, e, opts)
+    })
+}
+
+fn classify(path: &Path, e: rusqlite::Error, opts: &EnvOptions) -> OpenError {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase) => OpenError::NotADatabase { path: path.into() },
+        Some(ErrorCode::DatabaseCorrupt) => OpenError::Corrupt {
+            path: path.into(),
+            detail: e.to_string(),
+        },
+        Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked) => OpenError::Locked {
+            path: path.into(),
+            waited_ms: opts.busy_timeout_ms,
+        },
+        _ => OpenError::Other {
+            path: path.into(),
+            detail: e.to_string(),
+        },
+    }
+}
+
+fn other(path: &Path, e: std::io::Error) -> OpenError {
+    OpenError::Other {
+        path: path.into(),
+        detail: e.to_string(),
+    }
+}

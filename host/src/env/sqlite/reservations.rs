@@ -1,0 +1,453 @@
+//! Reservations: leases on resource paths, granted all-or-none, first come
+//! first served among waiters, with fencing tokens.
+
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::json;
+use tokio::time::Instant;
+
+use super::{Env, Tx, i, u};
+use crate::env::resource::{covering_dirs, dir_range_end, overlaps, validate_resource};
+use crate::env::{AgentId, EnvError, EnvResult, Holding, Lease, Mode};
+
+/// What one attempt to reserve found.
+enum Attempt {
+    Granted(Lease),
+    /// Blocked by `conflict`; worth trying again at `retry_at` (a lease
+    /// expiring) or on the next change.
+    Blocked {
+        conflict: EnvError,
+        waiter: Option<u64>,
+        retry_at: Option<u64>,
+    },
+}
+
+fn conflicts(held: Mode, wanted: Mode) -> bool {
+    held == Mode::Exclusive || wanted == Mode::Exclusive
+}
+
+/// The first live lease of someone else that conflicts with `resources` in
+/// `mode`, and the earliest expiry among all conflicting leases.
+fn lease_conflict(
+    conn: &Connection,
+    now: u64,
+    agent: &str,
+    resources: &[String],
+    mode: Mode,
+) -> EnvResult<Option<(EnvError, u64)>> {
+    let mut exact = conn.prepare_cached(
+        "SELECT lr.resource, l.agent, l.mode, l.expires_at FROM lease_resources lr
+         JOIN leases l ON l.id = lr.lease
+         WHERE lr.resource = ?1 AND l.expires_at > ?2 AND l.agent != ?3",
+    )?;
+    let mut range = conn.prepare_cached(
+        "SELECT lr.resource, l.agent, l.mode, l.expires_at FROM lease_resources lr
+         JOIN leases l ON l.id = lr.lease
+         WHERE lr.resource >= ?1 AND lr.resource < ?2 AND l.expires_at > ?3 AND l.agent != ?4",
+    )?;
+    let mut found: Option<(EnvError, u64)> = None;
+    let mut consider = |resource: String, holder: String, held: String, expires: i64| {
+        let expires = u(expires);
+        if !conflicts(Mode::parse(&held), mode) {
+            return;
+        }
+        match &mut found {
+            Some((_, earliest)) => *earliest = (*earliest).min(expires),
+            None => {
+                found = Some((
+                    EnvError::Conflict {
+                        holder,
+                        resource,
+                        expires_at: expires,
+                    },
+                    expires,
+                ))
+            }
+        }
+    };
+    for wanted in resources {
+        let mut names = covering_dirs(wanted);
+        names.push(wanted.clone());
+        if let Some(base) = wanted.strip_suffix('/') {
+            names.push(base.to_string());
+        }
+        names.sort();
+        names.dedup();
+        for name in &names {
+            let rows = exact.query_map(params![name, i(now), agent], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?;
+            for row in rows {
+                let (res, holder, held, exp): (String, String, String, i64) = row?;
+                if overlaps(&res, wanted) {
+                    consider(res, holder, held, exp);
+                }
+            }
+        }
+        if wanted.ends_with('/') {
+            let end = dir_range_end(wanted);
+            let rows = range.query_map(params![wanted, end, i(now), agent], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?;
+            for row in rows {
+                let (res, holder, held, exp): (String, String, String, i64) = row?;
+                consider(res, holder, held, exp);
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// The first live waiter queued before `waiter` (or any, for a newcomer) by
+/// someone else whose request conflicts with this one: FIFO fairness.
+fn waiter_conflict(
+    conn: &Connection,
+    now: u64,
+    agent: &str,
+    resources: &[String],
+    mode: Mode,
+    waiter: Option<u64>,
+) -> EnvResult<Option<EnvError>> {
+    let before = waiter.map(i).unwrap_or(i64::MAX);
+    let mut stmt = conn.prepare_cached(
+        "SELECT agent, mode, resources, deadline FROM reservation_waiters
+         WHERE id < ?1 AND deadline > ?2 AND agent != ?3 ORDER BY id",
+    )?;
+    let mut rows = stmt.query(params![before, i(now), agent])?;
+    while let Some(r) = rows.next()? {
+        let holder: String = r.get(0)?;
+        let queued = Mode::parse(&r.get::<_, String>(1)?);
+        if !conflicts(queued, mode) {
+            continue;
+        }
+        let theirs: Vec<String> = serde_json::from_str(&r.get::<_, String>(2)?).unwrap_or_default();
+        let deadline: i64 = r.get(3)?;
+        for t in &theirs {
+            if resources.iter().any(|w| overlaps(t, w)) {
+                return Ok(Some(EnvError::Conflict {
+                    holder,
+                    resource: t.clone(),
+                    expires_at: u(deadline),
+                }));
+            }
+        }
+    }
+    Ok(None)
+}
+
+pub(crate) fn load_lease(conn: &Connection, id: u64) -> EnvResult<Option<Lease>> {
+    let row = conn
+        .prepare_cached("SELECT mode, token, expires_at FROM leases WHERE id = ?1")?
+        .query_row([i(id)], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+        })
+        .optional()?;
+    let Some((mode, token, expires)) = row else {
+        return Ok(None);
+    };
+    let resources = conn
+        .prepare_cached("SELECT resource FROM lease_resources WHERE lease = ?1 ORDER BY resource")?
+        .query_map([i(id)], |r| r.get(0))?
+        .collect::<Result<Vec<String>, _>>()?;
+    Ok(Some(Lease {
+        id,
+        resources,
+        mode: Mode::parse(&mode),
+        token: u(token),
+        expires_at: u(expires),
+    }))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn attempt(
+    tx: &mut Tx<'_>,
+    agent: &str,
+    resources: &[String],
+    mode: Mode,
+    ttl_ms: u64,
+    waiter: Option<u64>,
+    queue_until: Option<u64>,
+) -> EnvResult<Attempt> {
+    let now = tx.now;
+    let blocked = match lease_conflict(tx.conn, now, agent, resources, mode)? {
+        Some((conflict, earliest)) => Some((conflict, Some(earliest))),
+        None => waiter_conflict(tx.conn, now, agent, resources, mode, waiter)?.map(|c| {
+            let deadline = match &c {
+                EnvError::Conflict { expires_at, .. } => Some(*expires_at),
+                _ => None,
+            };
+            (c, deadline)
+        }),
+    };
+    if let Some((conflict, retry_at)) = blocked {
+        let waiter = match (waiter, queue_until) {
+            (None, Some(deadline)) => {
+                let id: i64 = tx
+                    .conn
+                    .prepare_cached(
+                        "INSERT INTO reservation_waiters (agent, mode, resources, deadline)
+                         VALUES (?1, ?2, ?3, ?4) RETURNING id",
+                    )?
+                    .query_row(
+                        params![agent, mode.as_str(), json!(resources).to_string(), i(deadline)],
+                        |r| r.get(0),
+                    )?;
+                Some(u(id))
+            }
+            (w, _) => w,
+        };
+        return Ok(Attempt::Blocked {
+            conflict,
+            waiter,
+            retry_at,
+        });
+    }
+    if let Some(w) = waiter {
+        tx.conn
+            .prepare_cached("DELETE FROM reservation_waiters WHERE id = ?1")?
+            .execute([i(w)])?;
+    }
+    let token = tx.next_token()?;
+    let expires = now.saturating_add(ttl_ms);
+    let id: i64 = tx
+        .conn
+        .prepare_cached(
+            "INSERT INTO leases (agent, mode, token, granted_at, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5) RETURNING id",
+        )?
+        .query_row(
+            params![agent, mode.as_str(), i(token), i(now), i(expires)],
+            |r| r.get(0),
+        )?;
+    let mut add = tx
+        .conn
+        .prepare_cached("INSERT INTO lease_resources (lease, resource) VALUES (?1, ?2)")?;
+    for r in resources {
+        add.execute(params![id, r])?;
+    }
+    let lease = Lease {
+        id: u(id),
+        resources: resources.to_vec(),
+        mode,
+        token,
+        expires_at: expires,
+    };
+    tx.journal(
+        agent,
+        "lease.granted",
+        &format!("lease/{id}"),
+        json!({"resources": resources, "mode": mode, "token": token, "expires_at": expires}),
+    )?;
+    Ok(Attempt::Granted(lease))
+}
+
+/// End every lease of `agent` now (it crashed, exited or was stopped).
+pub(crate) fn release_all(tx: &mut Tx<'_>, agent: &str, why: &str) -> EnvResult<u64> {
+    let ids: Vec<i64> = tx
+        .conn
+        .prepare_cached("SELECT id FROM leases WHERE agent = ?1 ORDER BY id")?
+        .query_map([agent], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for id in &ids {
+        tx.conn
+            .prepare_cached("DELETE FROM leases WHERE id = ?1")?
+            .execute([id])?;
+        tx.journal(
+            agent,
+            "lease.released",
+            &format!("lease/{id}"),
+            json!({"reason": why}),
+        )?;
+    }
+    tx.conn
+        .prepare_cached("DELETE FROM reservation_waiters WHERE agent = ?1")?
+        .execute([agent])?;
+    Ok(ids.len() as u64)
+}
+
+/// Delete leases past their expiry, journaling each.
+pub(crate) fn expire(tx: &mut Tx<'_>) -> EnvResult<u64> {
+    let expired: Vec<(i64, String)> = tx
+        .conn
+        .prepare_cached("SELECT id, agent FROM leases WHERE expires_at <= ?1 ORDER BY id")?
+        .query_map([i(tx.now)], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    for (id, holder) in &expired {
+        tx.conn
+            .prepare_cached("DELETE FROM leases WHERE id = ?1")?
+            .execute([id])?;
+        tx.journal(
+            "env",
+            "lease.expired",
+            &format!("lease/{id}"),
+            json!({"holder": holder}),
+        )?;
+    }
+    tx.conn
+        .prepare_cached("DELETE FROM reservation_waiters WHERE deadline <= ?1")?
+        .execute([i(tx.now)])?;
+    Ok(expired.len() as u64)
+}
+
+impl Env {
+    /// Reserve all of `resources` in `mode` for `ttl_ms`, or none of them,
+    /// waiting up to `wait_ms` for conflicts to clear (first come, first served).
+    ///
+    /// Fails with [`EnvError::Conflict`] naming a holder in the way when the
+    /// wait ends without a grant.
+    pub async fn reserve(
+        &self,
+        who: &AgentId,
+        resources: &[String],
+        mode: Mode,
+        ttl_ms: u64,
+        wait_ms: u64,
+    ) -> EnvResult<Lease> {
+        let opts = self.options();
+        if resources.is_empty() {
+            return Err(EnvError::invalid("reserve needs at least one resource"));
+        }
+        if resources.len() > opts.max_resources {
+            return Err(EnvError::TooLarge {
+                what: "resource list".into(),
+                limit: opts.max_resources as u64,
+                actual: resources.len() as u64,
+            });
+        }
+        if ttl_ms == 0 {
+            return Err(EnvError::invalid("a lease needs a ttl above 0 ms"));
+        }
+        for r in resources {
+            validate_resource(r, opts.max_name_bytes)?;
+        }
+        let mut wanted = resources.to_vec();
+        wanted.sort();
+        wanted.dedup();
+
+        let until = Instant::now() + Duration::from_millis(wait_ms);
+        let queue_until = (wait_ms > 0).then(|| self.now_ms().saturating_add(wait_ms));
+        let mut waiter = None;
+        let mut rx = self.subscribe();
+        loop {
+            rx.borrow_and_update();
+            let (agent, res) = (who.as_str().to_owned(), wanted.clone());
+            let result = self
+                .write(move |tx| attempt(tx, &agent, &res, mode, ttl_ms, waiter, queue_until))
+                .await?;
+            let (conflict, retry_at) = match result {
+                Attempt::Granted(lease) => return Ok(lease),
+                Attempt::Blocked {
+                    conflict,
+                    waiter: w,
+                    retry_at,
+                } => {
+                    waiter = w;
+                    (conflict, retry_at)
+                }
+            };
+            if Instant::now() >= until {
+                if let Some(w) = waiter {
+                    self.give_up_waiting(who, w).await?;
+                }
+                return Err(conflict);
+            }
+            let wake = retry_at.map_or(until, |at| self.instant_at(at).min(until));
+            Env::changed_before(&mut rx, wake).await;
+        }
+    }
+
+    async fn give_up_waiting(&self, who: &AgentId, waiter: u64) -> EnvResult<()> {
+        let agent = who.as_str().to_owned();
+        self.write(move |tx| {
+            let n = tx
+                .conn
+                .prepare_cached("DELETE FROM reservation_waiters WHERE id = ?1")?
+                .execute([i(waiter)])?;
+            if n > 0 {
+                tx.journal(&agent, "lease.wait-ended", &format!("waiter/{waiter}"), json!({}))?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Extend one of the caller's live leases to `ttl_ms` from now.
+    pub async fn renew(&self, who: &AgentId, lease: u64, ttl_ms: u64) -> EnvResult<Lease> {
+        if ttl_ms == 0 {
+            return Err(EnvError::invalid("a lease needs a ttl above 0 ms"));
+        }
+        let agent = who.as_str().to_owned();
+        self.write(move |tx| {
+            let expires = tx.now.saturating_add(ttl_ms);
+            let n = tx
+                .conn
+                .prepare_cached(
+                    "UPDATE leases SET expires_at = ?1
+                     WHERE id = ?2 AND agent = ?3 AND expires_at > ?4",
+                )?
+                .execute(params![i(expires), i(lease), agent, i(tx.now)])?;
+            if n == 0 {
+                return Err(EnvError::not_found(format!(
+                    "lease {lease} is not a live lease of yours"
+                )));
+            }
+            tx.journal(
+                &agent,
+                "lease.renewed",
+                &format!("lease/{lease}"),
+                json!({"expires_at": expires}),
+            )?;
+            load_lease(tx.conn, lease)?
+                .ok_or_else(|| EnvError::not_found(format!("lease {lease}")))
+        })
+        .await
+    }
+
+    /// End one of the caller's live leases now.
+    pub async fn release(&self, who: &AgentId, lease: u64) -> EnvResult<()> {
+        let agent = who.as_str().to_owned();
+        self.write(move |tx| {
+            let n = tx
+                .conn
+                .prepare_cached("DELETE FROM leases WHERE id = ?1 AND agent = ?2 AND expires_at > ?3")?
+                .execute(params![i(lease), agent, i(tx.now)])?;
+            if n == 0 {
+                return Err(EnvError::not_found(format!(
+                    "lease {lease} is not a live lease of yours"
+                )));
+            }
+            tx.journal(&agent, "lease.released", &format!("lease/{lease}"), json!({}))?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Every live holding whose resource starts with `prefix`, by resource.
+    pub fn list_reservations(&self, prefix: &str) -> EnvResult<Vec<Holding>> {
+        self.read(|conn, now| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT lr.resource, l.id, l.agent, l.mode, l.token, l.expires_at
+                 FROM lease_resources lr JOIN leases l ON l.id = lr.lease
+                 WHERE lr.resource >= ?1 AND l.expires_at > ?2 ORDER BY lr.resource, l.id",
+            )?;
+            let mut rows = stmt.query(params![prefix, i(now)])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                let resource: String = r.get(0)?;
+                if !resource.starts_with(prefix) {
+                    break;
+                }
+                out.push(Holding {
+                    resource,
+                    lease: u(r.get(1)?),
+                    holder: r.get(2)?,
+                    mode: Mode::parse(&r.get::<_, String>(3)?),
+                    token: u(r.get(4)?),
+                    expires_at: u(r.get(5)?),
+                });
+            }
+            Ok(out)
+        })
+    }
+}

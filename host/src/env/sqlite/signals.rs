@@ -1,0 +1,91 @@
+//! Signals: trails whose strength decays exponentially, computed when read.
+
+use rusqlite::{OptionalExtension, params};
+use serde_json::json;
+
+use super::{Env, check_name, i, u};
+use crate::env::policy::decayed;
+use crate::env::{AgentId, EnvError, EnvResult, TrailStrength};
+
+
+impl Env {
+    /// Add `amount` to `trail` after decaying what was there (never below 0);
+    /// returns the new strength. `half_life_ms` sets the trail's half-life.
+    pub async fn deposit(
+        &self,
+        who: &AgentId,
+        trail: &str,
+        amount: f64,
+        half_life_ms: Option<u64>,
+    ) -> EnvResult<f64> {
+        check_name("trail", trail, self.options())?;
+        if !amount.is_finite() {
+            return Err(EnvError::invalid("a deposit amount must be a finite number"));
+        }
+        if half_life_ms == Some(0) {
+            return Err(EnvError::invalid("a half-life must be above 0 ms"));
+        }
+        let (agent, trail) = (who.as_str().to_owned(), trail.to_owned());
+        self.write(move |tx| {
+            let old: Option<(f64, i64, i64)> = tx
+                .conn
+                .prepare_cached("SELECT strength, half_life_ms, updated_at FROM signals WHERE trail = ?1")?
+                .query_row([&trail], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()?;
+            let (now_strength, kept_half_life) = match old {
+                Some((s, hl, at)) => (decayed(s, tx.now.saturating_sub(u(at)), u(hl)), u(hl)),
+                None => (0.0, tx.opts.signal_half_life_ms),
+            };
+            let half_life = half_life_ms.unwrap_or(kept_half_life);
+            let strength = (now_strength + amount).max(0.0);
+            tx.conn
+                .prepare_cached(
+                    "INSERT INTO signals (trail, strength, half_life_ms, updated_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (trail) DO UPDATE SET strength = ?2, half_life_ms = ?3, updated_at = ?4",
+                )?
+                .execute(params![trail, strength, i(half_life), i(tx.now)])?;
+            tx.journal(
+                &agent,
+                "signal.deposited",
+                &format!("signal/{trail}"),
+                json!({"amount": amount, "strength": strength}),
+            )?;
+            Ok(strength)
+        })
+        .await
+    }
+
+    /// The strength of `trail` now (0 for a trail never laid).
+    pub fn sense(&self, trail: &str) -> EnvResult<f64> {
+        self.read(|conn, now| {
+            let row: Option<(f64, i64, i64)> = conn
+                .prepare_cached("SELECT strength, half_life_ms, updated_at FROM signals WHERE trail = ?1")?
+                .query_row([trail], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()?;
+            Ok(row.map_or(0.0, |(s, hl, at)| decayed(s, now.saturating_sub(u(at)), u(hl))))
+        })
+    }
+
+    /// The `n` strongest trails starting with `prefix`, strongest first.
+    pub fn strongest(&self, prefix: &str, n: u32) -> EnvResult<Vec<TrailStrength>> {
+        self.read(|conn, now| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT trail, strength, half_life_ms, updated_at FROM signals
+                 WHERE trail >= ?1 ORDER BY trail",
+            )?;
+            let mut rows = stmt.query([prefix])?;
+            let mut all = Vec::new();
+            while let Some(r) = rows.next()? {
+                let trail: String = r.get(0)?;
+                if !trail.starts_with(prefix) {
+                    break;
+                }
+                let strength = decayed(r.get(1)?, now.saturating_sub(u(r.get(3)?)), u(r.get(2)?));
+                all.push(TrailStrength { trail, strength });
+            }
+            all.sort_by(|a, b| b.strength.total_cmp(&a.strength).then(a.trail.cmp(&b.trail)));
+            all.truncate(n as usize);
+            Ok(all)
+        })
+    }
+}

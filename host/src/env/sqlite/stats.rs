@@ -1,0 +1,40 @@
+//! Counts per table and state, for `wawe env stats`.
+
+use super::{Env, u};
+use crate::env::{EnvResult, Stats, TaskState};
+
+impl Env {
+    /// Row counts per table and state, read in one consistent snapshot.
+    pub fn stats(&self) -> EnvResult<Stats> {
+        self.read(|conn, now| {
+            let count = |sql: &str| -> EnvResult<u64> {
+                Ok(u(conn.prepare_cached(sql)?.query_row([], |r| r.get(0))?))
+            };
+            let mut tasks = Vec::new();
+            for state in TaskState::ALL {
+                let n: i64 = conn
+                    .prepare_cached("SELECT count(*) FROM tasks WHERE state = ?1")?
+                    .query_row([state.as_str()], |r| r.get(0))?;
+                tasks.push((state.as_str().to_owned(), u(n)));
+            }
+            let agents = conn
+                .prepare_cached("SELECT state, count(*) FROM agents GROUP BY state ORDER BY state")?
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, u(r.get(1)?))))?
+                .collect::<Result<Vec<_>, _>>()?;
+            let leases: i64 = conn
+                .prepare_cached("SELECT count(*) FROM leases WHERE expires_at > ?1")?
+                .query_row([super::i(now)], |r| r.get(0))?;
+            Ok(Stats {
+                tasks,
+                leases: u(leases),
+                agents,
+                hosts: count("SELECT count(*) FROM hosts")?,
+                learnings: count("SELECT count(*) FROM learnings")?,
+                signals: count("SELECT count(*) FROM signals")?,
+                values: count("SELECT count(*) FROM kv")?,
+                events: count("SELECT count(*) FROM events")?,
+                last_seq: count("SELECT coalesce(max(seq), 0) FROM events")?,
+            })
+        })
+    }
+}

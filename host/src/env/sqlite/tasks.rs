@@ -1,0 +1,532 @@
+//! Task queues: push with priority, delay, dedupe and dependencies; claim with
+//! a visibility timeout; complete, fail and extend guarded by the claim's
+//! fencing token; retry with backoff; dead letters and cascade cancel.
+
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::json;
+use tokio::time::Instant;
+
+use super::{Env, Tx, check_name, check_payload, i, u};
+use crate::env::policy::backoff_ms;
+use crate::env::{AgentId, Claimed, EnvError, EnvResult, PushOptions, Pushed, Task, TaskState};
+
+fn push(
+    tx: &mut Tx<'_>,
+    agent: &str,
+    queue: &str,
+    payload: &str,
+    opts: &PushOptions,
+) -> EnvResult<Pushed> {
+    if let Some(key) = &opts.dedupe_key {
+        let live: Option<i64> = tx
+            .conn
+            .prepare_cached(
+                "SELECT id FROM tasks WHERE queue = ?1 AND dedupe_key = ?2
+                 AND state IN ('blocked', 'ready', 'claimed')",
+            )?
+            .query_row(params![queue, key], |r| r.get(0))
+            .optional()?;
+        if let Some(id) = live {
+            return Ok(Pushed {
+                id: u(id),
+                deduplicated: true,
+            });
+        }
+    }
+    let mut state = TaskState::Ready;
+    let mut deps = opts.depends_on.clone();
+    deps.sort_unstable();
+    deps.dedup();
+    for dep in &deps {
+        let dep_state: Option<String> = tx
+            .conn
+            .prepare_cached("SELECT state FROM tasks WHERE id = ?1")?
+            .query_row([i(*dep)], |r| r.get(0))
+            .optional()?;
+        match dep_state.as_deref().and_then(TaskState::parse) {
+            None => {
+                return Err(EnvError::not_found(format!(
+                    "task {dep} (named in depends-on) does not exist"
+                )));
+            }
+            Some(TaskState::Dead | TaskState::Cancelled) => state = TaskState::Cancelled,
+            Some(TaskState::Done) => {}
+            Some(_) if state == TaskState::Ready => state = TaskState::Blocked,
+            Some(_) => {}
+        }
+    }
+    let max_attempts = match opts.max_attempts {
+        0 => tx.opts.default_max_attempts,
+        n => n,
+    };
+    let not_before = tx.now.saturating_add(opts.delay_ms);
+    let id: i64 = tx
+        .conn
+        .prepare_cached(
+            "INSERT INTO tasks (queue, payload, state, priority, max_attempts, not_before,
+                                dedupe_key, last_error, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9) RETURNING id",
+        )?
+        .query_row(
+            params![
+                queue,
+                payload,
+                state.as_str(),
+                opts.priority,
+                max_attempts,
+                i(not_before),
+                opts.dedupe_key,
+                (state == TaskState::Cancelled).then_some("a dependency had already failed"),
+                i(tx.now)
+            ],
+            |r| r.get(0),
+        )?;
+    let mut add = tx
+        .conn
+        .prepare_cached("INSERT INTO task_deps (task, depends_on) VALUES (?1, ?2)")?;
+    for dep in &deps {
+        add.execute(params![id, i(*dep)])?;
+    }
+    tx.journal(
+        agent,
+        "task.pushed",
+        &format!("task/{id}"),
+        json!({
+            "queue": queue, "state": state, "priority": opts.priority,
+            "not_before": not_before, "depends_on": deps,
+        }),
+    )?;
+    Ok(Pushed {
+        id: u(id),
+        deduplicated: false,
+    })
+}
+
+fn claim(tx: &mut Tx<'_>, agent: &str, queue: &str, lease_ms: u64) -> EnvResult<Option<Claimed>> {
+    requeue_expired(tx, Some(queue))?;
+    let next: Option<(i64, String, i64)> = tx
+        .conn
+        .prepare_cached(
+            "SELECT id, payload, attempts FROM tasks
+             WHERE state = 'ready' AND queue = ?1 AND not_before <= ?2
+             ORDER BY priority DESC, id LIMIT 1",
+        )?
+        .query_row(params![queue, i(tx.now)], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()?;
+    let Some((id, payload, attempts)) = next else {
+        return Ok(None);
+    };
+    let token = tx.next_token()?;
+    let expires = tx.now.saturating_add(lease_ms);
+    let attempt = attempts as u32 + 1;
+    tx.conn
+        .prepare_cached(
+            "UPDATE tasks SET state = 'claimed', attempts = ?1, claimed_by = ?2,
+                 claim_token = ?3, claim_expires = ?4, updated_at = ?5 WHERE id = ?6",
+        )?
+        .execute(params![attempt, agent, i(token), i(expires), i(tx.now), id])?;
+    tx.journal(
+        agent,
+        "task.claimed",
+        &format!("task/{id}"),
+        json!({"queue": queue, "attempt": attempt, "token": token, "expires_at": expires}),
+    )?;
+    Ok(Some(Claimed {
+        id: u(id),
+        queue: queue.to_owned(),
+        payload,
+        attempt,
+        token,
+        lease_expires_at: expires,
+    }))
+}
+
+/// What a guarded operation learns about the claim it holds.
+struct Held {
+    attempts: u32,
+    max_attempts: u32,
+}
+
+/// Check that `agent` holds task `id` with `token` and the claim has not lapsed.
+fn guard(tx: &Tx<'_>, agent: &str, id: u64, token: u64) -> EnvResult<Held> {
+    type Row = (String, Option<String>, Option<i64>, Option<i64>, u32, u32);
+    let row: Option<Row> = tx
+        .conn
+        .prepare_cached(
+            "SELECT state, claimed_by, claim_token, claim_expires, attempts, max_attempts
+             FROM tasks WHERE id = ?1",
+        )?
+        .query_row([i(id)], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+        })
+        .optional()?;
+    let Some((state, by, held_token, expires, attempts, max_attempts)) = row else {
+        return Err(EnvError::not_found(format!("task {id} does not exist")));
+    };
+    let current = state == "claimed"
+        && by.as_deref() == Some(agent)
+        && held_token == Some(i(token))
+        && expires.is_some_and(|e| u(e) > tx.now);
+    if !current {
+        return Err(EnvError::StaleToken(token));
+    }
+    Ok(Held {
+        attempts,
+        max_attempts,
+    })
+}
+
+/// After a failed attempt: back to ready after a backoff, or dead.
+fn retry_or_die(
+    tx: &mut Tx<'_>,
+    agent: &str,
+    id: u64,
+    held: &Held,
+    error: &str,
+    retry: bool,
+) -> EnvResult<()> {
+    if retry && held.attempts < held.max_attempts {
+        let delay = backoff_ms(held.attempts, tx.opts.retry_base_ms, tx.opts.retry_max_ms);
+        let not_before = tx.now.saturating_add(delay);
+        tx.conn
+            .prepare_cached(
+                "UPDATE tasks SET state = 'ready', not_before = ?1, last_error = ?2,
+                     claimed_by = NULL, claim_token = NULL, claim_expires = NULL, updated_at = ?3
+                 WHERE id = ?4",
+            )?
+            .execute(params![i(not_before), error, i(tx.now), i(id)])?;
+        tx.journal(
+            agent,
+            "task.retried",
+            &format!("task/{id}"),
+            json!({"attempts": held.attempts, "not_before": not_before, "error": error}),
+        )?;
+        return Ok(());
+    }
+    tx.conn
+        .prepare_cached(
+            "UPDATE tasks SET state = 'dead', last_error = ?1, claimed_by = NULL,
+                 claim_token = NULL, claim_expires = NULL, updated_at = ?2 WHERE id = ?3",
+        )?
+        .execute(params![error, i(tx.now), i(id)])?;
+    tx.journal(
+        agent,
+        "task.dead",
+        &format!("task/{id}"),
+        json!({"attempts": held.attempts, "error": error}),
+    )?;
+    cascade_cancel(tx, id)
+}
+
+/// Cancel every blocked task that (transitively) depends on `id`.
+fn cascade_cancel(tx: &mut Tx<'_>, id: u64) -> EnvResult<()> {
+    let mut stack = vec![id];
+    while let Some(failed) = stack.pop() {
+        let dependents: Vec<i64> = tx
+            .conn
+            .prepare_cached(
+                "SELECT t.id FROM task_deps d JOIN tasks t ON t.id = d.task
+                 WHERE d.depends_on = ?1 AND t.state = 'blocked' ORDER BY t.id",
+            )?
+            .query_map([i(failed)], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        for dep in dependents {
+            let why = format!("task {failed}, which it depends on, did not finish");
+            tx.conn
+                .prepare_cached(
+                    "UPDATE tasks SET state = 'cancelled', last_error = ?1, updated_at = ?2
+                     WHERE id = ?3",
+                )?
+                .execute(params![why, i(tx.now), dep])?;
+            tx.journal(
+                "env",
+                "task.cancelled",
+                &format!("task/{dep}"),
+                json!({"because": failed}),
+            )?;
+            stack.push(u(dep));
+        }
+    }
+    Ok(())
+}
+
+/// Make ready every blocked dependent of `done` whose dependencies are all done.
+fn unblock_dependents(tx: &mut Tx<'_>, done: u64) -> EnvResult<()> {
+    let ready: Vec<i64> = tx
+        .conn
+        .prepare_cached(
+            "SELECT t.id FROM task_deps d JOIN tasks t ON t.id = d.task
+             WHERE d.depends_on = ?1 AND t.state = 'blocked'
+               AND NOT EXISTS (SELECT 1 FROM task_deps o JOIN tasks ot ON ot.id = o.depends_on
+                               WHERE o.task = t.id AND ot.state != 'done')
+             ORDER BY t.id",
+        )?
+        .query_map([i(done)], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for id in ready {
+        tx.conn
+            .prepare_cached("UPDATE tasks SET state = 'ready', updated_at = ?1 WHERE id = ?2")?
+            .execute(params![i(tx.now), id])?;
+        tx.journal("env", "task.ready", &format!("task/{id}"), json!({"after": done}))?;
+    }
+    Ok(())
+}
+
+/// Put back tasks whose claim lapsed (in `queue`, or everywhere).
+pub(crate) fn requeue_expired(tx: &mut Tx<'_>, queue: Option<&str>) -> EnvResult<u64> {
+    let lapsed: Vec<(i64, u32, u32)> = tx
+        .conn
+        .prepare_cached(
+            "SELECT id, attempts, max_attempts FROM tasks
+             WHERE state = 'claimed' AND claim_expires <= ?1 AND (?2 IS NULL OR queue = ?2)
+             ORDER BY id",
+        )?
+        .query_map(params![i(tx.now), queue], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    for (id, attempts, max_attempts) in &lapsed {
+        let held = Held {
+            attempts: *attempts,
+            max_attempts: *max_attempts,
+        };
+        retry_or_die(tx, "env", u(*id), &held, "the claim lapsed (visibility timeout)", true)?;
+    }
+    Ok(lapsed.len() as u64)
+}
+
+/// Put back every task claimed by `agent` (it crashed or was stopped).
+pub(crate) fn requeue_agent(tx: &mut Tx<'_>, agent: &str, why: &str) -> EnvResult<u64> {
+    let held: Vec<(i64, u32, u32)> = tx
+        .conn
+        .prepare_cached(
+            "SELECT id, attempts, max_attempts FROM tasks
+             WHERE state = 'claimed' AND claimed_by = ?1 ORDER BY id",
+        )?
+        .query_map([agent], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    for (id, attempts, max_attempts) in &held {
+        let h = Held {
+            attempts: *attempts,
+            max_attempts: *max_attempts,
+        };
+        retry_or_die(tx, "env", u(*id), &h, why, true)?;
+    }
+    Ok(held.len() as u64)
+}
+
+/// When a task of `queue` may next become claimable: the earliest future
+/// not-before of a ready task or expiry of a claim.
+fn next_due(conn: &Connection, queue: &str, now: u64) -> EnvResult<(bool, Option<u64>)> {
+    let due_now: bool = conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM tasks WHERE queue = ?1 AND (
+                 (state = 'ready' AND not_before <= ?2) OR (state = 'claimed' AND claim_expires <= ?2)))",
+        )?
+        .query_row(params![queue, i(now)], |r| r.get(0))?;
+    let later: Option<i64> = conn
+        .prepare_cached(
+            "SELECT min(t) FROM (
+                 SELECT min(not_before) AS t FROM tasks WHERE queue = ?1 AND state = 'ready'
+                 UNION ALL
+                 SELECT min(claim_expires) FROM tasks WHERE queue = ?1 AND state = 'claimed')",
+        )?
+        .query_row([queue], |r| r.get(0))?;
+    Ok((due_now, later.map(u)))
+}
+
+fn load_task(conn: &Connection, id: u64) -> EnvResult<Option<Task>> {
+    let task = conn
+        .prepare_cached(&format!("{TASK_COLUMNS} WHERE id = ?1"))?
+        .query_row([i(id)], task_row)
+        .optional()?;
+    let Some(mut task) = task else {
+        return Ok(None);
+    };
+    task.depends_on = deps_of(conn, id)?;
+    Ok(Some(task))
+}
+
+fn deps_of(conn: &Connection, id: u64) -> EnvResult<Vec<u64>> {
+    Ok(conn
+        .prepare_cached("SELECT depends_on FROM task_deps WHERE task = ?1 ORDER BY depends_on")?
+        .query_map([i(id)], |r| r.get::<_, i64>(0).map(u))?
+        .collect::<Result<_, _>>()?)
+}
+
+const TASK_COLUMNS: &str = "SELECT id, queue, payload, state, priority, attempts, max_attempts,
+    not_before, dedupe_key, claimed_by, result, last_error, created_at, updated_at FROM tasks";
+
+fn task_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Task> {
+    Ok(Task {
+        id: u(r.get(0)?),
+        queue: r.get(1)?,
+        payload: r.get(2)?,
+        state: TaskState::parse(&r.get::<_, String>(3)?).unwrap_or(TaskState::Ready),
+        priority: r.get(4)?,
+        attempts: r.get(5)?,
+        max_attempts: r.get(6)?,
+        not_before: u(r.get(7)?),
+        dedupe_key: r.get(8)?,
+        depends_on: Vec::new(),
+        claimed_by: r.get(9)?,
+        result: r.get(10)?,
+        last_error: r.get(11)?,
+        created_at: u(r.get(12)?),
+        updated_at: u(r.get(13)?),
+    })
+}
+
+impl Env {
+    /// Add a task to `queue`. With a live task of the same dedupe key in the
+    /// queue, returns that one (`deduplicated`); with a dependency already
+    /// dead or cancelled, the task starts cancelled.
+    pub async fn push(
+        &self,
+        who: &AgentId,
+        queue: &str,
+        payload: &str,
+        opts: PushOptions,
+    ) -> EnvResult<Pushed> {
+        let limits = self.options();
+        check_name("queue name", queue, limits)?;
+        check_payload("payload", payload, limits)?;
+        if let Some(key) = &opts.dedupe_key {
+            check_name("dedupe key", key, limits)?;
+        }
+        if opts.depends_on.len() > limits.max_resources {
+            return Err(EnvError::TooLarge {
+                what: "depends-on list".into(),
+                limit: limits.max_resources as u64,
+                actual: opts.depends_on.len() as u64,
+            });
+        }
+        let (agent, queue, payload) = (who.as_str().to_owned(), queue.to_owned(), payload.to_owned());
+        self.write(move |tx| push(tx, &agent, &queue, &payload, &opts))
+            .await
+    }
+
+    /// Take the highest-priority ready task of `queue` (oldest first among
+    /// equals) for `lease_ms`, waiting up to `wait_ms` for one.
+    pub async fn claim(
+        &self,
+        who: &AgentId,
+        queue: &str,
+        lease_ms: u64,
+        wait_ms: u64,
+    ) -> EnvResult<Option<Claimed>> {
+        check_name("queue name", queue, self.options())?;
+        if lease_ms == 0 {
+            return Err(EnvError::invalid("a claim needs a lease above 0 ms"));
+        }
+        let until = Instant::now() + Duration::from_millis(wait_ms);
+        let mut rx = self.subscribe();
+        let mut first = true;
+        loop {
+            rx.borrow_and_update();
+            let (due_now, later) = self.read(|conn, now| next_due(conn, queue, now))?;
+            if due_now || first {
+                first = false;
+                let (agent, q) = (who.as_str().to_owned(), queue.to_owned());
+                if let Some(c) = self.write(move |tx| claim(tx, &agent, &q, lease_ms)).await? {
+                    return Ok(Some(c));
+                }
+            }
+            if Instant::now() >= until {
+                return Ok(None);
+            }
+            let wake = later
+                .filter(|&at| at > self.now_ms())
+                .map_or(until, |at| self.instant_at(at).min(until));
+            Env::changed_before(&mut rx, wake).await;
+        }
+    }
+
+    /// Finish a task the caller holds with `token`.
+    pub async fn complete(&self, who: &AgentId, id: u64, token: u64, result: &str) -> EnvResult<()> {
+        check_payload("result", result, self.options())?;
+        let (agent, result) = (who.as_str().to_owned(), result.to_owned());
+        self.write(move |tx| {
+            guard(tx, &agent, id, token)?;
+            tx.conn
+                .prepare_cached(
+                    "UPDATE tasks SET state = 'done', result = ?1, claimed_by = NULL,
+                         claim_token = NULL, claim_expires = NULL, updated_at = ?2 WHERE id = ?3",
+                )?
+                .execute(params![result, i(tx.now), i(id)])?;
+            tx.journal(&agent, "task.completed", &format!("task/{id}"), json!({"token": token}))?;
+            unblock_dependents(tx, id)
+        })
+        .await
+    }
+
+    /// Give up on a task the caller holds: retried after a backoff while
+    /// attempts remain and `retry` is set, else dead.
+    pub async fn fail(
+        &self,
+        who: &AgentId,
+        id: u64,
+        token: u64,
+        error: &str,
+        retry: bool,
+    ) -> EnvResult<()> {
+        check_payload("error", error, self.options())?;
+        let (agent, error) = (who.as_str().to_owned(), error.to_owned());
+        self.write(move |tx| {
+            let held = guard(tx, &agent, id, token)?;
+            retry_or_die(tx, &agent, id, &held, &error, retry)
+        })
+        .await
+    }
+
+    /// Extend the caller's claim on a task to `lease_ms` from now; returns the new expiry.
+    pub async fn extend(&self, who: &AgentId, id: u64, token: u64, lease_ms: u64) -> EnvResult<u64> {
+        if lease_ms == 0 {
+            return Err(EnvError::invalid("a claim needs a lease above 0 ms"));
+        }
+        let agent = who.as_str().to_owned();
+        self.write(move |tx| {
+            guard(tx, &agent, id, token)?;
+            let expires = tx.now.saturating_add(lease_ms);
+            tx.conn
+                .prepare_cached("UPDATE tasks SET claim_expires = ?1, updated_at = ?2 WHERE id = ?3")?
+                .execute(params![i(expires), i(tx.now), i(id)])?;
+            tx.journal(&agent, "task.extended", &format!("task/{id}"), json!({"expires_at": expires}))?;
+            Ok(expires)
+        })
+        .await
+    }
+
+    /// Look a task up.
+    pub fn get_task(&self, id: u64) -> EnvResult<Task> {
+        self.read(|conn, _| {
+            load_task(conn, id)?.ok_or_else(|| EnvError::not_found(format!("task {id} does not exist")))
+        })
+    }
+
+    /// Tasks in id order, optionally only of `queue` and/or in `state`, at most `limit`.
+    pub fn list_tasks(
+        &self,
+        queue: Option<&str>,
+        state: Option<TaskState>,
+        limit: u32,
+    ) -> EnvResult<Vec<Task>> {
+        self.read(|conn, _| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "{TASK_COLUMNS} WHERE (?1 IS NULL OR queue = ?1) AND (?2 IS NULL OR state = ?2)
+                 ORDER BY id LIMIT ?3"
+            ))?;
+            let mut tasks = stmt
+                .query_map(params![queue, state.map(TaskState::as_str), limit], task_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            for t in &mut tasks {
+                t.depends_on = deps_of(conn, t.id)?;
+            }
+            Ok(tasks)
+        })
+    }
+}

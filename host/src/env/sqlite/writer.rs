@@ -1,0 +1,161 @@
+//! The single writer: one connection on its own thread that commits the
+//! operations that arrived together in one transaction (group commit) and
+//! answers each caller only after that commit.
+
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, Sender};
+
+use rusqlite::Connection;
+use tokio::sync::{oneshot, watch};
+
+use super::Tx;
+use crate::env::{Clock, EnvError, EnvOptions, EnvResult};
+
+/// A unit of work for the writer: runs inside the batch's transaction.
+pub(crate) trait Job: Send {
+    /// Run the operation; the returned reply is finished after the commit.
+    fn run(self: Box<Self>, tx: &mut Tx<'_>) -> Box<dyn Reply>;
+    /// Answer without running (the batch could not start).
+    fn abort(self: Box<Self>, err: EnvError);
+}
+
+/// The answer of a job that ran, held back until its batch commits.
+pub(crate) trait Reply: Send {
+    /// Whether the operation succeeded (and so must be kept).
+    fn ok(&self) -> bool;
+    /// Deliver the answer: the operation's own result, or the commit's error.
+    fn finish(self: Box<Self>, commit: EnvResult<()>);
+}
+
+struct WriteJob<T, F> {
+    op: F,
+    reply: oneshot::Sender<EnvResult<T>>,
+}
+
+struct PendingReply<T> {
+    result: EnvResult<T>,
+    reply: oneshot::Sender<EnvResult<T>>,
+}
+
+impl<T, F> Job for WriteJob<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Tx<'_>) -> EnvResult<T> + Send + 'static,
+{
+    fn run(self: Box<Self>, tx: &mut Tx<'_>) -> Box<dyn Reply> {
+        let result = (self.op)(tx);
+        Box::new(PendingReply {
+            result,
+            reply: self.reply,
+        })
+    }
+
+    fn abort(self: Box<Self>, err: EnvError) {
+        let _ = self.reply.send(Err(err));
+    }
+}
+
+impl<T: Send + 'static> Reply for PendingReply<T> {
+    fn ok(&self) -> bool {
+        self.result.is_ok()
+    }
+
+    fn finish(self: Box<Self>, commit: EnvResult<()>) {
+        let answer = match (self.result, commit) {
+            (Ok(_), Err(e)) => Err(e),
+            (result, _) => result,
+        };
+        let _ = self.reply.send(answer);
+    }
+}
+
+/// Package `op` as a job and the receiver its answer arrives on.
+pub(crate) fn job<T, F>(op: F) -> (Box<dyn Job>, oneshot::Receiver<EnvResult<T>>)
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Tx<'_>) -> EnvResult<T> + Send + 'static,
+{
+    let (reply, rx) = oneshot::channel();
+    (Box::new(WriteJob { op, reply }), rx)
+}
+
+/// The handle callers send jobs through.
+pub(crate) type JobSender = Sender<Box<dyn Job>>;
+
+/// Run the writer until every sender is dropped.
+pub(crate) fn run(
+    conn: Connection,
+    jobs: Receiver<Box<dyn Job>>,
+    clock: Arc<dyn Clock>,
+    opts: EnvOptions,
+    changed: watch::Sender<u64>,
+) {
+    let mut last_seq: u64 = conn
+        .query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .map(|v| v as u64)
+        .unwrap_or(0);
+    let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(opts.max_batch);
+    while let Ok(first) = jobs.recv() {
+        batch.push(first);
+        while batch.len() < opts.max_batch {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            let err = EnvError::from(e);
+            for job in batch.drain(..) {
+                job.abort(err.clone());
+            }
+            continue;
+        }
+        let now = clock.now_ms();
+        let mut seq = last_seq;
+        let mut replies = Vec::with_capacity(batch.len());
+        for job in batch.drain(..) {
+            let before = seq;
+            let reply = match conn.execute_batch("SAVEPOINT op") {
+                Ok(()) => {
+                    let mut tx = Tx {
+                        conn: &conn,
+                        now,
+                        opts: &opts,
+                        last_seq: &mut seq,
+                    };
+                    let reply = job.run(&mut tx);
+                    let end = if reply.ok() {
+                        conn.execute_batch("RELEASE op")
+                    } else {
+                        seq = before;
+                        conn.execute_batch("ROLLBACK TO op; RELEASE op")
+                    };
+                    if let Err(e) = end {
+                        tracing::error!("savepoint failed: {e}");
+                    }
+                    reply
+                }
+                Err(e) => {
+                    job.abort(EnvError::from(e));
+                    continue;
+                }
+            };
+            replies.push(reply);
+        }
+        let commit = conn.execute_batch("COMMIT").map_err(EnvError::from);
+        if commit.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        } else if seq > last_seq {
+            last_seq = seq;
+            changed.send_modify(|v| *v = (*v).max(seq));
+        }
+        for reply in replies {
+            reply.finish(commit.clone());
+        }
+    }
+    if let Err(e) = conn.execute_batch("PRAGMA optimize") {
+        tracing::debug!("optimize on close failed: {e}");
+    }
+}
