@@ -189,7 +189,10 @@ impl TaskState {
 
     /// Whether the task has ended for good.
     pub fn is_final(self) -> bool {
-        matches!(self, TaskState::Done | TaskState::Dead | TaskState::Cancelled)
+        matches!(
+            self,
+            TaskState::Done | TaskState::Dead | TaskState::Cancelled
+        )
     }
 }
 
@@ -317,7 +320,11 @@ pub struct EventFilter {
 impl EventFilter {
     /// Whether `event` passes the filter.
     pub fn matches(&self, event: &Event) -> bool {
-        (self.kinds.is_empty() || self.kinds.iter().any(|k| event.kind.starts_with(k.as_str())))
+        (self.kinds.is_empty()
+            || self
+                .kinds
+                .iter()
+                .any(|k| event.kind.starts_with(k.as_str())))
             && event.subject.starts_with(self.subject_prefix.as_str())
     }
 }

@@ -86,13 +86,17 @@ impl Env {
         self.write(move |tx| {
             let n = tx
                 .conn
-                .prepare_cached("UPDATE hosts SET last_heartbeat = ?1 WHERE id = ?2 AND state = 'alive'")?
+                .prepare_cached(
+                    "UPDATE hosts SET last_heartbeat = ?1 WHERE id = ?2 AND state = 'alive'",
+                )?
                 .execute(params![i(tx.now), host])?;
             if n == 0 {
                 return Err(EnvError::not_found(format!("host {host} is not alive")));
             }
             tx.conn
-                .prepare_cached("UPDATE agents SET last_seen = ?1 WHERE host = ?2 AND state = 'running'")?
+                .prepare_cached(
+                    "UPDATE agents SET last_seen = ?1 WHERE host = ?2 AND state = 'running'",
+                )?
                 .execute(params![i(tx.now), host])?;
             Ok(())
         })
@@ -112,7 +116,9 @@ impl Env {
                 end_agent(tx, &a, AgentEnd::Stopped, "its host stopped")?;
             }
             tx.conn
-                .prepare_cached("UPDATE hosts SET state = 'stopped', last_heartbeat = ?1 WHERE id = ?2")?
+                .prepare_cached(
+                    "UPDATE hosts SET state = 'stopped', last_heartbeat = ?1 WHERE id = ?2",
+                )?
                 .execute(params![i(tx.now), host])?;
             tx.journal(&host, "host.stopped", &format!("host/{host}"), json!({}))?;
             Ok(())
@@ -160,7 +166,8 @@ impl Env {
     /// back at once. Ending an agent that is not running changes nothing.
     pub async fn agent_ended(&self, agent: &AgentId, end: AgentEnd, reason: &str) -> EnvResult<()> {
         let (agent, reason) = (agent.as_str().to_owned(), reason.to_owned());
-        self.write(move |tx| end_agent(tx, &agent, end, &reason)).await
+        self.write(move |tx| end_agent(tx, &agent, end, &reason))
+            .await
     }
 
     /// Expire leases and lapsed claims, and prune events past retention.

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::{Env, i, u};
-use crate::env::{Event, EventFilter, EnvResult};
+use crate::env::{EnvResult, Event, EventFilter};
 
 /// The most events one read returns.
 const MAX_READ: u32 = 10_000;

@@ -50,7 +50,13 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Learning, u64)> {
     ))
 }
 
-fn search(conn: &Connection, now: u64, query: &str, limit: u32, half_life: u64) -> EnvResult<Vec<Learning>> {
+fn search(
+    conn: &Connection,
+    now: u64,
+    query: &str,
+    limit: u32,
+    half_life: u64,
+) -> EnvResult<Vec<Learning>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS}, -bm25(learnings_fts) FROM learnings_fts f
          JOIN learnings l ON l.id = f.rowid
@@ -91,8 +97,12 @@ impl Env {
         }
         let tags_json = json!(tags).to_string();
         check_payload("tags", &tags_json, limits)?;
-        let (agent, topic, body, tag_words) =
-            (who.as_str().to_owned(), topic.to_owned(), body.to_owned(), tags.join(" "));
+        let (agent, topic, body, tag_words) = (
+            who.as_str().to_owned(),
+            topic.to_owned(),
+            body.to_owned(),
+            tags.join(" "),
+        );
         self.write(move |tx| {
             let id: i64 = tx
                 .conn
@@ -100,11 +110,20 @@ impl Env {
                     "INSERT INTO learnings (author, topic, body, tags, created_at)
                      VALUES (?1, ?2, ?3, ?4, ?5) RETURNING id",
                 )?
-                .query_row(params![agent, topic, body, tags_json, i(tx.now)], |r| r.get(0))?;
+                .query_row(params![agent, topic, body, tags_json, i(tx.now)], |r| {
+                    r.get(0)
+                })?;
             tx.conn
-                .prepare_cached("INSERT INTO learnings_fts (rowid, topic, body, tags) VALUES (?1, ?2, ?3, ?4)")?
+                .prepare_cached(
+                    "INSERT INTO learnings_fts (rowid, topic, body, tags) VALUES (?1, ?2, ?3, ?4)",
+                )?
                 .execute(params![id, topic, body, tag_words])?;
-            tx.journal(&agent, "learning.recorded", &format!("learning/{id}"), json!({"topic": topic}))?;
+            tx.journal(
+                &agent,
+                "learning.recorded",
+                &format!("learning/{id}"),
+                json!({"topic": topic}),
+            )?;
             Ok(u(id))
         })
         .await
@@ -126,7 +145,9 @@ impl Env {
                  ORDER BY l.id DESC LIMIT ?2"
             ))?;
             Ok(stmt
-                .query_map(params![topic, limit.min(MAX_LIMIT)], |r| row(r).map(|(l, _)| l))?
+                .query_map(params![topic, limit.min(MAX_LIMIT)], |r| {
+                    row(r).map(|(l, _)| l)
+                })?
                 .collect::<Result<Vec<_>, _>>()?)
         })
     }

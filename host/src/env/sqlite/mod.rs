@@ -51,6 +51,7 @@ struct Inner {
     readers: Mutex<Vec<Connection>>,
     changed: watch::Sender<u64>,
     stop_watcher: Arc<AtomicBool>,
+    watcher: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// What a write operation sees: the batch's transaction and its time.
@@ -79,7 +80,9 @@ impl Tx<'_> {
     pub(crate) fn next_token(&self) -> EnvResult<u64> {
         let token: i64 = self
             .conn
-            .prepare_cached("UPDATE meta SET value = value + 1 WHERE key = 'fence' RETURNING value")?
+            .prepare_cached(
+                "UPDATE meta SET value = value + 1 WHERE key = 'fence' RETURNING value",
+            )?
             .query_row([], |r| r.get(0))?;
         Ok(token as u64)
     }
@@ -122,7 +125,7 @@ impl Env {
         };
         let stop_watcher = Arc::new(AtomicBool::new(false));
         let watcher_conn = open::connect(&path, &opts)?;
-        {
+        let watcher = {
             let changed = changed.clone();
             let stop = stop_watcher.clone();
             let every = Duration::from_millis(opts.change_check_interval_ms.max(1));
@@ -132,8 +135,8 @@ impl Env {
                 .map_err(|e| OpenError::Other {
                     path: path.clone(),
                     detail: format!("cannot start the change watcher: {e}"),
-                })?;
-        }
+                })?
+        };
         Ok(Env {
             inner: Arc::new(Inner {
                 path,
@@ -144,6 +147,7 @@ impl Env {
                 readers: Mutex::new(Vec::new()),
                 changed,
                 stop_watcher,
+                watcher: Mutex::new(Some(watcher)),
             }),
         })
     }
@@ -189,7 +193,12 @@ impl Env {
         &self,
         op: impl FnOnce(&Connection, u64) -> EnvResult<T>,
     ) -> EnvResult<T> {
-        let pooled = self.inner.readers.lock().expect("reader pool poisoned").pop();
+        let pooled = self
+            .inner
+            .readers
+            .lock()
+            .expect("reader pool poisoned")
+            .pop();
         let conn = match pooled {
             Some(c) => c,
             None => {
@@ -222,7 +231,10 @@ impl Env {
     /// Sleep until the environment changes after `rx` last looked, or `until`.
     /// Returns false when `until` came first.
     pub(crate) async fn changed_before(rx: &mut watch::Receiver<u64>, until: Instant) -> bool {
-        matches!(tokio::time::timeout_at(until, rx.changed()).await, Ok(Ok(())))
+        matches!(
+            tokio::time::timeout_at(until, rx.changed()).await,
+            Ok(Ok(()))
+        )
     }
 
     /// The real instant at which the environment clock will read `at_ms`.
@@ -244,6 +256,10 @@ impl Inner {
             let _ = handle.join();
         }
         self.stop_watcher.store(true, Ordering::Relaxed);
+        if let Some(handle) = self.watcher.lock().expect("watcher handle poisoned").take() {
+            let _ = handle.join();
+        }
+        self.readers.lock().expect("reader pool poisoned").clear();
     }
 }
 
@@ -255,7 +271,9 @@ impl Drop for Inner {
 
 impl std::fmt::Debug for Env {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Env").field("path", &self.inner.path).finish()
+        f.debug_struct("Env")
+            .field("path", &self.inner.path)
+            .finish()
     }
 }
 

@@ -47,8 +47,7 @@ pub(crate) fn inspect(path: &Path, opts: &EnvOptions) -> Result<bool, OpenError>
     let probe = || -> rusqlite::Result<(i64, i64, i64)> {
         let app: i64 = conn.query_row("PRAGMA application_id", [], |r| r.get(0))?;
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        let tables: i64 =
-            conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+        let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
         Ok((app, version, tables))
     };
     let (app, version, tables) = probe().map_err(|e| classify(path, e, opts))?;

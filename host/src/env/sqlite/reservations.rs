@@ -140,7 +140,11 @@ pub(crate) fn load_lease(conn: &Connection, id: u64) -> EnvResult<Option<Lease>>
     let row = conn
         .prepare_cached("SELECT mode, token, expires_at FROM leases WHERE id = ?1")?
         .query_row([i(id)], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
         })
         .optional()?;
     let Some((mode, token, expires)) = row else {
@@ -190,7 +194,12 @@ fn attempt(
                          VALUES (?1, ?2, ?3, ?4) RETURNING id",
                     )?
                     .query_row(
-                        params![agent, mode.as_str(), json!(resources).to_string(), i(deadline)],
+                        params![
+                            agent,
+                            mode.as_str(),
+                            json!(resources).to_string(),
+                            i(deadline)
+                        ],
                         |r| r.get(0),
                     )?;
                 Some(u(id))
@@ -365,7 +374,12 @@ impl Env {
                 .prepare_cached("DELETE FROM reservation_waiters WHERE id = ?1")?
                 .execute([i(waiter)])?;
             if n > 0 {
-                tx.journal(&agent, "lease.wait-ended", &format!("waiter/{waiter}"), json!({}))?;
+                tx.journal(
+                    &agent,
+                    "lease.wait-ended",
+                    &format!("waiter/{waiter}"),
+                    json!({}),
+                )?;
             }
             Ok(())
         })
@@ -398,8 +412,7 @@ impl Env {
                 &format!("lease/{lease}"),
                 json!({"expires_at": expires}),
             )?;
-            load_lease(tx.conn, lease)?
-                .ok_or_else(|| EnvError::not_found(format!("lease {lease}")))
+            load_lease(tx.conn, lease)?.ok_or_else(|| EnvError::not_found(format!("lease {lease}")))
         })
         .await
     }
@@ -410,14 +423,21 @@ impl Env {
         self.write(move |tx| {
             let n = tx
                 .conn
-                .prepare_cached("DELETE FROM leases WHERE id = ?1 AND agent = ?2 AND expires_at > ?3")?
+                .prepare_cached(
+                    "DELETE FROM leases WHERE id = ?1 AND agent = ?2 AND expires_at > ?3",
+                )?
                 .execute(params![i(lease), agent, i(tx.now)])?;
             if n == 0 {
                 return Err(EnvError::not_found(format!(
                     "lease {lease} is not a live lease of yours"
                 )));
             }
-            tx.journal(&agent, "lease.released", &format!("lease/{lease}"), json!({}))?;
+            tx.journal(
+                &agent,
+                "lease.released",
+                &format!("lease/{lease}"),
+                json!({}),
+            )?;
             Ok(())
         })
         .await

@@ -7,7 +7,6 @@ use super::{Env, check_name, i, u};
 use crate::env::policy::decayed;
 use crate::env::{AgentId, EnvError, EnvResult, TrailStrength};
 
-
 impl Env {
     /// Add `amount` to `trail` after decaying what was there (never below 0);
     /// returns the new strength. `half_life_ms` sets the trail's half-life.
@@ -20,7 +19,9 @@ impl Env {
     ) -> EnvResult<f64> {
         check_name("trail", trail, self.options())?;
         if !amount.is_finite() {
-            return Err(EnvError::invalid("a deposit amount must be a finite number"));
+            return Err(EnvError::invalid(
+                "a deposit amount must be a finite number",
+            ));
         }
         if half_life_ms == Some(0) {
             return Err(EnvError::invalid("a half-life must be above 0 ms"));
@@ -59,10 +60,14 @@ impl Env {
     pub fn sense(&self, trail: &str) -> EnvResult<f64> {
         self.read(|conn, now| {
             let row: Option<(f64, i64, i64)> = conn
-                .prepare_cached("SELECT strength, half_life_ms, updated_at FROM signals WHERE trail = ?1")?
+                .prepare_cached(
+                    "SELECT strength, half_life_ms, updated_at FROM signals WHERE trail = ?1",
+                )?
                 .query_row([trail], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                 .optional()?;
-            Ok(row.map_or(0.0, |(s, hl, at)| decayed(s, now.saturating_sub(u(at)), u(hl))))
+            Ok(row.map_or(0.0, |(s, hl, at)| {
+                decayed(s, now.saturating_sub(u(at)), u(hl))
+            }))
         })
     }
 
@@ -83,7 +88,11 @@ impl Env {
                 let strength = decayed(r.get(1)?, now.saturating_sub(u(r.get(3)?)), u(r.get(2)?));
                 all.push(TrailStrength { trail, strength });
             }
-            all.sort_by(|a, b| b.strength.total_cmp(&a.strength).then(a.trail.cmp(&b.trail)));
+            all.sort_by(|a, b| {
+                b.strength
+                    .total_cmp(&a.strength)
+                    .then(a.trail.cmp(&b.trail))
+            });
             all.truncate(n as usize);
             Ok(all)
         })

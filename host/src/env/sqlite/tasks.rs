@@ -161,7 +161,14 @@ fn guard(tx: &Tx<'_>, agent: &str, id: u64, token: u64) -> EnvResult<Held> {
              FROM tasks WHERE id = ?1",
         )?
         .query_row([i(id)], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
         })
         .optional()?;
     let Some((state, by, held_token, expires, attempts, max_attempts)) = row else {
@@ -271,7 +278,12 @@ fn unblock_dependents(tx: &mut Tx<'_>, done: u64) -> EnvResult<()> {
         tx.conn
             .prepare_cached("UPDATE tasks SET state = 'ready', updated_at = ?1 WHERE id = ?2")?
             .execute(params![i(tx.now), id])?;
-        tx.journal("env", "task.ready", &format!("task/{id}"), json!({"after": done}))?;
+        tx.journal(
+            "env",
+            "task.ready",
+            &format!("task/{id}"),
+            json!({"after": done}),
+        )?;
     }
     Ok(())
 }
@@ -294,7 +306,14 @@ pub(crate) fn requeue_expired(tx: &mut Tx<'_>, queue: Option<&str>) -> EnvResult
             attempts: *attempts,
             max_attempts: *max_attempts,
         };
-        retry_or_die(tx, "env", u(*id), &held, "the claim lapsed (visibility timeout)", true)?;
+        retry_or_die(
+            tx,
+            "env",
+            u(*id),
+            &held,
+            "the claim lapsed (visibility timeout)",
+            true,
+        )?;
     }
     Ok(lapsed.len() as u64)
 }
@@ -405,7 +424,11 @@ impl Env {
                 actual: opts.depends_on.len() as u64,
             });
         }
-        let (agent, queue, payload) = (who.as_str().to_owned(), queue.to_owned(), payload.to_owned());
+        let (agent, queue, payload) = (
+            who.as_str().to_owned(),
+            queue.to_owned(),
+            payload.to_owned(),
+        );
         self.write(move |tx| push(tx, &agent, &queue, &payload, &opts))
             .await
     }
@@ -432,7 +455,10 @@ impl Env {
             if due_now || first {
                 first = false;
                 let (agent, q) = (who.as_str().to_owned(), queue.to_owned());
-                if let Some(c) = self.write(move |tx| claim(tx, &agent, &q, lease_ms)).await? {
+                if let Some(c) = self
+                    .write(move |tx| claim(tx, &agent, &q, lease_ms))
+                    .await?
+                {
                     return Ok(Some(c));
                 }
             }
@@ -447,7 +473,13 @@ impl Env {
     }
 
     /// Finish a task the caller holds with `token`.
-    pub async fn complete(&self, who: &AgentId, id: u64, token: u64, result: &str) -> EnvResult<()> {
+    pub async fn complete(
+        &self,
+        who: &AgentId,
+        id: u64,
+        token: u64,
+        result: &str,
+    ) -> EnvResult<()> {
         check_payload("result", result, self.options())?;
         let (agent, result) = (who.as_str().to_owned(), result.to_owned());
         self.write(move |tx| {
@@ -458,7 +490,12 @@ impl Env {
                          claim_token = NULL, claim_expires = NULL, updated_at = ?2 WHERE id = ?3",
                 )?
                 .execute(params![result, i(tx.now), i(id)])?;
-            tx.journal(&agent, "task.completed", &format!("task/{id}"), json!({"token": token}))?;
+            tx.journal(
+                &agent,
+                "task.completed",
+                &format!("task/{id}"),
+                json!({"token": token}),
+            )?;
             unblock_dependents(tx, id)
         })
         .await
@@ -484,7 +521,13 @@ impl Env {
     }
 
     /// Extend the caller's claim on a task to `lease_ms` from now; returns the new expiry.
-    pub async fn extend(&self, who: &AgentId, id: u64, token: u64, lease_ms: u64) -> EnvResult<u64> {
+    pub async fn extend(
+        &self,
+        who: &AgentId,
+        id: u64,
+        token: u64,
+        lease_ms: u64,
+    ) -> EnvResult<u64> {
         if lease_ms == 0 {
             return Err(EnvError::invalid("a claim needs a lease above 0 ms"));
         }
@@ -493,9 +536,16 @@ impl Env {
             guard(tx, &agent, id, token)?;
             let expires = tx.now.saturating_add(lease_ms);
             tx.conn
-                .prepare_cached("UPDATE tasks SET claim_expires = ?1, updated_at = ?2 WHERE id = ?3")?
+                .prepare_cached(
+                    "UPDATE tasks SET claim_expires = ?1, updated_at = ?2 WHERE id = ?3",
+                )?
                 .execute(params![i(expires), i(tx.now), i(id)])?;
-            tx.journal(&agent, "task.extended", &format!("task/{id}"), json!({"expires_at": expires}))?;
+            tx.journal(
+                &agent,
+                "task.extended",
+                &format!("task/{id}"),
+                json!({"expires_at": expires}),
+            )?;
             Ok(expires)
         })
         .await
@@ -504,7 +554,8 @@ impl Env {
     /// Look a task up.
     pub fn get_task(&self, id: u64) -> EnvResult<Task> {
         self.read(|conn, _| {
-            load_task(conn, id)?.ok_or_else(|| EnvError::not_found(format!("task {id} does not exist")))
+            load_task(conn, id)?
+                .ok_or_else(|| EnvError::not_found(format!("task {id} does not exist")))
         })
     }
 
@@ -521,7 +572,10 @@ impl Env {
                  ORDER BY id LIMIT ?3"
             ))?;
             let mut tasks = stmt
-                .query_map(params![queue, state.map(TaskState::as_str), limit], task_row)?
+                .query_map(
+                    params![queue, state.map(TaskState::as_str), limit],
+                    task_row,
+                )?
                 .collect::<Result<Vec<_>, _>>()?;
             for t in &mut tasks {
                 t.depends_on = deps_of(conn, t.id)?;

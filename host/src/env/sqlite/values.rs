@@ -85,15 +85,32 @@ impl Env {
                      ON CONFLICT (key) DO UPDATE SET value = ?2, version = ?3, fence = ?4,
                          updated_by = ?5, updated_at = ?6",
                 )?
-                .execute(params![key, value, i(version), i(new_fence), agent, i(tx.now)])?;
-            tx.journal(&agent, "value.put", &format!("value/{key}"), json!({"version": version}))?;
+                .execute(params![
+                    key,
+                    value,
+                    i(version),
+                    i(new_fence),
+                    agent,
+                    i(tx.now)
+                ])?;
+            tx.journal(
+                &agent,
+                "value.put",
+                &format!("value/{key}"),
+                json!({"version": version}),
+            )?;
             Ok(version)
         })
         .await
     }
 
     /// Delete `key`, under the same `expected` rule as [`Env::put_value`].
-    pub async fn delete_value(&self, who: &AgentId, key: &str, expected: Option<u64>) -> EnvResult<()> {
+    pub async fn delete_value(
+        &self,
+        who: &AgentId,
+        key: &str,
+        expected: Option<u64>,
+    ) -> EnvResult<()> {
         check_name("key", key, self.options())?;
         let (agent, key) = (who.as_str().to_owned(), key.to_owned());
         self.write(move |tx| {
@@ -105,7 +122,12 @@ impl Env {
             tx.conn
                 .prepare_cached("DELETE FROM kv WHERE key = ?1")?
                 .execute([&key])?;
-            tx.journal(&agent, "value.deleted", &format!("value/{key}"), json!({"version": version}))?;
+            tx.journal(
+                &agent,
+                "value.deleted",
+                &format!("value/{key}"),
+                json!({"version": version}),
+            )?;
             Ok(())
         })
         .await

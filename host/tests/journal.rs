@@ -1,0 +1,359 @@
+//! The journal, waiting, group commit, and opening files.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{agent, open, res};
+use wawe::env::{
+    Env, EnvError, EnvOptions, EventFilter, ManualClock, Mode, OpenError, PushOptions,
+};
+
+#[tokio::test]
+async fn every_change_appends_exactly_one_event_and_failures_none() {
+    let t = open();
+    let (a, b) = (agent("a"), agent("b"));
+    let env = &t.env;
+    let mut seq = env.latest_seq().unwrap();
+    let expect = |kind: &str, seq: &mut u64| {
+        let events = env.read_events(*seq, &EventFilter::default(), 100).unwrap();
+        assert_eq!(events.len(), 1, "after {kind}: {events:?}");
+        assert_eq!(events[0].kind, kind);
+        *seq = events[0].seq;
+    };
+    let lease = env
+        .reserve(&a, &res(&["r"]), Mode::Exclusive, 10_000, 0)
+        .await
+        .unwrap();
+    expect("lease.granted", &mut seq);
+    env.renew(&a, lease.id, 10_000).await.unwrap();
+    expect("lease.renewed", &mut seq);
+    env.reserve(&b, &res(&["r"]), Mode::Exclusive, 10_000, 0)
+        .await
+        .unwrap_err();
+    env.release(&a, lease.id).await.unwrap();
+    expect("lease.released", &mut seq);
+    let id = env
+        .push(&a, "q", "x", PushOptions::default())
+        .await
+        .unwrap()
+        .id;
+    expect("task.pushed", &mut seq);
+    let c = env.claim(&b, "q", 10_000, 0).await.unwrap().unwrap();
+    expect("task.claimed", &mut seq);
+    env.complete(&a, id, c.token, "").await.unwrap_err();
+    env.extend(&b, id, c.token, 10_000).await.unwrap();
+    expect("task.extended", &mut seq);
+    env.complete(&b, id, c.token, "done").await.unwrap();
+    expect("task.completed", &mut seq);
+    let l = env.record_learning(&a, "t", "body", &[]).await.unwrap();
+    expect("learning.recorded", &mut seq);
+    env.endorse(&b, l).await.unwrap();
+    expect("learning.endorsed", &mut seq);
+    env.deposit(&a, "trail", 1.0, None).await.unwrap();
+    expect("signal.deposited", &mut seq);
+    env.put_value(&a, "k", "v", None, None).await.unwrap();
+    expect("value.put", &mut seq);
+    env.put_value(&a, "k", "v", Some(5), None)
+        .await
+        .unwrap_err();
+    env.delete_value(&a, "k", None).await.unwrap();
+    expect("value.deleted", &mut seq);
+    assert_eq!(env.latest_seq().unwrap(), seq);
+    let events = env.read_events(0, &EventFilter::default(), 100).unwrap();
+    assert!(events.iter().all(
+        |e| !e.agent.is_empty() && serde_json::from_str::<serde_json::Value>(&e.detail).is_ok()
+    ));
+    assert_eq!(
+        events
+            .iter()
+            .find(|e| e.kind == "task.completed")
+            .unwrap()
+            .agent,
+        "b"
+    );
+}
+
+#[tokio::test]
+async fn events_filter_by_kind_prefix_and_subject_prefix() {
+    let t = open();
+    let a = agent("a");
+    let id = t
+        .env
+        .push(&a, "q", "x", PushOptions::default())
+        .await
+        .unwrap()
+        .id;
+    t.env
+        .push(&a, "q", "y", PushOptions::default())
+        .await
+        .unwrap();
+    t.env.put_value(&a, "k", "v", None, None).await.unwrap();
+    let tasks = EventFilter {
+        kinds: vec!["task.".into()],
+        ..Default::default()
+    };
+    assert_eq!(t.env.read_events(0, &tasks, 100).unwrap().len(), 2);
+    let one = EventFilter {
+        subject_prefix: format!("task/{id}"),
+        ..Default::default()
+    };
+    assert_eq!(t.env.read_events(0, &one, 100).unwrap().len(), 1);
+    assert_eq!(
+        t.env
+            .read_events(0, &EventFilter::default(), 2)
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_wait_is_woken_by_a_change() {
+    let t = open();
+    let after = t.env.latest_seq().unwrap();
+    let env = t.env.clone();
+    let filter = EventFilter {
+        kinds: vec!["value.".into()],
+        ..Default::default()
+    };
+    let waiter = tokio::spawn(async move { env.wait_events(after, &filter, 30_000).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    t.env
+        .push(&agent("a"), "q", "not a value", PushOptions::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        !waiter.is_finished(),
+        "woke for an event the filter excludes"
+    );
+    t.env
+        .put_value(&agent("a"), "k", "v", None, None)
+        .await
+        .unwrap();
+    let events = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].kind, "value.put");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_is_woken_by_a_commit_through_another_connection() {
+    let t = open();
+    let other = Env::open_with_clock(
+        t.env.path(),
+        EnvOptions::default(),
+        Arc::new(t.clock.clone()),
+    )
+    .unwrap();
+    let env = t.env.clone();
+    let waiter = tokio::spawn(async move { env.claim(&agent("w"), "q", 10_000, 30_000).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let id = other
+        .push(&agent("p"), "q", "x", PushOptions::default())
+        .await
+        .unwrap()
+        .id;
+    let claimed = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(claimed.unwrap().id, id);
+}
+
+#[tokio::test]
+async fn a_wait_with_nothing_to_see_returns_empty_at_its_timeout() {
+    let t = open();
+    let events = t
+        .env
+        .wait_events(t.env.latest_seq().unwrap(), &EventFilter::default(), 30)
+        .await
+        .unwrap();
+    assert!(events.is_empty());
+}
+
+#[tokio::test]
+async fn retention_prunes_old_events_and_never_reuses_sequence_numbers() {
+    let t = common::open_with(EnvOptions {
+        event_retention_ms: 1_000,
+        ..Default::default()
+    });
+    let a = agent("a");
+    t.env.put_value(&a, "k", "1", None, None).await.unwrap();
+    t.clock.advance(2_000);
+    t.env.put_value(&a, "k", "2", None, None).await.unwrap();
+    let before = t.env.latest_seq().unwrap();
+    assert_eq!(t.env.prune_events().await.unwrap(), 1);
+    let left = t.env.read_events(0, &EventFilter::default(), 100).unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].seq, before);
+    t.env.put_value(&a, "k", "3", None, None).await.unwrap();
+    assert_eq!(t.env.latest_seq().unwrap(), before + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_commit_keeps_each_operations_own_outcome() {
+    let t = open();
+    let a = agent("a");
+    t.env.put_value(&a, "k", "0", None, None).await.unwrap();
+    // 100 concurrent compare-and-swaps on version 1: exactly one wins, the
+    // others fail alone; 100 pushes alongside all succeed.
+    let mut handles = Vec::new();
+    for i in 0..100 {
+        let env = t.env.clone();
+        handles.push(tokio::spawn(async move {
+            let a = agent("a");
+            let cas = env.put_value(&a, "k", &i.to_string(), Some(1), None).await;
+            let push = env
+                .push(&a, "q", &i.to_string(), PushOptions::default())
+                .await;
+            (cas, push)
+        }));
+    }
+    let mut wins = 0;
+    for h in handles {
+        let (cas, push) = h.await.unwrap();
+        push.unwrap();
+        match cas {
+            Ok(2) => wins += 1,
+            Err(EnvError::VersionMismatch { .. }) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(wins, 1);
+    assert_eq!(t.env.list_tasks(Some("q"), None, 1_000).unwrap().len(), 100);
+}
+
+#[tokio::test]
+async fn an_answered_write_is_already_committed() {
+    let t = open();
+    let other = Env::open(t.env.path(), EnvOptions::default()).unwrap();
+    for i in 0..50 {
+        let id = t
+            .env
+            .push(&agent("a"), "q", &i.to_string(), PushOptions::default())
+            .await
+            .unwrap()
+            .id;
+        assert_eq!(other.get_task(id).unwrap().payload, i.to_string());
+    }
+}
+
+fn snapshot(path: &std::path::Path) -> Vec<u8> {
+    std::fs::read(path).unwrap()
+}
+
+#[test]
+fn a_file_that_is_not_a_database_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notes.txt");
+    std::fs::write(&path, "these are my notes, not a database\n".repeat(100)).unwrap();
+    let before = snapshot(&path);
+    let err = Env::open(&path, EnvOptions::default()).unwrap_err();
+    assert!(matches!(err, OpenError::NotADatabase { .. }), "{err}");
+    assert!(err.to_string().contains("not a wawe environment"));
+    assert_eq!(snapshot(&path), before);
+    assert!(!dir.path().join("notes.txt-wal").exists());
+}
+
+#[test]
+fn a_database_of_another_application_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("other.db");
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT); INSERT INTO customers VALUES (1, 'x');").unwrap();
+    }
+    let before = snapshot(&path);
+    let err = Env::open(&path, EnvOptions::default()).unwrap_err();
+    assert!(matches!(err, OpenError::Foreign { .. }), "{err}");
+    assert_eq!(snapshot(&path), before);
+}
+
+fn make_env_file(dir: &tempfile::TempDir) -> std::path::PathBuf {
+    let path = dir.path().join("env.db");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let env = Env::open(&path, EnvOptions::default()).unwrap();
+        env.push(&agent("a"), "q", "keep me", PushOptions::default())
+            .await
+            .unwrap();
+        env.close();
+    });
+    drop(rt);
+    // Fold the WAL into the main file so the file alone holds everything.
+    let c = rusqlite::Connection::open(&path).unwrap();
+    c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE); PRAGMA journal_mode = DELETE;")
+        .unwrap();
+    path
+}
+
+#[test]
+fn a_database_from_a_newer_wawe_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make_env_file(&dir);
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(&format!(
+            "PRAGMA user_version = {}",
+            wawe::env::SCHEMA_VERSION + 1
+        ))
+        .unwrap();
+    }
+    let before = snapshot(&path);
+    let err = Env::open(&path, EnvOptions::default()).unwrap_err();
+    assert!(matches!(err, OpenError::NewerVersion { .. }), "{err}");
+    assert!(err.to_string().contains("upgrade wawe"));
+    assert_eq!(snapshot(&path), before);
+}
+
+#[test]
+fn a_corrupt_database_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make_env_file(&dir);
+    let mut bytes = snapshot(&path);
+    let page = 4096;
+    assert!(bytes.len() > 3 * page);
+    for b in &mut bytes[page..] {
+        *b = 0xA5;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let err = Env::open(&path, EnvOptions::default()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            OpenError::Corrupt { .. } | OpenError::NotADatabase { .. }
+        ),
+        "{err}"
+    );
+    assert_eq!(snapshot(&path), bytes);
+}
+
+#[test]
+fn an_environment_reopens_with_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make_env_file(&dir);
+    let env =
+        Env::open_with_clock(&path, EnvOptions::default(), Arc::new(ManualClock::new(0))).unwrap();
+    let tasks = env.list_tasks(None, None, 10).unwrap();
+    assert_eq!(tasks.len(), 1);
+    assert_eq!(tasks[0].payload, "keep me");
+}
+
+#[test]
+fn an_empty_file_becomes_an_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("empty.db");
+    std::fs::write(&path, b"").unwrap();
+    let env = Env::open(&path, EnvOptions::default()).unwrap();
+    assert_eq!(env.stats().unwrap().events, 0);
+}

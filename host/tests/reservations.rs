@@ -1,0 +1,363 @@
+//! Reservations: the conflict rule, all-or-none grants, expiry, fencing
+//! tokens and fair waiting.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{agent, open, res};
+use wawe::env::{EnvError, EventFilter, Mode};
+
+const TTL: u64 = 10_000;
+
+#[tokio::test]
+async fn conflict_matrix_mode_by_overlap_by_holder() {
+    // (held, wanted, held mode, wanted mode, same holder?) -> conflict?
+    let overlapping = [
+        ("a", "a"),
+        ("src/", "src/main.rs"),
+        ("src/x", "src/"),
+        ("src/", "src"),
+    ];
+    let disjoint = [("a", "b"), ("src/", "srcs/x"), ("src", "src/main.rs")];
+    let modes = [Mode::Exclusive, Mode::Shared];
+    for (held_res, wanted_res, overlap) in overlapping
+        .iter()
+        .map(|(h, w)| (*h, *w, true))
+        .chain(disjoint.iter().map(|(h, w)| (*h, *w, false)))
+    {
+        for held_mode in modes {
+            for wanted_mode in modes {
+                for same_holder in [true, false] {
+                    let t = open();
+                    let a = agent("a");
+                    let b = if same_holder { agent("a") } else { agent("b") };
+                    t.env
+                        .reserve(&a, &res(&[held_res]), held_mode, TTL, 0)
+                        .await
+                        .unwrap();
+                    let got = t
+                        .env
+                        .reserve(&b, &res(&[wanted_res]), wanted_mode, TTL, 0)
+                        .await;
+                    let expect_conflict = overlap
+                        && !same_holder
+                        && (held_mode == Mode::Exclusive || wanted_mode == Mode::Exclusive);
+                    let case = format!(
+                        "held {held_res} {held_mode:?}, wanted {wanted_res} {wanted_mode:?}, same holder {same_holder}"
+                    );
+                    match got {
+                        Err(EnvError::Conflict {
+                            holder, resource, ..
+                        }) => {
+                            assert!(expect_conflict, "unexpected conflict: {case}");
+                            assert_eq!(holder, "a", "{case}");
+                            assert_eq!(resource, held_res, "{case}");
+                        }
+                        Ok(_) => assert!(!expect_conflict, "missing conflict: {case}"),
+                        Err(e) => panic!("{case}: {e}"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn reserve_grants_all_resources_or_none() {
+    let t = open();
+    let (a, b) = (agent("a"), agent("b"));
+    t.env
+        .reserve(&a, &res(&["y"]), Mode::Exclusive, TTL, 0)
+        .await
+        .unwrap();
+    let err = t
+        .env
+        .reserve(&b, &res(&["x", "y", "z"]), Mode::Exclusive, TTL, 0)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EnvError::Conflict { ref resource, .. } if resource == "y"));
+    // Nothing of the refused request is held: x and z are free.
+    assert!(t.env.list_reservations("x").unwrap().is_empty());
+    assert!(t.env.list_reservations("z").unwrap().is_empty());
+    t.env
+        .reserve(&agent("c"), &res(&["x", "z"]), Mode::Exclusive, TTL, 0)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn expired_lease_is_invisible_at_once_without_a_sweep() {
+    let t = open();
+    let (a, b) = (agent("a"), agent("b"));
+    let lease = t
+        .env
+        .reserve(&a, &res(&["r"]), Mode::Exclusive, 1_000, 0)
+        .await
+        .unwrap();
+    assert!(
+        t.env
+            .reserve(&b, &res(&["r"]), Mode::Exclusive, TTL, 0)
+            .await
+            .is_err()
+    );
+    t.clock.advance(1_000);
+    assert!(t.env.list_reservations("").unwrap().is_empty());
+    let granted = t
+        .env
+        .reserve(&b, &res(&["r"]), Mode::Exclusive, TTL, 0)
+        .await
+        .unwrap();
+    assert!(granted.token > lease.token);
+    // The old holder can neither renew nor release what it lost.
+    assert!(matches!(
+        t.env.renew(&a, lease.id, TTL).await,
+        Err(EnvError::NotFound(_))
+    ));
+    assert!(matches!(
+        t.env.release(&a, lease.id).await,
+        Err(EnvError::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn sweep_journals_each_expired_lease() {
+    let t = open();
+    t.env
+        .reserve(&agent("a"), &res(&["r"]), Mode::Exclusive, 1_000, 0)
+        .await
+        .unwrap();
+    t.clock.advance(5_000);
+    let swept = t.env.sweep().await.unwrap();
+    assert_eq!(swept.leases_expired, 1);
+    let filter = EventFilter {
+        kinds: vec!["lease.expired".into()],
+        ..Default::default()
+    };
+    assert_eq!(t.env.read_events(0, &filter, 100).unwrap().len(), 1);
+    assert_eq!(t.env.sweep().await.unwrap().leases_expired, 0);
+}
+
+#[tokio::test]
+async fn fencing_tokens_only_grow_across_leases_and_holders() {
+    let t = open();
+    let mut last = 0;
+    for i in 0..20 {
+        let who = agent(if i % 2 == 0 { "a" } else { "b" });
+        let lease = t
+            .env
+            .reserve(&who, &res(&["r"]), Mode::Exclusive, TTL, 0)
+            .await
+            .unwrap();
+        assert!(lease.token > last, "token {} after {last}", lease.token);
+        last = lease.token;
+        t.env.release(&who, lease.id).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn stale_fencing_token_is_refused_by_a_guarded_write() {
+    let t = open();
+    let (a, b) = (agent("a"), agent("b"));
+    let old = t
+        .env
+        .reserve(&a, &res(&["cfg"]), Mode::Exclusive, 1_000, 0)
+        .await
+        .unwrap();
+    t.clock.advance(2_000);
+    let new = t
+        .env
+        .reserve(&b, &res(&["cfg"]), Mode::Exclusive, TTL, 0)
+        .await
+        .unwrap();
+    t.env
+        .put_value(&b, "cfg", "new", None, Some(new.token))
+        .await
+        .unwrap();
+    let err = t
+        .env
+        .put_value(&a, "cfg", "old", None, Some(old.token))
+        .await
+        .unwrap_err();
+    assert_eq!(err, EnvError::StaleToken(old.token));
+    assert_eq!(t.env.get_value("cfg").unwrap().unwrap().value, "new");
+    // A token that was never issued is refused too, so it cannot lock others out.
+    let forged = t
+        .env
+        .put_value(&a, "cfg", "x", None, Some(u64::MAX / 2))
+        .await;
+    assert!(matches!(forged, Err(EnvError::InvalidArgument(_))));
+}
+
+#[tokio::test]
+async fn renew_extends_only_the_callers_live_lease() {
+    let t = open();
+    let (a, b) = (agent("a"), agent("b"));
+    let lease = t
+        .env
+        .reserve(&a, &res(&["r"]), Mode::Exclusive, 1_000, 0)
+        .await
+        .unwrap();
+    t.clock.advance(900);
+    let renewed = t.env.renew(&a, lease.id, 1_000).await.unwrap();
+    assert_eq!(renewed.expires_at, t.env.now_ms() + 1_000);
+    assert_eq!(renewed.token, lease.token);
+    t.clock.advance(900);
+    assert!(
+        t.env
+            .reserve(&b, &res(&["r"]), Mode::Exclusive, TTL, 0)
+            .await
+            .is_err()
+    );
+    assert!(matches!(
+        t.env.renew(&b, lease.id, 1_000).await,
+        Err(EnvError::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn another_agents_lease_cannot_be_released() {
+    let t = open();
+    let (a, b) = (agent("a"), agent("b"));
+    let lease = t
+        .env
+        .reserve(&a, &res(&["r"]), Mode::Exclusive, TTL, 0)
+        .await
+        .unwrap();
+    assert!(matches!(
+        t.env.release(&b, lease.id).await,
+        Err(EnvError::NotFound(_))
+    ));
+    assert_eq!(t.env.list_reservations("r").unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn list_shows_holders_by_resource_prefix() {
+    let t = open();
+    t.env
+        .reserve(&agent("a"), &res(&["src/a", "src/b"]), Mode::Shared, TTL, 0)
+        .await
+        .unwrap();
+    t.env
+        .reserve(&agent("b"), &res(&["doc/x"]), Mode::Exclusive, TTL, 0)
+        .await
+        .unwrap();
+    let src = t.env.list_reservations("src/").unwrap();
+    assert_eq!(
+        src.iter().map(|h| h.resource.as_str()).collect::<Vec<_>>(),
+        ["src/a", "src/b"]
+    );
+    assert!(
+        src.iter()
+            .all(|h| h.holder == "a" && h.mode == Mode::Shared)
+    );
+    assert_eq!(t.env.list_reservations("").unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn malformed_requests_are_refused_with_a_reason() {
+    let t = open();
+    let a = agent("a");
+    let cases = [res(&[]), res(&["/abs"]), res(&["a//b"])];
+    for r in cases {
+        let e = t
+            .env
+            .reserve(&a, &r, Mode::Exclusive, TTL, 0)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, EnvError::InvalidArgument(_)), "{r:?}: {e}");
+    }
+    let zero_ttl = t.env.reserve(&a, &res(&["x"]), Mode::Exclusive, 0, 0).await;
+    assert!(matches!(zero_ttl, Err(EnvError::InvalidArgument(_))));
+    let many: Vec<String> = (0..1000).map(|i| format!("r{i}")).collect();
+    let e = t
+        .env
+        .reserve(&a, &many, Mode::Exclusive, TTL, 0)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, EnvError::TooLarge { .. }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_reserve_is_woken_by_a_release() {
+    let t = open();
+    let (a, b) = (agent("a"), agent("b"));
+    let lease = t
+        .env
+        .reserve(&a, &res(&["r"]), Mode::Exclusive, 60_000, 0)
+        .await
+        .unwrap();
+    let env = t.env.clone();
+    let waiter = tokio::spawn(async move {
+        env.reserve(&b, &res(&["r"]), Mode::Exclusive, TTL, 30_000)
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!waiter.is_finished());
+    t.env.release(&a, lease.id).await.unwrap();
+    let granted = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("the waiter was not woken")
+        .unwrap()
+        .unwrap();
+    assert!(granted.token > lease.token);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_are_served_first_come_first_served() {
+    let t = open();
+    let (a, b, c) = (agent("a"), agent("b"), agent("c"));
+    let lease = t
+        .env
+        .reserve(&a, &res(&["r"]), Mode::Exclusive, 60_000, 0)
+        .await
+        .unwrap();
+    let env = t.env.clone();
+    let first = tokio::spawn(async move {
+        env.reserve(&b, &res(&["r"]), Mode::Exclusive, 60_000, 30_000)
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    t.env.release(&a, lease.id).await.unwrap();
+    // A newcomer does not jump the queue, even without waiting itself: right
+    // after the release, r is either still promised to b or already b's.
+    let jumper = t
+        .env
+        .reserve(&c, &res(&["r"]), Mode::Exclusive, TTL, 0)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(jumper, EnvError::Conflict { ref holder, .. } if holder == "b"),
+        "{jumper}"
+    );
+    let granted = tokio::time::timeout(Duration::from_secs(10), first)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(t.env.list_reservations("r").unwrap()[0].holder, "b");
+    assert!(granted.token > lease.token);
+}
+
+#[tokio::test]
+async fn a_wait_that_times_out_reports_the_conflict_and_leaves_no_queue_entry() {
+    let t = open();
+    let (a, b, c) = (agent("a"), agent("b"), agent("c"));
+    let held = t
+        .env
+        .reserve(&a, &res(&["r"]), Mode::Exclusive, 60_000, 0)
+        .await
+        .unwrap();
+    let e = t
+        .env
+        .reserve(&b, &res(&["r"]), Mode::Exclusive, TTL, 50)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, EnvError::Conflict { ref holder, .. } if holder == "a"));
+    t.env.release(&a, held.id).await.unwrap();
+    // b gave up, so c is not queued behind it.
+    t.env
+        .reserve(&c, &res(&["r"]), Mode::Exclusive, TTL, 0)
+        .await
+        .unwrap();
+}
