@@ -448,12 +448,10 @@ impl Env {
         }
         let until = Instant::now() + Duration::from_millis(wait_ms);
         let mut rx = self.subscribe();
-        let mut first = true;
         loop {
             rx.borrow_and_update();
             let (due_now, later) = self.read(|conn, now| next_due(conn, queue, now))?;
-            if due_now || first {
-                first = false;
+            if due_now {
                 let (agent, q) = (who.as_str().to_owned(), queue.to_owned());
                 if let Some(c) = self
                     .write(move |tx| claim(tx, &agent, &q, lease_ms))

@@ -2,6 +2,7 @@
 //! operations that arrived together in one transaction (group commit) and
 //! answers each caller only after that commit.
 
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender};
 
@@ -125,7 +126,15 @@ pub(crate) fn run(
                         opts: &opts,
                         last_seq: &mut seq,
                     };
-                    let reply = job.run(&mut tx);
+                    // A panicking operation must not take the writer (and
+                    // every later write) down with it: its caller sees the
+                    // writer's error and its changes are rolled back.
+                    let Ok(reply) = panic::catch_unwind(AssertUnwindSafe(|| job.run(&mut tx)))
+                    else {
+                        seq = before;
+                        let _ = conn.execute_batch("ROLLBACK TO op; RELEASE op");
+                        continue;
+                    };
                     let end = if reply.ok() {
                         conn.execute_batch("RELEASE op")
                     } else {
