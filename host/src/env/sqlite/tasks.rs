@@ -187,7 +187,9 @@ fn guard(tx: &Tx<'_>, agent: &str, id: u64, token: u64) -> EnvResult<Held> {
     })
 }
 
-/// After a failed attempt: back to ready after a backoff, or dead.
+/// After an attempt that failed at `failed_at`: back to ready after a
+/// backoff counted from then, or dead.
+#[allow(clippy::too_many_arguments)]
 fn retry_or_die(
     tx: &mut Tx<'_>,
     agent: &str,
@@ -195,10 +197,11 @@ fn retry_or_die(
     held: &Held,
     error: &str,
     retry: bool,
+    failed_at: u64,
 ) -> EnvResult<()> {
     if retry && held.attempts < held.max_attempts {
         let delay = backoff_ms(held.attempts, tx.opts.retry_base_ms, tx.opts.retry_max_ms);
-        let not_before = tx.now.saturating_add(delay);
+        let not_before = failed_at.saturating_add(delay);
         tx.conn
             .prepare_cached(
                 "UPDATE tasks SET state = 'ready', not_before = ?1, last_error = ?2,
@@ -290,30 +293,24 @@ fn unblock_dependents(tx: &mut Tx<'_>, done: u64) -> EnvResult<()> {
 
 /// Put back tasks whose claim lapsed (in `queue`, or everywhere).
 pub(crate) fn requeue_expired(tx: &mut Tx<'_>, queue: Option<&str>) -> EnvResult<u64> {
-    let lapsed: Vec<(i64, u32, u32)> = tx
+    let lapsed: Vec<(i64, u32, u32, i64)> = tx
         .conn
         .prepare_cached(
-            "SELECT id, attempts, max_attempts FROM tasks
+            "SELECT id, attempts, max_attempts, claim_expires FROM tasks
              WHERE state = 'claimed' AND claim_expires <= ?1 AND (?2 IS NULL OR queue = ?2)
              ORDER BY id",
         )?
         .query_map(params![i(tx.now), queue], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
         })?
         .collect::<Result<_, _>>()?;
-    for (id, attempts, max_attempts) in &lapsed {
+    for (id, attempts, max_attempts, lapsed_at) in &lapsed {
         let held = Held {
             attempts: *attempts,
             max_attempts: *max_attempts,
         };
-        retry_or_die(
-            tx,
-            "env",
-            u(*id),
-            &held,
-            "the claim lapsed (visibility timeout)",
-            true,
-        )?;
+        let why = "the claim lapsed (visibility timeout)";
+        retry_or_die(tx, "env", u(*id), &held, why, true, u(*lapsed_at))?;
     }
     Ok(lapsed.len() as u64)
 }
@@ -333,7 +330,8 @@ pub(crate) fn requeue_agent(tx: &mut Tx<'_>, agent: &str, why: &str) -> EnvResul
             attempts: *attempts,
             max_attempts: *max_attempts,
         };
-        retry_or_die(tx, "env", u(*id), &h, why, true)?;
+        let now = tx.now;
+        retry_or_die(tx, "env", u(*id), &h, why, true, now)?;
     }
     Ok(held.len() as u64)
 }
@@ -513,7 +511,8 @@ impl Env {
         let (agent, error) = (who.as_str().to_owned(), error.to_owned());
         self.write(move |tx| {
             let held = guard(tx, &agent, id, token)?;
-            retry_or_die(tx, &agent, id, &held, &error, retry)
+            let now = tx.now;
+            retry_or_die(tx, &agent, id, &held, &error, retry, now)
         })
         .await
     }
