@@ -66,6 +66,15 @@ pub type EnvResult<T> = Result<T, EnvError>;
 /// Why an environment file could not be opened. The file is left untouched.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
+    /// There is no environment at the path (and the caller did not ask to create one).
+    #[error(
+        "no environment at {path}: create one with `wawe env push` (or `wawe run`), \
+         or point --env/WAWE_ENV at an existing file"
+    )]
+    Missing {
+        /// The path.
+        path: PathBuf,
+    },
     /// The file exists but is not a SQLite database at all.
     #[error(
         "{path} is not a wawe environment (not a SQLite database); \

@@ -52,7 +52,8 @@ pub enum Mode {
 }
 
 impl Mode {
-    pub(crate) fn as_str(self) -> &'static str {
+    /// The mode's name as stored and shown.
+    pub fn as_str(self) -> &'static str {
         match self {
             Mode::Exclusive => "exclusive",
             Mode::Shared => "shared",
@@ -227,6 +228,8 @@ pub struct Task {
     pub depends_on: Vec<u64>,
     /// The agent holding it, while claimed.
     pub claimed_by: Option<String>,
+    /// When the current claim lapses unless extended, while claimed.
+    pub claim_expires_at: Option<u64>,
     /// What `complete` returned.
     pub result: Option<String>,
     /// The last failure.

@@ -14,6 +14,8 @@ pub struct Swept {
     pub leases_expired: u64,
     /// Claims that had lapsed (their tasks went back or died).
     pub claims_lapsed: u64,
+    /// Events deleted for being older than the retention setting.
+    pub events_pruned: u64,
 }
 
 fn end_agent(tx: &mut Tx<'_>, agent: &str, end: AgentEnd, reason: &str) -> EnvResult<()> {
@@ -174,15 +176,16 @@ impl Env {
     /// Expired leases never block anyone even before a sweep; the sweep
     /// journals their end and puts lapsed tasks back.
     pub async fn sweep(&self) -> EnvResult<Swept> {
-        let swept = self
+        let mut swept = self
             .write(|tx| {
                 Ok(Swept {
                     leases_expired: reservations::expire(tx)?,
                     claims_lapsed: tasks::requeue_expired(tx, None)?,
+                    events_pruned: 0,
                 })
             })
             .await?;
-        self.prune_events().await?;
+        swept.events_pruned = self.prune_events().await?;
         Ok(swept)
     }
 

@@ -35,18 +35,21 @@ pub(crate) fn append(
     Ok(u(seq))
 }
 
+/// Matching events after `after`, and the last sequence number looked at (so
+/// a waiter need not look at non-matching events twice).
 fn read_after(
     conn: &Connection,
     after: u64,
     filter: &EventFilter,
     limit: u32,
-) -> EnvResult<Vec<Event>> {
+) -> EnvResult<(Vec<Event>, u64)> {
     let limit = limit.clamp(1, MAX_READ) as usize;
     let mut stmt = conn.prepare_cached(
         "SELECT seq, at, agent, kind, subject, detail FROM events WHERE seq > ?1 ORDER BY seq",
     )?;
     let mut rows = stmt.query([i(after)])?;
     let mut out = Vec::new();
+    let mut scanned = after;
     while let Some(r) = rows.next()? {
         let event = Event {
             seq: u(r.get(0)?),
@@ -56,6 +59,7 @@ fn read_after(
             subject: r.get(4)?,
             detail: r.get(5)?,
         };
+        scanned = event.seq;
         if filter.matches(&event) {
             out.push(event);
             if out.len() >= limit {
@@ -63,7 +67,7 @@ fn read_after(
             }
         }
     }
-    Ok(out)
+    Ok((out, scanned))
 }
 
 fn latest(conn: &Connection) -> EnvResult<u64> {
@@ -122,7 +126,7 @@ impl Env {
         filter: &EventFilter,
         limit: u32,
     ) -> EnvResult<Vec<Event>> {
-        self.read(|conn, _| read_after(conn, after, filter, limit))
+        self.read(|conn, _| read_after(conn, after, filter, limit).map(|(events, _)| events))
     }
 
     /// The newest event's sequence number (0 for an empty journal).
@@ -141,12 +145,15 @@ impl Env {
     ) -> EnvResult<Vec<Event>> {
         let until = Instant::now() + Duration::from_millis(timeout_ms);
         let mut rx = self.subscribe();
+        let mut after = after;
         loop {
             rx.borrow_and_update();
-            let found = self.read_events(after, filter, MAX_READ)?;
+            let (found, scanned) =
+                self.read(|conn, _| read_after(conn, after, filter, MAX_READ))?;
             if !found.is_empty() {
                 return Ok(found);
             }
+            after = scanned;
             if !Env::changed_before(&mut rx, until).await {
                 return Ok(Vec::new());
             }

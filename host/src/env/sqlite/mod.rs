@@ -103,8 +103,26 @@ impl Env {
         opts: EnvOptions,
         clock: Arc<dyn Clock>,
     ) -> Result<Env, OpenError> {
-        let path = path.as_ref().to_path_buf();
+        Self::open_inner(path.as_ref(), opts, clock, true)
+    }
+
+    /// Open an environment that already exists; a missing or empty file is
+    /// [`OpenError::Missing`] and nothing is created (for tools that only look).
+    pub fn open_existing(path: impl AsRef<Path>, opts: EnvOptions) -> Result<Env, OpenError> {
+        Self::open_inner(path.as_ref(), opts, Arc::new(SystemClock), false)
+    }
+
+    fn open_inner(
+        path: &Path,
+        opts: EnvOptions,
+        clock: Arc<dyn Clock>,
+        may_create: bool,
+    ) -> Result<Env, OpenError> {
+        let path = path.to_path_buf();
         let create = open::inspect(&path, &opts)?;
+        if create && !may_create {
+            return Err(OpenError::Missing { path });
+        }
         let conn = open::connect(&path, &opts)?;
         if create {
             open::create_schema(&conn, &path, &opts)?;

@@ -376,7 +376,8 @@ fn deps_of(conn: &Connection, id: u64) -> EnvResult<Vec<u64>> {
 }
 
 const TASK_COLUMNS: &str = "SELECT id, queue, payload, state, priority, attempts, max_attempts,
-    not_before, dedupe_key, claimed_by, result, last_error, created_at, updated_at FROM tasks";
+    not_before, dedupe_key, claimed_by, result, last_error, created_at, updated_at,
+    claim_expires FROM tasks";
 
 fn task_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Task> {
     Ok(Task {
@@ -391,6 +392,7 @@ fn task_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Task> {
         dedupe_key: r.get(8)?,
         depends_on: Vec::new(),
         claimed_by: r.get(9)?,
+        claim_expires_at: r.get::<_, Option<i64>>(14)?.map(u),
         result: r.get(10)?,
         last_error: r.get(11)?,
         created_at: u(r.get(12)?),

@@ -1,0 +1,852 @@
+//! `wawe env`: look at an environment and feed it tasks from the command line.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use anyhow::{Context, anyhow};
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::{Args, Subcommand};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::output::{self, Out, absolute, both, clip, ids, relative};
+use crate::env::{
+    AgentId, Durability, Env, EnvError, EnvOptions, Event, EventFilter, PushOptions, Task,
+    TaskState,
+};
+
+/// How long one `wait_events` call of `events --follow` sleeps before it
+/// simply waits again; it wakes earlier on every commit.
+const FOLLOW_WAIT_MS: u64 = 60_000;
+
+/// Where help lists the options every `wawe env` command takes.
+const GLOBAL: &str = "Environment options";
+
+/// How many search hits `learnings --search --topic` narrows down to one topic.
+const SEARCH_POOL: u32 = 1_000;
+
+/// Widest a payload, body or detail is shown in a table.
+const CELL_WIDTH: usize = 60;
+
+/// `wawe env`: the environment file, how to print, and what to do.
+#[derive(Debug, Args)]
+#[command(
+    about = "Look at and feed an environment: tasks, leases, learnings, signals, values and the journal",
+    long_about = "Look at and feed an environment: the SQLite file a swarm coordinates through.\n\n\
+        Read commands (everything but `push` and `sweep`) never create a file; `push` creates \
+        the environment when the path does not exist yet. Writes are made as the `operator` \
+        identity and show up in the journal as such.",
+    after_help = "Examples:\n  \
+        wawe env push builds '{\"crate\":\"wawe\"}' --priority 5\n  \
+        wawe env tasks --state ready --queue builds\n  \
+        wawe env events --follow --kind task. --json"
+)]
+pub struct EnvArgs {
+    /// The environment file (a SQLite database).
+    #[arg(
+        long,
+        global = true,
+        help_heading = GLOBAL,
+        env = "WAWE_ENV",
+        default_value = "wawe.db",
+        value_name = "PATH"
+    )]
+    pub env: PathBuf,
+
+    /// How hard writes are pushed to disk: `normal` survives a process crash,
+    /// `full` also a power loss (slower).
+    #[arg(
+        long,
+        global = true,
+        help_heading = GLOBAL,
+        default_value = "normal",
+        value_name = "MODE",
+        value_parser = PossibleValuesParser::new(["normal", "full"]).map(|s| {
+            if s == "full" { Durability::Full } else { Durability::Normal }
+        })
+    )]
+    pub durability: Durability,
+
+    /// Print one JSON object per line instead of tables (times in ms since the epoch).
+    #[arg(long, global = true, help_heading = GLOBAL)]
+    pub json: bool,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: EnvCommand,
+}
+
+/// The `wawe env` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum EnvCommand {
+    /// List every agent the environment has seen, newest first.
+    Agents,
+
+    /// List every host process the environment has seen, newest first.
+    Hosts,
+
+    /// List live reservations: who holds which resource, how, and until when.
+    Reservations {
+        /// Only resources starting with this prefix (e.g. `src/`).
+        #[arg(long, default_value = "", value_name = "PREFIX")]
+        prefix: String,
+    },
+
+    /// List tasks in id order, optionally of one queue and/or in one state.
+    Tasks(TasksArgs),
+
+    /// Show one task in full: payload, state, attempts, dependencies, result and last error.
+    Task {
+        /// The task's id.
+        id: u64,
+    },
+
+    /// List learnings: the newest ones, or the best matches of a full-text search.
+    Learnings(LearningsArgs),
+
+    /// List signal trails by their strength now (after decay), strongest first.
+    Signals {
+        /// Only trails starting with this prefix.
+        #[arg(long, default_value = "", value_name = "PREFIX")]
+        prefix: String,
+        /// Show at most this many trails.
+        #[arg(long, default_value_t = 50, value_name = "N", value_parser = at_least_one())]
+        limit: u32,
+    },
+
+    /// List shared values with their versions, by key.
+    Values {
+        /// Only keys starting with this prefix.
+        #[arg(long, default_value = "", value_name = "PREFIX")]
+        prefix: String,
+    },
+
+    /// Show the journal: every change, who made it and when, oldest first.
+    Events(EventsArgs),
+
+    /// Count what the environment holds: tasks per state, leases, agents, hosts, learnings,
+    /// signals, values and events.
+    Stats,
+
+    /// Expire lapsed leases and claims and prune old events now, and say what was cleaned up.
+    ///
+    /// Expired leases never block anyone even without a sweep; a sweep journals
+    /// their end and puts tasks whose claim lapsed back in their queue (or
+    /// marks them dead when they are out of attempts). Running hosts sweep on
+    /// their own; this is for environments no host is looking after.
+    Sweep,
+
+    /// Add a task to a queue; prints its id. Creates the environment if the file does not exist.
+    ///
+    /// Prints the task's id and state, or, when --dedupe-key matched a live task, that
+    /// task's id and that it was deduplicated. The task is pushed by the `operator`
+    /// identity.
+    Push(PushArgs),
+}
+
+/// Filters of `wawe env tasks`.
+#[derive(Debug, Args)]
+pub struct TasksArgs {
+    /// Only tasks of this queue.
+    #[arg(long, value_name = "QUEUE")]
+    pub queue: Option<String>,
+
+    /// Only tasks in this state.
+    #[arg(long, value_name = "STATE", value_parser = task_state())]
+    pub state: Option<TaskState>,
+
+    /// Show at most this many tasks.
+    #[arg(long, default_value_t = 100, value_name = "N", value_parser = at_least_one())]
+    pub limit: u32,
+}
+
+/// What `wawe env learnings` shows.
+#[derive(Debug, Args)]
+pub struct LearningsArgs {
+    /// Full-text search: learnings matching these words, best first (relevance, endorsements
+    /// and freshness). Without it, the newest learnings are shown.
+    #[arg(long, value_name = "TEXT")]
+    pub search: Option<String>,
+
+    /// Only learnings of this topic.
+    #[arg(long, value_name = "TOPIC")]
+    pub topic: Option<String>,
+
+    /// Show at most this many learnings.
+    #[arg(long, default_value_t = 20, value_name = "N", value_parser = at_least_one())]
+    pub limit: u32,
+}
+
+/// What `wawe env events` shows.
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Only events after this sequence number (`wawe env stats` shows the newest).
+    #[arg(long, default_value_t = 0, value_name = "SEQ")]
+    pub after: u64,
+
+    /// Only events whose kind starts with this prefix, e.g. `task.` or `lease.expired`.
+    /// Repeat it to accept several.
+    #[arg(long = "kind", value_name = "PREFIX")]
+    pub kinds: Vec<String>,
+
+    /// Only events whose subject starts with this prefix, e.g. `task/42` or `lease/`.
+    #[arg(long, value_name = "PREFIX")]
+    pub subject: Option<String>,
+
+    /// Stop after this many events [default: 100, or no limit with --follow].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit: Option<u64>,
+
+    /// Keep going: after the events already there, print each new one as it is
+    /// committed (by any process sharing the file), until Ctrl-C.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+}
+
+/// What `wawe env push` adds.
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// The queue to add the task to.
+    pub queue: String,
+
+    /// The task's payload, handed as-is to the agent that claims it; `-` reads it from stdin.
+    pub payload: String,
+
+    /// Higher runs first; may be negative.
+    #[arg(
+        long,
+        default_value_t = 0,
+        allow_negative_numbers = true,
+        value_name = "N"
+    )]
+    pub priority: i32,
+
+    /// Not claimable before this much time has passed, e.g. `5s`, `200ms`, `1m 30s`.
+    #[arg(long, value_name = "DURATION", value_parser = duration_ms)]
+    pub delay: Option<u64>,
+
+    /// Attempts before the task is dead [default: the environment's, 3].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_attempts: Option<u32>,
+
+    /// While a live (not done, dead or cancelled) task with this key is in the queue,
+    /// return that task instead of adding another.
+    #[arg(long, value_name = "KEY")]
+    pub dedupe_key: Option<String>,
+
+    /// A task that must be done before this one becomes ready; repeat it or separate ids
+    /// with commas. If one of them ends dead, this task ends cancelled.
+    #[arg(long, value_name = "ID", value_delimiter = ',')]
+    pub depends_on: Vec<u64>,
+}
+
+/// Parses a task state name, listing the valid ones in help and errors.
+fn task_state() -> impl TypedValueParser<Value = TaskState> {
+    PossibleValuesParser::new(TaskState::ALL.map(TaskState::as_str))
+        .map(|s| TaskState::parse(&s).expect("clap only accepts listed states"))
+}
+
+/// Parses a count of 1 or more.
+fn at_least_one() -> impl TypedValueParser<Value = u32> {
+    clap::value_parser!(u32).range(1..)
+}
+
+/// Parses a human duration such as `5s` or `200ms` into milliseconds.
+fn duration_ms(text: &str) -> Result<u64, String> {
+    humantime::parse_duration(text)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .map_err(|e| format!("{e} (write it like 5s, 200ms or 1m 30s)"))
+}
+
+/// Run one `wawe env` command.
+pub async fn run(args: EnvArgs) -> anyhow::Result<()> {
+    let out = Out::new(args.json);
+    let opts = EnvOptions {
+        durability: args.durability,
+        ..EnvOptions::default()
+    };
+    let path = args.env.as_path();
+    let env = match args.command {
+        EnvCommand::Push(_) => Env::open(path, opts)?,
+        _ => Env::open_existing(path, opts)?,
+    };
+    match args.command {
+        EnvCommand::Agents => agents(&env, out),
+        EnvCommand::Hosts => hosts(&env, out),
+        EnvCommand::Reservations { prefix } => reservations(&env, out, &prefix),
+        EnvCommand::Tasks(args) => tasks(&env, out, args),
+        EnvCommand::Task { id } => task(&env, out, id),
+        EnvCommand::Learnings(args) => learnings(&env, out, args),
+        EnvCommand::Signals { prefix, limit } => signals(&env, out, &prefix, limit),
+        EnvCommand::Values { prefix } => values(&env, out, &prefix),
+        EnvCommand::Events(args) => events(&env, out, args).await,
+        EnvCommand::Stats => stats(&env, out),
+        EnvCommand::Sweep => sweep(&env, out).await,
+        EnvCommand::Push(args) => push(&env, out, args).await,
+    }
+}
+
+/// `wawe env agents`.
+fn agents(env: &Env, out: Out) -> anyhow::Result<()> {
+    let now = env.now_ms();
+    let agents = env.list_agents().context("cannot list agents")?;
+    if out.is_json() {
+        return Ok(out.json_lines(&agents)?);
+    }
+    let mut t = output::table([
+        "agent",
+        "state",
+        "host",
+        "module",
+        "started",
+        "last seen",
+        "restarts",
+        "end reason",
+    ]);
+    for a in &agents {
+        t.add_row([
+            a.id.clone(),
+            a.state.clone(),
+            a.host.clone(),
+            clip(&a.digest, 16),
+            relative(a.started_at, now),
+            relative(a.last_seen, now),
+            a.restarts.to_string(),
+            a.end_reason
+                .as_deref()
+                .map_or(String::new(), |r| clip(r, CELL_WIDTH)),
+        ]);
+    }
+    out.table(&t, "no agents")?;
+    Ok(())
+}
+
+/// `wawe env hosts`.
+fn hosts(env: &Env, out: Out) -> anyhow::Result<()> {
+    let now = env.now_ms();
+    let hosts = env.list_hosts().context("cannot list hosts")?;
+    if out.is_json() {
+        return Ok(out.json_lines(&hosts)?);
+    }
+    let mut t = output::table([
+        "host",
+        "hostname",
+        "pid",
+        "state",
+        "started",
+        "last heartbeat",
+        "ttl",
+    ]);
+    for h in &hosts {
+        let silent = h.state == "alive" && h.last_heartbeat + h.ttl_ms < now;
+        t.add_row([
+            h.id.clone(),
+            h.hostname.clone(),
+            h.pid.to_string(),
+            if silent {
+                format!("{} (silent past its ttl)", h.state)
+            } else {
+                h.state.clone()
+            },
+            relative(h.started_at, now),
+            relative(h.last_heartbeat, now),
+            output::span(h.ttl_ms),
+        ]);
+    }
+    out.table(&t, "no hosts")?;
+    Ok(())
+}
+
+/// `wawe env reservations`.
+fn reservations(env: &Env, out: Out, prefix: &str) -> anyhow::Result<()> {
+    let now = env.now_ms();
+    let holdings = env
+        .list_reservations(prefix)
+        .context("cannot list reservations")?;
+    if out.is_json() {
+        return Ok(out.json_lines(&holdings)?);
+    }
+    let mut t = output::table(["resource", "mode", "holder", "lease", "token", "expires"]);
+    for h in &holdings {
+        t.add_row([
+            h.resource.clone(),
+            h.mode.as_str().to_string(),
+            h.holder.clone(),
+            h.lease.to_string(),
+            h.token.to_string(),
+            relative(h.expires_at, now),
+        ]);
+    }
+    out.table(&t, "no live reservations")?;
+    Ok(())
+}
+
+/// `wawe env tasks`.
+fn tasks(env: &Env, out: Out, args: TasksArgs) -> anyhow::Result<()> {
+    let now = env.now_ms();
+    let tasks = env
+        .list_tasks(args.queue.as_deref(), args.state, args.limit)
+        .context("cannot list tasks")?;
+    if out.is_json() {
+        return Ok(out.json_lines(&tasks)?);
+    }
+    let mut t = output::table([
+        "id", "queue", "state", "priority", "attempts", "payload", "note", "updated",
+    ]);
+    for task in &tasks {
+        t.add_row([
+            task.id.to_string(),
+            task.queue.clone(),
+            task.state.to_string(),
+            task.priority.to_string(),
+            format!("{}/{}", task.attempts, task.max_attempts),
+            clip(&task.payload, CELL_WIDTH),
+            task_note(task, now),
+            relative(task.updated_at, now),
+        ]);
+    }
+    out.table(&t, "no tasks")?;
+    if tasks.len() == args.limit as usize {
+        eprintln!(
+            "showing the first {} tasks; raise --limit to see more",
+            args.limit
+        );
+    }
+    Ok(())
+}
+
+/// `wawe env task ID`.
+fn task(env: &Env, out: Out, id: u64) -> anyhow::Result<()> {
+    let task = env.get_task(id).map_err(|e| match e {
+        EnvError::NotFound(_) => {
+            anyhow!("task {id} does not exist: `wawe env tasks` lists the tasks there are")
+        }
+        e => anyhow!(e).context(format!("cannot read task {id}")),
+    })?;
+    if out.is_json() {
+        return Ok(out.json_line(&task)?);
+    }
+    out.line(task_record(&task, env.now_ms()))?;
+    Ok(())
+}
+
+/// `wawe env learnings`.
+fn learnings(env: &Env, out: Out, args: LearningsArgs) -> anyhow::Result<()> {
+    let now = env.now_ms();
+    let learnings = match &args.search {
+        Some(text) => {
+            // With a topic, search widely and keep that topic's best.
+            let wanted = if args.topic.is_some() {
+                SEARCH_POOL
+            } else {
+                args.limit
+            };
+            let mut found = env
+                .search_learnings(text, wanted)
+                .context("cannot search learnings")?;
+            if let Some(topic) = &args.topic {
+                found.retain(|l| &l.topic == topic);
+                found.truncate(args.limit as usize);
+            }
+            found
+        }
+        None => env
+            .recent_learnings(args.topic.as_deref(), args.limit)
+            .context("cannot list learnings")?,
+    };
+    if out.is_json() {
+        return Ok(out.json_lines(&learnings)?);
+    }
+    let mut header = vec![
+        "id", "topic", "learning", "tags", "author", "endorsed", "recorded",
+    ];
+    if args.search.is_some() {
+        header.push("score");
+    }
+    let mut t = output::table(header);
+    for l in &learnings {
+        let mut row = vec![
+            l.id.to_string(),
+            l.topic.clone(),
+            clip(&l.body, CELL_WIDTH),
+            l.tags.join(", "),
+            l.author.clone(),
+            l.endorsements.to_string(),
+            relative(l.created_at, now),
+        ];
+        if args.search.is_some() {
+            row.push(output::number(l.score));
+        }
+        t.add_row(row);
+    }
+    out.table(&t, "no learnings")?;
+    Ok(())
+}
+
+/// `wawe env signals`.
+fn signals(env: &Env, out: Out, prefix: &str, limit: u32) -> anyhow::Result<()> {
+    let trails = env
+        .strongest(prefix, limit)
+        .context("cannot list signals")?;
+    if out.is_json() {
+        return Ok(out.json_lines(&trails)?);
+    }
+    let mut t = output::table(["trail", "strength"]);
+    for s in &trails {
+        t.add_row([s.trail.clone(), output::number(s.strength)]);
+    }
+    out.table(&t, "no signal trails")?;
+    Ok(())
+}
+
+/// `wawe env values`.
+fn values(env: &Env, out: Out, prefix: &str) -> anyhow::Result<()> {
+    let now = env.now_ms();
+    let values = env.list_values(prefix).context("cannot list values")?;
+    if out.is_json() {
+        return Ok(out.json_lines(&values)?);
+    }
+    let mut t = output::table(["key", "version", "value", "updated by", "updated"]);
+    for v in &values {
+        t.add_row([
+            v.key.clone(),
+            v.version.to_string(),
+            clip(&v.value, CELL_WIDTH),
+            v.updated_by.clone(),
+            relative(v.updated_at, now),
+        ]);
+    }
+    out.table(&t, "no values")?;
+    Ok(())
+}
+
+/// The one thing worth knowing about a task beyond its state, for the tasks table.
+fn task_note(task: &Task, now: u64) -> String {
+    match task.state {
+        TaskState::Blocked => format!("waits for {}", ids(&task.depends_on)),
+        TaskState::Ready if task.not_before > now => {
+            format!("delayed, {}", relative(task.not_before, now))
+        }
+        TaskState::Claimed => format!(
+            "by {}, lapses {}",
+            task.claimed_by.as_deref().unwrap_or("?"),
+            task.claim_expires_at
+                .map_or_else(|| "?".into(), |at| relative(at, now))
+        ),
+        TaskState::Done => task.result.as_deref().map_or(String::new(), |r| {
+            format!("result: {}", clip(r, CELL_WIDTH))
+        }),
+        TaskState::Dead | TaskState::Cancelled => task
+            .last_error
+            .as_deref()
+            .map_or(String::new(), |e| format!("error: {}", clip(e, CELL_WIDTH))),
+        TaskState::Ready => String::new(),
+    }
+}
+
+/// Every field of a task, one per row.
+fn task_record(task: &Task, now: u64) -> comfy_table::Table {
+    let none = || "-".to_owned();
+    output::record_table(vec![
+        ("id", task.id.to_string()),
+        ("queue", task.queue.clone()),
+        ("state", task.state.to_string()),
+        ("priority", task.priority.to_string()),
+        (
+            "attempts",
+            format!("{} of {}", task.attempts, task.max_attempts),
+        ),
+        (
+            "not before",
+            if task.not_before > task.created_at {
+                both(task.not_before, now)
+            } else {
+                none()
+            },
+        ),
+        ("dedupe key", task.dedupe_key.clone().unwrap_or_else(none)),
+        (
+            "depends on",
+            if task.depends_on.is_empty() {
+                none()
+            } else {
+                ids(&task.depends_on)
+            },
+        ),
+        ("claimed by", task.claimed_by.clone().unwrap_or_else(none)),
+        (
+            "claim lapses",
+            task.claim_expires_at.map_or_else(none, |at| both(at, now)),
+        ),
+        ("created", both(task.created_at, now)),
+        ("updated", both(task.updated_at, now)),
+        ("result", task.result.clone().unwrap_or_else(none)),
+        ("last error", task.last_error.clone().unwrap_or_else(none)),
+        ("payload", task.payload.clone()),
+    ])
+}
+
+/// What `stats --json` prints: [`crate::env::Stats`] with its per-state
+/// counts as objects (`{"ready": 3}`) rather than lists of pairs.
+#[derive(Serialize)]
+struct StatsLine {
+    tasks: serde_json::Map<String, Value>,
+    leases: u64,
+    agents: serde_json::Map<String, Value>,
+    hosts: u64,
+    learnings: u64,
+    signals: u64,
+    values: u64,
+    events: u64,
+    last_seq: u64,
+}
+
+/// `wawe env stats`.
+fn stats(env: &Env, out: Out) -> anyhow::Result<()> {
+    let s = env
+        .stats()
+        .context("cannot count the environment's contents")?;
+    if out.is_json() {
+        let per_state = |counts: &[(String, u64)]| -> serde_json::Map<String, Value> {
+            counts.iter().map(|(k, n)| (k.clone(), json!(n))).collect()
+        };
+        return Ok(out.json_line(&StatsLine {
+            tasks: per_state(&s.tasks),
+            leases: s.leases,
+            agents: per_state(&s.agents),
+            hosts: s.hosts,
+            learnings: s.learnings,
+            signals: s.signals,
+            values: s.values,
+            events: s.events,
+            last_seq: s.last_seq,
+        })?);
+    }
+    let mut t = output::table(["what", "state", "count"]);
+    for (state, n) in &s.tasks {
+        t.add_row(["tasks", state.as_str(), &n.to_string()]);
+    }
+    t.add_row(["leases", "live", &s.leases.to_string()]);
+    if s.agents.is_empty() {
+        t.add_row(["agents", "", "0"]);
+    }
+    for (state, n) in &s.agents {
+        t.add_row(["agents", state.as_str(), &n.to_string()]);
+    }
+    for (what, n) in [
+        ("hosts", s.hosts),
+        ("learnings", s.learnings),
+        ("signal trails", s.signals),
+        ("values", s.values),
+        ("events", s.events),
+    ] {
+        t.add_row([what, "", &n.to_string()]);
+    }
+    t.add_row(["newest event", "seq", &s.last_seq.to_string()]);
+    out.table(&t, "")?;
+    Ok(())
+}
+
+/// `wawe env sweep`.
+async fn sweep(env: &Env, out: Out) -> anyhow::Result<()> {
+    let swept = env.sweep().await.context("cannot sweep the environment")?;
+    if out.is_json() {
+        return Ok(out.json_line(&swept)?);
+    }
+    out.line(format!(
+        "expired {} lease{}; {} lapsed claim{} put back (or dead when out of attempts); \
+         {} event{} past retention pruned",
+        swept.leases_expired,
+        plural(swept.leases_expired),
+        swept.claims_lapsed,
+        plural(swept.claims_lapsed),
+        swept.events_pruned,
+        plural(swept.events_pruned),
+    ))?;
+    Ok(())
+}
+
+fn plural(n: u64) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// `wawe env push`.
+async fn push(env: &Env, out: Out, args: PushArgs) -> anyhow::Result<()> {
+    let payload = if args.payload == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("cannot read the payload from stdin")?;
+        if text.ends_with('\n') {
+            text.pop();
+            if text.ends_with('\r') {
+                text.pop();
+            }
+        }
+        text
+    } else {
+        args.payload
+    };
+    let opts = PushOptions {
+        priority: args.priority,
+        delay_ms: args.delay.unwrap_or(0),
+        max_attempts: args.max_attempts.unwrap_or(0),
+        dedupe_key: args.dedupe_key.clone(),
+        depends_on: args.depends_on,
+    };
+    let pushed = env
+        .push(&AgentId::operator(), &args.queue, &payload, opts)
+        .await
+        .with_context(|| format!("cannot push to queue {:?}", args.queue))?;
+    // Best effort: the push has happened even if this read fails.
+    let state = env.get_task(pushed.id).ok().map(|t| t.state);
+    if out.is_json() {
+        return Ok(out.json_line(&PushLine {
+            id: pushed.id,
+            deduplicated: pushed.deduplicated,
+            state,
+        })?);
+    }
+    let state = state.map_or(String::new(), |s| format!(" ({s})"));
+    if pushed.deduplicated {
+        out.line(format!(
+            "task {}{state} already in queue {:?} with dedupe key {:?}: deduplicated, nothing pushed",
+            pushed.id,
+            args.queue,
+            args.dedupe_key.unwrap_or_default(),
+        ))?;
+    } else {
+        out.line(format!(
+            "pushed task {}{state} to queue {:?}",
+            pushed.id, args.queue
+        ))?;
+    }
+    Ok(())
+}
+
+/// What `push --json` prints: the push's outcome and the task's state right after it.
+#[derive(Serialize)]
+struct PushLine {
+    id: u64,
+    deduplicated: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<TaskState>,
+}
+
+/// `wawe env events`, with or without `--follow`.
+async fn events(env: &Env, out: Out, args: EventsArgs) -> anyhow::Result<()> {
+    let filter = EventFilter {
+        kinds: args.kinds,
+        subject_prefix: args.subject.unwrap_or_default(),
+    };
+    if args.follow {
+        return follow_events(env, out, &filter, args.after, args.limit).await;
+    }
+    let limit = args.limit.unwrap_or(100);
+    let mut events: Vec<Event> = Vec::new();
+    let mut after = args.after;
+    while (events.len() as u64) < limit {
+        let want = u32::try_from(limit - events.len() as u64).unwrap_or(u32::MAX);
+        let page = env
+            .read_events(after, &filter, want)
+            .context("cannot read the journal")?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        events.extend(page);
+    }
+    events.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    if out.is_json() {
+        for e in &events {
+            out.json_line(&event_json(e))?;
+        }
+        return Ok(());
+    }
+    let mut t = output::table(["seq", "at", "agent", "kind", "subject", "detail"]);
+    for e in &events {
+        t.add_row([
+            e.seq.to_string(),
+            absolute(e.at),
+            e.agent.clone(),
+            e.kind.clone(),
+            e.subject.clone(),
+            clip(&e.detail, CELL_WIDTH),
+        ]);
+    }
+    out.table(&t, "no events")?;
+    if events.len() as u64 == limit
+        && let Some(last) = events.last()
+    {
+        eprintln!(
+            "showing {limit} events; more with --after {} or a higher --limit",
+            last.seq
+        );
+    }
+    Ok(())
+}
+
+/// Print the matching events already there, then each new one as it is
+/// committed, until Ctrl-C or `limit` events. Sleeps in `wait_events`
+/// between commits; never polls.
+async fn follow_events(
+    env: &Env,
+    out: Out,
+    filter: &EventFilter,
+    mut after: u64,
+    mut limit: Option<u64>,
+) -> anyhow::Result<()> {
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        let batch = tokio::select! {
+            found = env.wait_events(after, filter, FOLLOW_WAIT_MS) => {
+                found.context("cannot read the journal")?
+            }
+            _ = &mut ctrl_c => return Ok(()),
+        };
+        for e in &batch {
+            if out.is_json() {
+                out.json_line(&event_json(e))?;
+            } else {
+                out.line(format_args!(
+                    "{:>6}  {}  {}  {}  {}  {}",
+                    e.seq,
+                    absolute(e.at),
+                    e.agent,
+                    e.kind,
+                    e.subject,
+                    e.detail
+                ))?;
+            }
+            after = e.seq;
+            if let Some(left) = limit.as_mut() {
+                *left -= 1;
+                if *left == 0 {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// An event as printed with `--json`: its detail embedded as an object
+/// rather than as a string holding JSON.
+#[derive(Serialize)]
+struct EventLine<'a> {
+    seq: u64,
+    at: u64,
+    agent: &'a str,
+    kind: &'a str,
+    subject: &'a str,
+    detail: Value,
+}
+
+fn event_json(e: &Event) -> EventLine<'_> {
+    EventLine {
+        seq: e.seq,
+        at: e.at,
+        agent: &e.agent,
+        kind: &e.kind,
+        subject: &e.subject,
+        detail: serde_json::from_str(&e.detail).unwrap_or_else(|_| json!(e.detail)),
+    }
+}
