@@ -58,7 +58,7 @@ async fn every_change_appends_exactly_one_event_and_failures_none() {
     env.put_value(&a, "k", "v", Some(5), None)
         .await
         .unwrap_err();
-    env.delete_value(&a, "k", None).await.unwrap();
+    env.delete_value(&a, "k", None, None).await.unwrap();
     expect("value.deleted", &mut seq);
     assert_eq!(env.latest_seq().unwrap(), seq);
     let events = env.read_events(0, &EventFilter::default(), 100).unwrap();

@@ -221,19 +221,73 @@ async fn compare_and_swap_refuses_the_wrong_version() {
     assert_eq!((v.value.as_str(), v.version), ("2", 2));
     assert_eq!(t.env.put_value(&a, "k", "3", None, None).await.unwrap(), 3);
     assert_eq!(
-        t.env.delete_value(&a, "k", Some(2)).await,
+        t.env.delete_value(&a, "k", Some(2), None).await,
         Err(EnvError::VersionMismatch {
             expected: Some(2),
             actual: Some(3)
         })
     );
-    t.env.delete_value(&a, "k", Some(3)).await.unwrap();
+    t.env.delete_value(&a, "k", Some(3), None).await.unwrap();
     assert_eq!(t.env.get_value("k").unwrap(), None);
     assert!(matches!(
-        t.env.delete_value(&a, "k", None).await,
+        t.env.delete_value(&a, "k", None, None).await,
         Err(EnvError::NotFound(_))
     ));
     assert_eq!(t.env.list_values("").unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn versions_and_fences_survive_a_delete() {
+    let t = open();
+    let (a, b) = (agent("a"), agent("b"));
+    let old = t
+        .env
+        .reserve(&a, &["k".to_string()], wawe::env::Mode::Exclusive, 1_000, 0)
+        .await
+        .unwrap();
+    t.clock.advance(1_000);
+    let new = t
+        .env
+        .reserve(&b, &["k".to_string()], wawe::env::Mode::Exclusive, 1_000, 0)
+        .await
+        .unwrap();
+    assert_eq!(
+        t.env
+            .put_value(&b, "k", "v1", None, Some(new.token))
+            .await
+            .unwrap(),
+        1
+    );
+    // The old holder can neither delete with its stale token...
+    assert_eq!(
+        t.env.delete_value(&a, "k", None, Some(old.token)).await,
+        Err(EnvError::StaleToken(old.token))
+    );
+    t.env
+        .delete_value(&b, "k", Some(1), Some(new.token))
+        .await
+        .unwrap();
+    assert_eq!(t.env.get_value("k").unwrap(), None);
+    // ...nor write after the delete: the fence outlives it.
+    assert_eq!(
+        t.env
+            .put_value(&a, "k", "stale", None, Some(old.token))
+            .await,
+        Err(EnvError::StaleToken(old.token))
+    );
+    // A compare-and-swap against the version read before the delete fails
+    // even once the key is written again (no ABA).
+    assert_eq!(
+        t.env.put_value(&b, "k", "v3", Some(0), None).await.unwrap(),
+        3
+    );
+    assert_eq!(
+        t.env.put_value(&a, "k", "x", Some(1), None).await,
+        Err(EnvError::VersionMismatch {
+            expected: Some(1),
+            actual: Some(3)
+        })
+    );
 }
 
 #[tokio::test]

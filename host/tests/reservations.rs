@@ -361,3 +361,58 @@ async fn a_wait_that_times_out_reports_the_conflict_and_leaves_no_queue_entry() 
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_is_not_queued_behind_a_waiter_that_waits_for_it() {
+    let t = open();
+    let (p, q) = (agent("p"), agent("q"));
+    t.env
+        .reserve(&p, &res(&["x"]), Mode::Exclusive, 60_000, 0)
+        .await
+        .unwrap();
+    let env = t.env.clone();
+    let waiting = tokio::spawn(async move {
+        env.reserve(&q, &res(&["x", "y"]), Mode::Exclusive, TTL, 30_000)
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // q waits for p's x; p asking for y (free) must not wait for q: that
+    // would be a deadlock.
+    t.env
+        .reserve(&p, &res(&["y"]), Mode::Exclusive, TTL, 0)
+        .await
+        .unwrap();
+    // Another newcomer still queues behind q.
+    let e = t
+        .env
+        .reserve(&agent("r"), &res(&["x", "y"]), Mode::Exclusive, TTL, 0)
+        .await;
+    assert!(matches!(e, Err(EnvError::Conflict { .. })));
+    waiting.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_that_goes_away_leaves_the_queue() {
+    let t = open();
+    let (a, b, c) = (agent("a"), agent("b"), agent("c"));
+    let held = t
+        .env
+        .reserve(&a, &res(&["r"]), Mode::Exclusive, 60_000, 0)
+        .await
+        .unwrap();
+    let env = t.env.clone();
+    let waiting = tokio::spawn(async move {
+        env.reserve(&b, &res(&["r"]), Mode::Exclusive, TTL, 30_000)
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    waiting.abort(); // the waiting caller is dropped mid-wait
+    let _ = waiting.await;
+    t.env.release(&a, held.id).await.unwrap();
+    // b's queue entry went with it, so c is served at once.
+    let granted = t
+        .env
+        .reserve(&c, &res(&["r"]), Mode::Exclusive, TTL, 2_000)
+        .await;
+    assert!(granted.is_ok(), "{granted:?}");
+}

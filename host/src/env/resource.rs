@@ -28,6 +28,11 @@ pub fn validate_resource(resource: &str, max_len: usize) -> Result<(), EnvError>
             "resource {resource:?} has an empty path segment ('//')"
         )));
     }
+    if body.split('/').any(|seg| seg == "." || seg == "..") {
+        return Err(EnvError::invalid(format!(
+            "resource {resource:?} has a '.' or '..' segment: name resources by their plain path"
+        )));
+    }
     if resource.chars().any(|c| c.is_control()) {
         return Err(EnvError::invalid(format!(
             "resource {resource:?} contains a control character"
@@ -94,6 +99,8 @@ mod tests {
         assert!(validate_resource("/abs", 10).is_err());
         assert!(validate_resource("a//b", 10).is_err());
         assert!(validate_resource("a\nb", 10).is_err());
+        assert!(validate_resource("a/../b", 10).is_err());
+        assert!(validate_resource("./a", 10).is_err());
         assert!(matches!(
             validate_resource("abcdefghijk", 10),
             Err(EnvError::TooLarge { .. })

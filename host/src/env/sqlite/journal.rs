@@ -43,7 +43,10 @@ fn read_after(
     filter: &EventFilter,
     limit: u32,
 ) -> EnvResult<(Vec<Event>, u64)> {
-    let limit = limit.clamp(1, MAX_READ) as usize;
+    if limit == 0 {
+        return Ok((Vec::new(), after));
+    }
+    let limit = limit.min(MAX_READ) as usize;
     let mut stmt = conn.prepare_cached(
         "SELECT seq, at, agent, kind, subject, detail FROM events WHERE seq > ?1 ORDER BY seq",
     )?;
@@ -70,9 +73,13 @@ fn read_after(
     Ok((out, scanned))
 }
 
+/// The newest sequence number ever handed out, even if its event was pruned.
+pub(crate) const LATEST_SEQ: &str =
+    "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)";
+
 fn latest(conn: &Connection) -> EnvResult<u64> {
     let seq: i64 = conn
-        .prepare_cached("SELECT coalesce(max(seq), 0) FROM events")?
+        .prepare_cached(LATEST_SEQ)?
         .query_row([], |r| r.get(0))?;
     Ok(u(seq))
 }

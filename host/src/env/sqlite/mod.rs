@@ -206,6 +206,24 @@ impl Env {
             .map_err(|_| EnvError::Unavailable("the environment writer stopped".into()))?
     }
 
+    /// Queue `op` for the writer's next batch without waiting for its answer
+    /// (for clean-up from `Drop`, which cannot wait).
+    pub(crate) fn send_detached<F>(&self, op: F)
+    where
+        F: FnOnce(&mut Tx<'_>) -> EnvResult<()> + Send + 'static,
+    {
+        let (job, _answer) = writer::job(op);
+        if let Some(sender) = self
+            .inner
+            .jobs
+            .lock()
+            .expect("writer handle poisoned")
+            .as_ref()
+        {
+            let _ = sender.send(job);
+        }
+    }
+
     /// Run `op` on a read connection inside one read transaction.
     pub(crate) fn read<T>(
         &self,

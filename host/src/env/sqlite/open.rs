@@ -52,7 +52,7 @@ pub(crate) fn inspect(path: &Path, opts: &EnvOptions) -> Result<bool, OpenError>
     };
     let (app, version, tables) = probe().map_err(|e| classify(path, e, opts))?;
     if app != APPLICATION_ID {
-        if tables == 0 && app == 0 {
+        if tables == 0 && app == 0 && version == 0 {
             return Ok(true);
         }
         return Err(OpenError::Foreign { path: path.into() });
@@ -92,9 +92,20 @@ pub(crate) fn connect(path: &Path, opts: &EnvOptions) -> Result<Connection, Open
         Durability::Normal => "NORMAL",
         Durability::Full => "FULL",
     };
+    let journal: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(|e| classify(path, e, opts))?;
+    if !journal.eq_ignore_ascii_case("wal") {
+        return Err(OpenError::Other {
+            path: path.into(),
+            detail: format!(
+                "cannot switch it to write-ahead logging (journal mode stays {journal:?}); \
+                 put the environment on a local file system"
+            ),
+        });
+    }
     conn.execute_batch(&format!(
-        "PRAGMA journal_mode = WAL;
-         PRAGMA synchronous = {sync};
+        "PRAGMA synchronous = {sync};
          PRAGMA foreign_keys = ON;
          PRAGMA temp_store = MEMORY;"
     ))

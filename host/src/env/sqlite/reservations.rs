@@ -101,6 +101,10 @@ fn lease_conflict(
 
 /// The first live waiter queued before `waiter` (or any, for a newcomer) by
 /// someone else whose request conflicts with this one: FIFO fairness.
+///
+/// A waiter that is itself blocked by one of the requester's own leases is
+/// skipped: it cannot be served before the requester lets go, so making the
+/// requester wait for it would be a deadlock.
 fn waiter_conflict(
     conn: &Connection,
     now: u64,
@@ -115,6 +119,7 @@ fn waiter_conflict(
          WHERE id < ?1 AND deadline > ?2 AND agent != ?3 ORDER BY id",
     )?;
     let mut rows = stmt.query(params![before, i(now), agent])?;
+    let mut own: Option<Vec<(String, Mode)>> = None;
     while let Some(r) = rows.next()? {
         let holder: String = r.get(0)?;
         let queued = Mode::parse(&r.get::<_, String>(1)?);
@@ -122,18 +127,42 @@ fn waiter_conflict(
             continue;
         }
         let theirs: Vec<String> = serde_json::from_str(&r.get::<_, String>(2)?).unwrap_or_default();
-        let deadline: i64 = r.get(3)?;
-        for t in &theirs {
-            if resources.iter().any(|w| overlaps(t, w)) {
-                return Ok(Some(EnvError::Conflict {
-                    holder,
-                    resource: t.clone(),
-                    expires_at: u(deadline),
-                }));
-            }
+        let Some(clash) = theirs
+            .iter()
+            .find(|t| resources.iter().any(|w| overlaps(t, w)))
+        else {
+            continue;
+        };
+        let own = match &mut own {
+            Some(own) => own,
+            None => own.insert(live_holdings_of(conn, now, agent)?),
+        };
+        let blocked_by_us = own.iter().any(|(held, held_mode)| {
+            conflicts(*held_mode, queued) && theirs.iter().any(|t| overlaps(held, t))
+        });
+        if blocked_by_us {
+            continue;
         }
+        return Ok(Some(EnvError::Conflict {
+            holder,
+            resource: clash.clone(),
+            expires_at: u(r.get(3)?),
+        }));
     }
     Ok(None)
+}
+
+/// Every resource `agent` holds in a live lease, with its mode.
+fn live_holdings_of(conn: &Connection, now: u64, agent: &str) -> EnvResult<Vec<(String, Mode)>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT lr.resource, l.mode FROM leases l JOIN lease_resources lr ON lr.lease = l.id
+             WHERE l.agent = ?1 AND l.expires_at > ?2",
+        )?
+        .query_map(params![agent, i(now)], |r| {
+            Ok((r.get(0)?, Mode::parse(&r.get::<_, String>(1)?)))
+        })?
+        .collect::<Result<_, _>>()?)
 }
 
 pub(crate) fn load_lease(conn: &Connection, id: u64) -> EnvResult<Option<Lease>> {
@@ -299,6 +328,43 @@ pub(crate) fn expire(tx: &mut Tx<'_>) -> EnvResult<u64> {
     Ok(expired.len() as u64)
 }
 
+/// The longest a `reserve` waits, so a queue entry always ends.
+pub(crate) const MAX_WAIT_MS: u64 = 3_600_000;
+
+/// A caller's place in the reservation queue; leaving it (a grant, a timeout,
+/// an error, or the caller's future being dropped) removes it so nobody
+/// queues behind a waiter that is gone.
+struct QueuePlace<'a> {
+    env: &'a Env,
+    agent: String,
+    waiter: Option<u64>,
+}
+
+impl Drop for QueuePlace<'_> {
+    fn drop(&mut self) {
+        let Some(waiter) = self.waiter.take() else {
+            return;
+        };
+        let agent = std::mem::take(&mut self.agent);
+        // Fire and forget: the writer removes the entry in its next batch.
+        self.env.send_detached(move |tx| {
+            let n = tx
+                .conn
+                .prepare_cached("DELETE FROM reservation_waiters WHERE id = ?1")?
+                .execute([i(waiter)])?;
+            if n > 0 {
+                tx.journal(
+                    &agent,
+                    "lease.wait-ended",
+                    &format!("waiter/{waiter}"),
+                    json!({}),
+                )?;
+            }
+            Ok(())
+        });
+    }
+}
+
 impl Env {
     /// Reserve all of `resources` in `mode` for `ttl_ms`, or none of them,
     /// waiting up to `wait_ms` for conflicts to clear (first come, first served).
@@ -334,56 +400,41 @@ impl Env {
         wanted.sort();
         wanted.dedup();
 
+        let wait_ms = wait_ms.min(MAX_WAIT_MS);
         let until = Instant::now() + Duration::from_millis(wait_ms);
         let queue_until = (wait_ms > 0).then(|| self.now_ms().saturating_add(wait_ms));
-        let mut waiter = None;
+        let mut place = QueuePlace {
+            env: self,
+            agent: who.as_str().to_owned(),
+            waiter: None,
+        };
         let mut rx = self.subscribe();
         loop {
             rx.borrow_and_update();
-            let (agent, res) = (who.as_str().to_owned(), wanted.clone());
+            let (agent, res, waiter) = (who.as_str().to_owned(), wanted.clone(), place.waiter);
             let result = self
                 .write(move |tx| attempt(tx, &agent, &res, mode, ttl_ms, waiter, queue_until))
                 .await?;
             let (conflict, retry_at) = match result {
-                Attempt::Granted(lease) => return Ok(lease),
+                Attempt::Granted(lease) => {
+                    place.waiter = None; // the grant removed it
+                    return Ok(lease);
+                }
                 Attempt::Blocked {
                     conflict,
                     waiter: w,
                     retry_at,
                 } => {
-                    waiter = w;
+                    place.waiter = w;
                     (conflict, retry_at)
                 }
             };
             if Instant::now() >= until {
-                if let Some(w) = waiter {
-                    self.give_up_waiting(who, w).await?;
-                }
                 return Err(conflict);
             }
             let wake = retry_at.map_or(until, |at| self.instant_at(at).min(until));
             Env::changed_before(&mut rx, wake).await;
         }
-    }
-
-    async fn give_up_waiting(&self, who: &AgentId, waiter: u64) -> EnvResult<()> {
-        let agent = who.as_str().to_owned();
-        self.write(move |tx| {
-            let n = tx
-                .conn
-                .prepare_cached("DELETE FROM reservation_waiters WHERE id = ?1")?
-                .execute([i(waiter)])?;
-            if n > 0 {
-                tx.journal(
-                    &agent,
-                    "lease.wait-ended",
-                    &format!("waiter/{waiter}"),
-                    json!({}),
-                )?;
-            }
-            Ok(())
-        })
-        .await
     }
 
     /// Extend one of the caller's live leases to `ttl_ms` from now.

@@ -134,6 +134,7 @@ CREATE TABLE kv (
     value      TEXT NOT NULL,
     version    INTEGER NOT NULL,
     fence      INTEGER NOT NULL DEFAULT 0,
+    deleted    INTEGER NOT NULL DEFAULT 0,
     updated_by TEXT NOT NULL,
     updated_at INTEGER NOT NULL
 ) WITHOUT ROWID;

@@ -38,7 +38,7 @@ impl Env {
                 None => (0.0, tx.opts.signal_half_life_ms),
             };
             let half_life = half_life_ms.unwrap_or(kept_half_life);
-            let strength = (now_strength + amount).max(0.0);
+            let strength = (now_strength + amount).clamp(0.0, f64::MAX);
             tx.conn
                 .prepare_cached(
                     "INSERT INTO signals (trail, strength, half_life_ms, updated_at) VALUES (?1, ?2, ?3, ?4)

@@ -31,9 +31,9 @@ impl Env {
                 hosts: count("SELECT count(*) FROM hosts")?,
                 learnings: count("SELECT count(*) FROM learnings")?,
                 signals: count("SELECT count(*) FROM signals")?,
-                values: count("SELECT count(*) FROM kv")?,
+                values: count("SELECT count(*) FROM kv WHERE deleted = 0")?,
                 events: count("SELECT count(*) FROM events")?,
-                last_seq: count("SELECT coalesce(max(seq), 0) FROM events")?,
+                last_seq: count(super::journal::LATEST_SEQ)?,
             })
         })
     }

@@ -19,22 +19,6 @@ fn push(
     payload: &str,
     opts: &PushOptions,
 ) -> EnvResult<Pushed> {
-    if let Some(key) = &opts.dedupe_key {
-        let live: Option<i64> = tx
-            .conn
-            .prepare_cached(
-                "SELECT id FROM tasks WHERE queue = ?1 AND dedupe_key = ?2
-                 AND state IN ('blocked', 'ready', 'claimed')",
-            )?
-            .query_row(params![queue, key], |r| r.get(0))
-            .optional()?;
-        if let Some(id) = live {
-            return Ok(Pushed {
-                id: u(id),
-                deduplicated: true,
-            });
-        }
-    }
     let mut state = TaskState::Ready;
     let mut deps = opts.depends_on.clone();
     deps.sort_unstable();
@@ -55,6 +39,22 @@ fn push(
             Some(TaskState::Done) => {}
             Some(_) if state == TaskState::Ready => state = TaskState::Blocked,
             Some(_) => {}
+        }
+    }
+    if let Some(key) = &opts.dedupe_key {
+        let live: Option<i64> = tx
+            .conn
+            .prepare_cached(
+                "SELECT id FROM tasks WHERE queue = ?1 AND dedupe_key = ?2
+                 AND state IN ('blocked', 'ready', 'claimed')",
+            )?
+            .query_row(params![queue, key], |r| r.get(0))
+            .optional()?;
+        if let Some(id) = live {
+            return Ok(Pushed {
+                id: u(id),
+                deduplicated: true,
+            });
         }
     }
     let max_attempts = match opts.max_attempts {

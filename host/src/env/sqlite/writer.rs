@@ -92,9 +92,7 @@ pub(crate) fn run(
     changed: watch::Sender<u64>,
 ) {
     let mut last_seq: u64 = conn
-        .query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| {
-            r.get::<_, i64>(0)
-        })
+        .query_row(super::journal::LATEST_SEQ, [], |r| r.get::<_, i64>(0))
         .map(|v| v as u64)
         .unwrap_or(0);
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(opts.max_batch);
@@ -116,46 +114,62 @@ pub(crate) fn run(
         let now = clock.now_ms();
         let mut seq = last_seq;
         let mut replies = Vec::with_capacity(batch.len());
+        // Set when the batch's transaction can no longer be trusted (a
+        // savepoint statement failed, or SQLite rolled the whole transaction
+        // back after an I/O or disk-full error): nothing of it is committed and
+        // every caller is told so.
+        let mut broken: Option<EnvError> = None;
         for job in batch.drain(..) {
+            if let Some(err) = &broken {
+                job.abort(err.clone());
+                continue;
+            }
+            if let Err(e) = conn.execute_batch("SAVEPOINT op") {
+                let err = EnvError::from(e);
+                job.abort(err.clone());
+                broken = Some(err);
+                continue;
+            }
             let before = seq;
-            let reply = match conn.execute_batch("SAVEPOINT op") {
-                Ok(()) => {
-                    let mut tx = Tx {
-                        conn: &conn,
-                        now,
-                        opts: &opts,
-                        last_seq: &mut seq,
-                    };
-                    // A panicking operation must not take the writer (and
-                    // every later write) down with it: its caller sees the
-                    // writer's error and its changes are rolled back.
-                    let Ok(reply) = panic::catch_unwind(AssertUnwindSafe(|| job.run(&mut tx)))
-                    else {
-                        seq = before;
-                        let _ = conn.execute_batch("ROLLBACK TO op; RELEASE op");
-                        continue;
-                    };
-                    let end = if reply.ok() {
-                        conn.execute_batch("RELEASE op")
-                    } else {
-                        seq = before;
-                        conn.execute_batch("ROLLBACK TO op; RELEASE op")
-                    };
-                    if let Err(e) = end {
-                        tracing::error!("savepoint failed: {e}");
-                    }
-                    reply
-                }
-                Err(e) => {
-                    job.abort(EnvError::from(e));
-                    continue;
-                }
+            let mut tx = Tx {
+                conn: &conn,
+                now,
+                opts: &opts,
+                last_seq: &mut seq,
             };
-            replies.push(reply);
+            // A panicking operation must not take the writer (and every later
+            // write) down with it: its caller sees the writer's error and its
+            // changes are rolled back.
+            let reply = panic::catch_unwind(AssertUnwindSafe(|| job.run(&mut tx))).ok();
+            let keep = reply.as_ref().is_some_and(|r| r.ok());
+            let end = if keep {
+                conn.execute_batch("RELEASE op")
+            } else {
+                seq = before;
+                conn.execute_batch("ROLLBACK TO op; RELEASE op")
+            };
+            if let Err(e) = end {
+                broken = Some(EnvError::from(e));
+            } else if conn.is_autocommit() {
+                broken = Some(EnvError::Unavailable(
+                    "the database rolled the transaction back".into(),
+                ));
+            }
+            replies.extend(reply);
         }
-        let commit = conn.execute_batch("COMMIT").map_err(EnvError::from);
+        let commit = match broken {
+            Some(err) => {
+                if !conn.is_autocommit() {
+                    let _ = conn.execute_batch("ROLLBACK");
+                }
+                Err(err)
+            }
+            None => conn.execute_batch("COMMIT").map_err(EnvError::from),
+        };
         if commit.is_err() {
-            let _ = conn.execute_batch("ROLLBACK");
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
         } else if seq > last_seq {
             last_seq = seq;
             changed.send_modify(|v| *v = (*v).max(seq));
