@@ -12,3 +12,6 @@
 
 pub mod cli;
 pub mod env;
+pub mod manifest;
+pub mod runtime;
+pub mod swarm;

@@ -5,10 +5,11 @@ use std::process::ExitCode;
 use clap::Parser;
 use wawe::cli::{self, Cli};
 
-#[tokio::main(flavor = "current_thread")]
+#[tokio::main]
 async fn main() -> ExitCode {
-    cli::init_tracing();
-    match cli::run(Cli::parse()).await {
+    let cli = Cli::parse();
+    cli::init_tracing(&cli);
+    match cli::run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -4,10 +4,12 @@
 
 pub mod env_cmd;
 pub mod output;
+pub mod run_cmd;
 
 use clap::{Parser, Subcommand};
 
 pub use env_cmd::EnvArgs;
+pub use run_cmd::RunArgs;
 
 /// The `wawe` command line.
 #[derive(Debug, Parser)]
@@ -21,17 +23,28 @@ pub use env_cmd::EnvArgs;
         task queues, learnings, decaying signal trails, versioned shared values and a journal \
         of every change, with who made it and when. Every operation is one transaction; waits \
         wake the moment the environment changes.\n\n\
-        Use `wawe env` to look at an environment and feed it tasks."
+        Use `wawe run` to run a swarm (a manifest, one module, or a folder of modules) and \
+        `wawe env` to look at an environment and feed it tasks."
 )]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+
+    /// Log lines as JSON objects (one per line) instead of text.
+    #[arg(long, global = true)]
+    pub log_json: bool,
+
+    /// Show more of the log: -v for agents' info lines, -vv for debug.
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
 }
 
 /// The top-level commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run a swarm of agents: a manifest, one module, or a watched folder of modules.
+    Run(RunArgs),
     /// Look at and feed an environment: tasks, leases, learnings, signals, values and the journal.
     Env(EnvArgs),
 }
@@ -41,6 +54,7 @@ pub enum Command {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let result = match cli.command {
         Command::Env(args) => env_cmd::run(args).await,
+        Command::Run(args) => run_cmd::run(args).await,
     };
     match result {
         Err(e) if is_broken_pipe(&e) => Ok(()),
@@ -56,13 +70,24 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
-/// Send the library's diagnostics (warnings and up, or as `WAWE_LOG` says) to
-/// stderr, where they do not mix with command output.
-pub fn init_tracing() {
+/// Send the log (warnings and up; more with `-v`; or as `WAWE_LOG` says) to
+/// stderr, where it does not mix with command output.
+pub fn init_tracing(cli: &Cli) {
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("WAWE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if cli.log_json {
+        fmt.json().init();
+    } else {
+        fmt.init();
+    }
 }

@@ -376,7 +376,8 @@ pub enum AgentEnd {
 }
 
 impl AgentEnd {
-    pub(crate) fn as_str(self) -> &'static str {
+    /// The state name recorded in the `agents` table.
+    pub fn as_str(self) -> &'static str {
         match self {
             AgentEnd::Exited => "exited",
             AgentEnd::Failed => "failed",

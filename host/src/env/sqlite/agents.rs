@@ -82,17 +82,21 @@ impl Env {
         .await
     }
 
-    /// Record a sign of life of `host` and of its running agents.
-    pub async fn heartbeat(&self, host: &str) -> EnvResult<()> {
+    /// A host's sign of life: heartbeat the host and its running agents, and
+    /// renew every live lease of those agents to its full ttl from now (the
+    /// keepalive that keeps a long job from losing its lease). Returns the
+    /// shortest ttl among those leases, so the host knows how soon to come
+    /// back. Liveness is not journaled: it changes nothing others act on.
+    pub async fn keepalive(&self, host: &str) -> EnvResult<Option<u64>> {
         let host = host.to_owned();
         self.write(move |tx| {
-            let n = tx
+            let alive = tx
                 .conn
                 .prepare_cached(
                     "UPDATE hosts SET last_heartbeat = ?1 WHERE id = ?2 AND state = 'alive'",
                 )?
                 .execute(params![i(tx.now), host])?;
-            if n == 0 {
+            if alive == 0 {
                 return Err(EnvError::not_found(format!("host {host} is not alive")));
             }
             tx.conn
@@ -100,6 +104,43 @@ impl Env {
                     "UPDATE agents SET last_seen = ?1 WHERE host = ?2 AND state = 'running'",
                 )?
                 .execute(params![i(tx.now), host])?;
+            tx.conn
+                .prepare_cached(
+                    "UPDATE leases SET expires_at = ?1 + ttl_ms
+                     WHERE expires_at > ?1 AND agent IN
+                         (SELECT id FROM agents WHERE host = ?2 AND state = 'running')",
+                )?
+                .execute(params![i(tx.now), host])?;
+            let shortest: Option<i64> = tx
+                .conn
+                .prepare_cached(
+                    "SELECT min(ttl_ms) FROM leases WHERE expires_at > ?1 AND agent IN
+                         (SELECT id FROM agents WHERE host = ?2 AND state = 'running')",
+                )?
+                .query_row(params![i(tx.now), host], |r| r.get(0))?;
+            Ok(shortest.map(u))
+        })
+        .await
+    }
+
+    /// Record that the host gave up restarting `agent` (a crash loop): it
+    /// stays ended, marked failed, with `reason`.
+    pub async fn agent_gave_up(&self, agent: &AgentId, reason: &str) -> EnvResult<()> {
+        let (agent, reason) = (agent.as_str().to_owned(), reason.to_owned());
+        self.write(move |tx| {
+            tx.conn
+                .prepare_cached(
+                    "UPDATE agents SET state = 'failed',
+                         end_reason = coalesce(end_reason || char(10), '') || ?1
+                     WHERE id = ?2 AND state != 'running'",
+                )?
+                .execute(params![reason, agent])?;
+            tx.journal(
+                &agent,
+                "agent.gave-up",
+                &format!("agent/{agent}"),
+                json!({"reason": reason}),
+            )?;
             Ok(())
         })
         .await

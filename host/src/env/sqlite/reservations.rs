@@ -251,11 +251,18 @@ fn attempt(
     let id: i64 = tx
         .conn
         .prepare_cached(
-            "INSERT INTO leases (agent, mode, token, granted_at, expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5) RETURNING id",
+            "INSERT INTO leases (agent, mode, token, granted_at, expires_at, ttl_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
         )?
         .query_row(
-            params![agent, mode.as_str(), i(token), i(now), i(expires)],
+            params![
+                agent,
+                mode.as_str(),
+                i(token),
+                i(now),
+                i(expires),
+                i(ttl_ms)
+            ],
             |r| r.get(0),
         )?;
     let mut add = tx
@@ -448,10 +455,10 @@ impl Env {
             let n = tx
                 .conn
                 .prepare_cached(
-                    "UPDATE leases SET expires_at = ?1
+                    "UPDATE leases SET expires_at = ?1, ttl_ms = ?5
                      WHERE id = ?2 AND agent = ?3 AND expires_at > ?4",
                 )?
-                .execute(params![i(expires), i(lease), agent, i(tx.now)])?;
+                .execute(params![i(expires), i(lease), agent, i(tx.now), i(ttl_ms)])?;
             if n == 0 {
                 return Err(EnvError::not_found(format!(
                     "lease {lease} is not a live lease of yours"

@@ -45,7 +45,8 @@ CREATE TABLE leases (
     mode       TEXT NOT NULL,
     token      INTEGER NOT NULL,
     granted_at INTEGER NOT NULL,
-    expires_at INTEGER NOT NULL
+    expires_at INTEGER NOT NULL,
+    ttl_ms     INTEGER NOT NULL
 );
 CREATE INDEX leases_by_agent ON leases (agent);
 CREATE INDEX leases_by_expiry ON leases (expires_at);

@@ -1,0 +1,459 @@
+//! `wawe run`: run a swarm from a manifest, one module, or a watched folder,
+//! with a live progress line and a summary at the end.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+
+use crate::env::{Durability, Env, EnvOptions, Stats};
+use crate::manifest::{AgentPlan, AgentSettings, Manifest};
+use crate::runtime::{Limits, Module, RestartPolicy, Runtime, RuntimeOptions};
+use crate::swarm::{Endings, FolderChange, Swarm, watch_folder};
+
+/// Arguments of `wawe run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// A swarm manifest (`swarm.toml`), one agent module (`agent.wasm`), or a
+    /// folder whose `.wasm` files are run and watched (dropped in: started;
+    /// replaced: restarted on the new code; removed: stopped).
+    pub target: PathBuf,
+
+    /// The environment file. Default: the manifest's `env` (else `wawe.db`
+    /// beside it); for a module or folder, `wawe.db` in the current directory.
+    #[arg(long, env = "WAWE_ENV")]
+    pub env: Option<PathBuf>,
+
+    /// Replicas of a single module.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub replicas: u32,
+
+    /// A `key=value` pair for a single module's config (repeatable).
+    #[arg(long = "config", value_name = "KEY=VALUE", value_parser = key_value)]
+    pub config: Vec<(String, String)>,
+
+    /// Restart policy of a single module.
+    #[arg(long, value_enum, default_value = "on-failure")]
+    pub restart: RestartArg,
+
+    /// Commit durability (`full` waits for the disk on every commit).
+    #[arg(long, value_enum)]
+    pub durability: Option<DurabilityArg>,
+
+    /// Start from an empty environment: delete the environment file first
+    /// (only if it is a wawe environment; anything else is refused).
+    #[arg(long)]
+    pub reset: bool,
+
+    /// Do not cache compiled modules on disk.
+    #[arg(long)]
+    pub no_cache: bool,
+
+    /// No progress line and no summary table, only errors (and the summary
+    /// with --json).
+    #[arg(long, short)]
+    pub quiet: bool,
+
+    /// Print the summary as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Restart policies, as flags.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum RestartArg {
+    /// One run only.
+    Never,
+    /// Restart after a crash or error.
+    OnFailure,
+    /// Restart after every end.
+    Always,
+}
+
+/// Durability, as a flag.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum DurabilityArg {
+    /// synchronous=NORMAL.
+    Normal,
+    /// synchronous=FULL.
+    Full,
+}
+
+fn key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))
+}
+
+/// What `wawe run` ended with, for the summary.
+#[derive(Debug, serde::Serialize)]
+struct Summary<'a> {
+    env: &'a Path,
+    agents: &'a Endings,
+    runs: crate::runtime::CountersSnapshot,
+    tasks: &'a [(String, u64)],
+    leases_held: u64,
+}
+
+/// Run `wawe run`.
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let options = RuntimeOptions {
+        cache_dir: if args.no_cache {
+            None
+        } else {
+            crate::runtime::default_cache_dir()
+        },
+        ..RuntimeOptions::default()
+    };
+    let runtime = Runtime::new(options)?;
+    if args.target.is_dir() {
+        return run_folder(&runtime, &args).await;
+    }
+    let (env_path, durability, plans) = plan(&args)?;
+    // Load and check every module before touching the environment.
+    let mut modules = Vec::new();
+    for p in &plans {
+        modules.push(runtime.load(&p.module)?);
+    }
+    if args.reset {
+        reset_env(&env_path)?;
+    }
+    let env = open_env(&env_path, durability)?;
+    let host = runtime.start(env.clone()).await?;
+    let mut swarm = Swarm::new(host);
+    for (p, m) in plans.iter().zip(&modules) {
+        swarm.start(p, m);
+    }
+    let progress = Progress::new(args.quiet || args.json);
+    let interrupted = loop {
+        if swarm.all_finished() {
+            break false;
+        }
+        tokio::select! {
+            _ = shutdown_signal() => break true,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => progress.draw(&swarm),
+        }
+    };
+    finish(swarm, &env, &args, interrupted, progress).await
+}
+
+/// Stop everything, close the environment and print the summary; an agent
+/// that ended failed makes the exit status non-zero.
+async fn finish(
+    swarm: Swarm,
+    env: &Env,
+    args: &RunArgs,
+    interrupted: bool,
+    progress: Progress,
+) -> anyhow::Result<()> {
+    progress.clear();
+    let runs = swarm.host().counters();
+    let endings = swarm.shutdown().await?;
+    let stats = env.stats()?;
+    env.close();
+    let summary = Summary {
+        env: env.path(),
+        agents: &endings,
+        runs,
+        tasks: &stats.tasks,
+        leases_held: stats.leases,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else if !args.quiet {
+        print_summary(&summary, &stats, interrupted);
+    }
+    if !endings.failed.is_empty() {
+        bail!(
+            "{} agent(s) ended failed:\n  {}",
+            endings.failed.len(),
+            endings.failed.join("\n  ")
+        );
+    }
+    Ok(())
+}
+
+fn print_summary(s: &Summary<'_>, stats: &Stats, interrupted: bool) {
+    let how = if interrupted { "stopped" } else { "finished" };
+    println!("swarm {how} on {}", s.env.display());
+    println!(
+        "  agent runs: {} exited, {} failed, {} crashed, {} stopped; {} restarts{}",
+        s.runs.exited,
+        s.runs.failed,
+        s.runs.crashed,
+        s.runs.stopped,
+        s.runs.restarts,
+        if s.runs.gave_up > 0 {
+            format!(", {} given up (crash loop)", s.runs.gave_up)
+        } else {
+            String::new()
+        }
+    );
+    let tasks: Vec<String> = stats
+        .tasks
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(state, n)| format!("{n} {state}"))
+        .collect();
+    let tasks = if tasks.is_empty() {
+        "none".to_string()
+    } else {
+        tasks.join(", ")
+    };
+    println!("  tasks: {tasks}");
+    println!("  leases still held: {}", s.leases_held);
+    for f in &s.agents.failed {
+        println!("  failed: {f}");
+    }
+    let total: u64 = stats.tasks.iter().map(|(_, n)| n).sum();
+    let done = stats
+        .tasks
+        .iter()
+        .find(|(state, _)| state == "done")
+        .map_or(0, |(_, n)| *n);
+    let crashes = s.runs.crashed + s.runs.failed;
+    if !interrupted && s.agents.failed.is_empty() && done == total && s.leases_held == 0 {
+        let healed = match crashes {
+            0 => "no agent crashed".to_string(),
+            n => format!("{n} crashes healed (each crashed agent was restarted and finished)"),
+        };
+        println!("ok: all {total} tasks done, {healed}, no lease left held");
+    }
+}
+
+/// The environment path, durability and agent plans of a manifest or module.
+fn plan(args: &RunArgs) -> anyhow::Result<(PathBuf, Durability, Vec<AgentPlan>)> {
+    let target = &args.target;
+    if !target.exists() {
+        bail!(
+            "{} does not exist: name a swarm manifest (.toml), an agent module (.wasm) or a folder of modules",
+            target.display()
+        );
+    }
+    let flag_durability = args.durability.map(|d| match d {
+        DurabilityArg::Normal => Durability::Normal,
+        DurabilityArg::Full => Durability::Full,
+    });
+    if target.extension().and_then(|e| e.to_str()) == Some("wasm") {
+        let name = module_name(target)?;
+        let plan = AgentPlan {
+            name,
+            module: target.clone(),
+            replicas: args.replicas.max(1),
+            restart: match args.restart {
+                RestartArg::Never => RestartPolicy::Never,
+                RestartArg::OnFailure => RestartPolicy::OnFailure,
+                RestartArg::Always => RestartPolicy::Always,
+            },
+            limits: Limits::default(),
+            config: args.config.clone(),
+        };
+        let env = args.env.clone().unwrap_or_else(|| PathBuf::from("wawe.db"));
+        return Ok((env, flag_durability.unwrap_or_default(), vec![plan]));
+    }
+    let manifest = Manifest::from_file(target)?;
+    let env = args.env.clone().unwrap_or(manifest.env);
+    Ok((
+        env,
+        flag_durability.unwrap_or(manifest.durability),
+        manifest.agents,
+    ))
+}
+
+fn module_name(path: &Path) -> anyhow::Result<String> {
+    path.file_stem()
+        .and_then(|s| s.to_str())
+        .map(str::to_string)
+        .with_context(|| format!("{} has no usable file name", path.display()))
+}
+
+/// Delete the wawe environment at `path` (with its WAL files), if there is one.
+fn reset_env(path: &Path) -> anyhow::Result<()> {
+    if !path.exists() {
+        return Ok(());
+    }
+    // Refuses anything that is not a wawe environment, and checks no other
+    // process is writing to it right now.
+    let env = Env::open_existing(path, EnvOptions::default())?;
+    env.close();
+    drop(env);
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        match std::fs::remove_file(&file) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot delete {}", path.display())),
+        }
+    }
+    Ok(())
+}
+
+fn open_env(path: &Path, durability: Durability) -> anyhow::Result<Env> {
+    let opts = EnvOptions {
+        durability,
+        ..EnvOptions::default()
+    };
+    Ok(Env::open(path, opts)?)
+}
+
+/// Run every module of a folder and follow the folder until interrupted.
+async fn run_folder(runtime: &Runtime, args: &RunArgs) -> anyhow::Result<()> {
+    let dir = &args.target;
+    let env_path = args.env.clone().unwrap_or_else(|| PathBuf::from("wawe.db"));
+    let durability = match args.durability {
+        Some(DurabilityArg::Full) => Durability::Full,
+        _ => Durability::Normal,
+    };
+    let mut changes =
+        watch_folder(dir).with_context(|| format!("cannot watch {}", dir.display()))?;
+    let env = open_env(&env_path, durability)?;
+    let host = runtime.start(env.clone()).await?;
+    let mut swarm = Swarm::new(host);
+    let mut plans: std::collections::BTreeMap<String, AgentPlan> = Default::default();
+    let progress = Progress::new(args.quiet || args.json);
+    loop {
+        tokio::select! {
+            _ = shutdown_signal() => break,
+            change = changes.recv() => {
+                let Some(change) = change else { break };
+                progress.clear();
+                apply(runtime, &mut swarm, &mut plans, change).await;
+            }
+            _ = tokio::time::sleep(Duration::from_millis(200)) => progress.draw(&swarm),
+        }
+    }
+    finish(swarm, &env, args, true, progress).await
+}
+
+/// Bring the swarm in line with one folder change. A module that fails to
+/// load is reported and skipped; the rest of the swarm keeps running.
+async fn apply(
+    runtime: &Runtime,
+    swarm: &mut Swarm,
+    plans: &mut std::collections::BTreeMap<String, AgentPlan>,
+    change: FolderChange,
+) {
+    match change {
+        FolderChange::Removed { name } => {
+            if plans.remove(&name).is_some() {
+                swarm.stop(&name).await;
+                eprintln!("wawe: {name}: module removed, agents stopped");
+            }
+        }
+        FolderChange::Upsert {
+            name,
+            module,
+            settings,
+        } => {
+            let loaded = load_with_settings(runtime, &name, &module, settings.as_deref());
+            let (plan, module) = match loaded {
+                Ok(ok) => ok,
+                Err(e) => {
+                    eprintln!("wawe: skipped {name}: {e:#}");
+                    return;
+                }
+            };
+            let same = swarm.digest_of(&name) == Some(module.digest.as_str())
+                && plans.get(&name) == Some(&plan);
+            if same {
+                return;
+            }
+            let verb = if plans.contains_key(&name) {
+                swarm.stop(&name).await;
+                "restarted on its new code"
+            } else {
+                "started"
+            };
+            swarm.start(&plan, &module);
+            eprintln!("wawe: {name}: {verb} ({} replica(s))", plan.replicas);
+            plans.insert(name, plan);
+        }
+    }
+}
+
+fn load_with_settings(
+    runtime: &Runtime,
+    name: &str,
+    module: &Path,
+    settings: Option<&Path>,
+) -> anyhow::Result<(AgentPlan, Module)> {
+    let settings = match settings {
+        Some(path) => AgentSettings::from_file(path)?,
+        None => AgentSettings::default(),
+    };
+    let plan = settings
+        .plan(name, module.to_path_buf())
+        .map_err(anyhow::Error::msg)?;
+    let module = runtime.load(module)?;
+    Ok((plan, module))
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("cannot listen for SIGTERM");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// The live progress line on a terminal's stderr.
+struct Progress {
+    on: bool,
+}
+
+impl Progress {
+    fn new(quiet: bool) -> Progress {
+        Progress {
+            on: !quiet && std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn draw(&self, swarm: &Swarm) {
+        if !self.on {
+            return;
+        }
+        let c = swarm.host().counters();
+        let Ok(stats) = swarm.host().env().stats() else {
+            return;
+        };
+        let n = |state: &str| {
+            stats
+                .tasks
+                .iter()
+                .find(|(s, _)| s == state)
+                .map_or(0, |(_, n)| *n)
+        };
+        let mut err = std::io::stderr();
+        let _ = write!(
+            err,
+            "\r\x1b[2Kagents {} running, {} crashed, {} restarted | tasks {} ready, {} claimed, {} done, {} dead | leases {}",
+            c.running,
+            c.crashed,
+            c.restarts,
+            n("ready"),
+            n("claimed"),
+            n("done"),
+            n("dead"),
+            stats.leases
+        );
+        let _ = err.flush();
+    }
+
+    fn clear(&self) {
+        if self.on {
+            let _ = write!(std::io::stderr(), "\r\x1b[2K");
+        }
+    }
+}

@@ -1,0 +1,355 @@
+//! Swarm manifests: which environment, and which agents with how many
+//! replicas, limits, restart policy and config. Also the per-module
+//! `NAME.toml` settings of a watched folder.
+//!
+//! ```toml
+//! env = "demo.db"                 # default: wawe.db beside the manifest
+//! durability = "normal"           # or "full"
+//!
+//! [agents.worker]
+//! module = "agents/worker.wasm"   # relative to the manifest
+//! replicas = 4                    # default 1
+//! restart = "on-failure"          # never | on-failure (default) | always
+//! memory = "64 MiB"               # linear memory limit (default 64 MiB)
+//! cpu = "10s"                     # CPU time per run (default: unlimited)
+//! wall = "1m"                     # wall-clock time per run (default: unlimited)
+//!
+//! [agents.worker.config]          # handed to the agent's run()
+//! queue = "work"
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::env::Durability;
+use crate::runtime::{Limits, RestartPolicy};
+
+/// A parsed swarm manifest, with paths resolved against its folder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Manifest {
+    /// The environment file.
+    pub env: PathBuf,
+    /// Commit durability.
+    pub durability: Durability,
+    /// The agents, by name.
+    pub agents: Vec<AgentPlan>,
+}
+
+/// One agent of a swarm: a module and how to run it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentPlan {
+    /// Its name (the manifest's table name, or the module's file stem).
+    pub name: String,
+    /// The `.wasm` file.
+    pub module: PathBuf,
+    /// How many replicas to run.
+    pub replicas: u32,
+    /// When to restart it.
+    pub restart: RestartPolicy,
+    /// What each replica may use.
+    pub limits: Limits,
+    /// The config map handed to `run`.
+    pub config: Vec<(String, String)>,
+}
+
+/// A manifest that cannot be used; the message points at the file, line and field.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ManifestError(String);
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    env: Option<PathBuf>,
+    durability: Option<DurabilityName>,
+    #[serde(default)]
+    agents: BTreeMap<String, Spanned<AgentSettings>>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum DurabilityName {
+    Normal,
+    Full,
+}
+
+/// The settings of one agent, as written in a manifest table or a `NAME.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSettings {
+    module: Option<PathBuf>,
+    replicas: Option<u32>,
+    #[serde(default)]
+    restart: RestartPolicy,
+    memory: Option<Size>,
+    cpu: Option<HumanDuration>,
+    wall: Option<HumanDuration>,
+    #[serde(default)]
+    config: BTreeMap<String, toml::Value>,
+}
+
+/// A byte size: a number of bytes, or text like `64 MiB`, `512KiB`, `1 GiB`.
+#[derive(Debug, Clone, Copy)]
+struct Size(u64);
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bytes(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Bytes(b) => Ok(Size(b)),
+            Raw::Text(t) => parse_size(&t).map(Size).ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "{t:?} is not a size; write it like \"64 MiB\", \"512 KiB\" or \"1 GiB\""
+                ))
+            }),
+        }
+    }
+}
+
+/// Parse `64 MiB`, `64MiB`, `512 KiB`, `1 GiB`, `1000 B`, or a plain number of bytes.
+pub fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+/// A duration written like `30s`, `500ms` or `1m 30s`.
+#[derive(Debug, Clone, Copy)]
+struct HumanDuration(Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let t = String::deserialize(d)?;
+        humantime::parse_duration(&t)
+            .map(HumanDuration)
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "{t:?} is not a duration ({e}); write it like \"500ms\", \"30s\" or \"1m 30s\""
+                ))
+            })
+    }
+}
+
+impl AgentSettings {
+    /// Read the `NAME.toml` settings beside a module in a watched folder.
+    pub fn from_file(path: &Path) -> Result<AgentSettings, ManifestError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ManifestError(format!("cannot read {}: {e}", path.display())))?;
+        let settings: AgentSettings =
+            toml::from_str(&text).map_err(|e| ManifestError(format!("{}: {e}", path.display())))?;
+        if settings.module.is_some() {
+            return Err(ManifestError(format!(
+                "{}: `module` is not allowed here: the module is the .wasm file of the same name",
+                path.display()
+            )));
+        }
+        Ok(settings)
+    }
+
+    /// The plan for agent `name` running `module`.
+    pub fn plan(self, name: &str, module: PathBuf) -> Result<AgentPlan, String> {
+        let replicas = self.replicas.unwrap_or(1);
+        if replicas == 0 {
+            return Err(format!("agent `{name}`: `replicas` must be at least 1"));
+        }
+        let defaults = Limits::default();
+        Ok(AgentPlan {
+            name: name.to_string(),
+            module,
+            replicas,
+            restart: self.restart,
+            limits: Limits {
+                memory_bytes: self.memory.map_or(defaults.memory_bytes, |s| s.0),
+                cpu: self.cpu.map(|d| d.0),
+                wall: self.wall.map(|d| d.0),
+                ..defaults
+            },
+            config: self
+                .config
+                .into_iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        toml::Value::String(s) => s,
+                        other => other.to_string(),
+                    };
+                    (k, v)
+                })
+                .collect(),
+        })
+    }
+}
+
+impl Manifest {
+    /// Read and check the manifest at `path`.
+    pub fn from_file(path: &Path) -> Result<Manifest, ManifestError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ManifestError(format!("cannot read the manifest {}: {e}", path.display()))
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parse manifest `text` read from `path` (which relative paths follow).
+    pub fn parse(text: &str, path: &Path) -> Result<Manifest, ManifestError> {
+        let shown = path.display();
+        let raw: RawManifest =
+            toml::from_str(text).map_err(|e| ManifestError(format!("{shown}: {e}")))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let base = if base.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            base
+        };
+        if raw.agents.is_empty() {
+            return Err(ManifestError(format!(
+                "{shown}: no agents: add at least one [agents.NAME] table with a `module`"
+            )));
+        }
+        let mut agents = Vec::new();
+        for (name, spanned) in raw.agents {
+            let line = 1 + text[..spanned.span().start.min(text.len())]
+                .matches('\n')
+                .count();
+            let settings = spanned.into_inner();
+            let Some(module) = settings.module.clone() else {
+                return Err(ManifestError(format!(
+                    "{shown}:{line}: agent `{name}` has no `module`: add `module = \"path/to/{name}.wasm\"`"
+                )));
+            };
+            let plan = settings
+                .plan(&name, base.join(module))
+                .map_err(|e| ManifestError(format!("{shown}:{line}: {e}")))?;
+            agents.push(plan);
+        }
+        Ok(Manifest {
+            env: base.join(raw.env.unwrap_or_else(|| PathBuf::from("wawe.db"))),
+            durability: match raw.durability {
+                Some(DurabilityName::Full) => Durability::Full,
+                _ => Durability::Normal,
+            },
+            agents,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Manifest, String> {
+        Manifest::parse(text, Path::new("swarm/swarm.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_full_manifest_resolves_paths_and_settings() {
+        let m = parse(
+            r#"
+env = "state.db"
+durability = "full"
+
+[agents.worker]
+module = "w.wasm"
+replicas = 3
+restart = "always"
+memory = "32 MiB"
+cpu = "2s"
+wall = "1m"
+[agents.worker.config]
+queue = "jobs"
+n = 5
+"#,
+        )
+        .unwrap();
+        assert_eq!(m.env, Path::new("swarm/state.db"));
+        assert_eq!(m.durability, Durability::Full);
+        let w = &m.agents[0];
+        assert_eq!(w.module, Path::new("swarm/w.wasm"));
+        assert_eq!((w.replicas, w.restart), (3, RestartPolicy::Always));
+        assert_eq!(w.limits.memory_bytes, 32 << 20);
+        assert_eq!(w.limits.cpu, Some(Duration::from_secs(2)));
+        assert_eq!(w.limits.wall, Some(Duration::from_secs(60)));
+        assert_eq!(
+            w.config,
+            [("n".into(), "5".into()), ("queue".into(), "jobs".into())]
+        );
+    }
+
+    #[test]
+    fn defaults_apply_when_fields_are_left_out() {
+        let m = parse("[agents.a]\nmodule = \"a.wasm\"\n").unwrap();
+        assert_eq!(m.env, Path::new("swarm/wawe.db"));
+        assert_eq!(m.agents[0].replicas, 1);
+        assert_eq!(m.agents[0].restart, RestartPolicy::OnFailure);
+        assert_eq!(m.agents[0].limits, Limits::default());
+    }
+
+    #[test]
+    fn a_missing_module_names_the_agent_and_line() {
+        let e = parse("[agents.a]\nmodule = \"a.wasm\"\n\n[agents.b]\nreplicas = 2\n").unwrap_err();
+        assert!(e.contains("swarm/swarm.toml:4"), "{e}");
+        assert!(e.contains("agent `b` has no `module`"), "{e}");
+    }
+
+    #[test]
+    fn a_wrong_type_names_the_line_and_field() {
+        let e = parse("[agents.a]\nmodule = \"a.wasm\"\nreplicas = \"two\"\n").unwrap_err();
+        assert!(e.contains("line 3"), "{e}");
+        assert!(e.contains("replicas"), "{e}");
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_values_are_refused() {
+        assert!(
+            parse("[agents.a]\nmodule = \"a\"\nreplica = 2\n")
+                .unwrap_err()
+                .contains("replica")
+        );
+        assert!(
+            parse("[agents.a]\nmodule = \"a\"\nrestart = \"sometimes\"\n")
+                .unwrap_err()
+                .contains("sometimes")
+        );
+        assert!(
+            parse("[agents.a]\nmodule = \"a\"\nmemory = \"lots\"\n")
+                .unwrap_err()
+                .contains("not a size")
+        );
+        assert!(
+            parse("[agents.a]\nmodule = \"a\"\nwall = \"soon\"\n")
+                .unwrap_err()
+                .contains("not a duration")
+        );
+        assert!(
+            parse("[agents.a]\nmodule = \"a\"\nreplicas = 0\n")
+                .unwrap_err()
+                .contains("at least 1")
+        );
+        assert!(parse("env = \"x.db\"\n").unwrap_err().contains("no agents"));
+    }
+
+    #[test]
+    fn sizes_take_common_units() {
+        assert_eq!(parse_size("64 MiB"), Some(64 << 20));
+        assert_eq!(parse_size("512KiB"), Some(512 << 10));
+        assert_eq!(parse_size("1 GiB"), Some(1 << 30));
+        assert_eq!(parse_size("1000"), Some(1000));
+        assert_eq!(parse_size("lots"), None);
+    }
+}

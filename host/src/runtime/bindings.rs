@@ -1,0 +1,8 @@
+//! Host-side bindings for the `agent` world of the `wawe:env` WIT package.
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "agent",
+    imports: { default: async | trappable },
+    exports: { default: async },
+});

@@ -1,0 +1,117 @@
+//! What one agent may use: memory, tables, instances, CPU and wall-clock time.
+
+use std::time::Duration;
+
+/// Per-agent limits, set in the swarm manifest; every field has a sane default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Linear memory, in bytes, summed over the agent's memories.
+    pub memory_bytes: u64,
+    /// Table elements per table.
+    pub table_elements: u64,
+    /// Core instances, tables and memories the component may create.
+    pub instances: u32,
+    /// CPU time the agent may spend per run, counted in epoch ticks of
+    /// [`EPOCH_TICK`] (so with that granularity). `None`: unlimited.
+    pub cpu: Option<Duration>,
+    /// Wall-clock time one run may last. `None`: unlimited.
+    pub wall: Option<Duration>,
+}
+
+/// How often the engine's epoch advances: the granularity of CPU accounting
+/// and the longest a busy agent runs before yielding to others.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory_bytes: 64 << 20,
+            table_elements: 20_000,
+            instances: 32,
+            cpu: None,
+            wall: None,
+        }
+    }
+}
+
+impl Limits {
+    /// The CPU budget in epoch ticks, if limited.
+    pub(crate) fn cpu_ticks(&self) -> Option<u64> {
+        self.cpu
+            .map(|d| (d.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64)
+    }
+}
+
+/// Enforces [`Limits`] on a store and remembers which limit an agent hit, so
+/// its end can be explained.
+pub(crate) struct Limiter {
+    limits: Limits,
+    memory_in_use: usize,
+    /// Set when a limit stopped the agent.
+    pub(crate) hit: Option<String>,
+}
+
+impl Limiter {
+    pub(crate) fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            memory_in_use: 0,
+            hit: None,
+        }
+    }
+}
+
+impl wasmtime::ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let total = self.memory_in_use - current.min(self.memory_in_use) + desired;
+        if total as u64 > self.limits.memory_bytes {
+            let msg = format!(
+                "hit its memory limit of {} (tried to grow to {})",
+                mib(self.limits.memory_bytes),
+                mib(total as u64)
+            );
+            self.hit = Some(msg.clone());
+            return Err(wasmtime::format_err!("{msg}"));
+        }
+        self.memory_in_use = total;
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired as u64 > self.limits.table_elements {
+            let msg = format!(
+                "hit its table limit of {} elements",
+                self.limits.table_elements
+            );
+            self.hit = Some(msg.clone());
+            return Err(wasmtime::format_err!("{msg}"));
+        }
+        Ok(true)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances as usize
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.instances as usize
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.instances as usize
+    }
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
+}

@@ -1,0 +1,200 @@
+//! Loading agent modules: reading, compiling once (with an on-disk cache keyed
+//! by the module's digest and the engine), and refusing what is not an agent.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use wasmtime::Engine;
+use wasmtime::component::{Component, Linker};
+
+use super::bindings::AgentPre;
+use super::state::AgentState;
+
+/// Why a module cannot run as an agent. Each message names the problem and
+/// what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Unreadable {
+        /// The module path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Not WebAssembly at all.
+    #[error(
+        "{path} is not a WebAssembly file; agents are components built with \
+         `cargo build --target wasm32-wasip2`"
+    )]
+    NotWasm {
+        /// The module path.
+        path: PathBuf,
+    },
+    /// A core module, not a component.
+    #[error(
+        "{path} is a core WebAssembly module, not a component; build the agent for the \
+         wasm32-wasip2 target (`cargo build --target wasm32-wasip2`), which makes components"
+    )]
+    CoreModule {
+        /// The module path.
+        path: PathBuf,
+    },
+    /// The component does not validate or compile.
+    #[error("{path} is not a valid component: {detail}")]
+    Invalid {
+        /// The module path.
+        path: PathBuf,
+        /// What the validator said.
+        detail: String,
+    },
+    /// The component imports something beyond WASI and `wawe:env`.
+    #[error(
+        "{path} imports `{import}`, which agents may not use: agents get only \
+         `wawe:env` and an empty WASI"
+    )]
+    ForbiddenImport {
+        /// The module path.
+        path: PathBuf,
+        /// The first import refused.
+        import: String,
+    },
+    /// The component is not of the `wawe:env/agent` world.
+    #[error(
+        "{path} is not a wawe agent: {detail}; agents implement the `agent` world of \
+         `wawe:env@0.1.0` (export `run: func(config: list<tuple<string, string>>) -> result<_, string>`)"
+    )]
+    WrongWorld {
+        /// The module path.
+        path: PathBuf,
+        /// What did not match.
+        detail: String,
+    },
+}
+
+/// A module ready to be instantiated as agents, as often as needed.
+#[derive(Clone)]
+pub struct Module {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// `sha256:<hex>` of its bytes.
+    pub digest: String,
+    pub(crate) pre: Arc<AgentPre<AgentState>>,
+}
+
+impl std::fmt::Debug for Module {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Module")
+            .field("path", &self.path)
+            .field("digest", &self.digest)
+            .finish()
+    }
+}
+
+/// Whether an import is part of what agents are given.
+fn allowed_import(name: &str) -> bool {
+    name.starts_with("wasi:") || name.starts_with("wawe:env/")
+}
+
+pub(crate) fn load(
+    engine: &Engine,
+    linker: &Linker<AgentState>,
+    cache_dir: Option<&Path>,
+    path: &Path,
+) -> Result<Module, LoadError> {
+    let path_buf = path.to_path_buf();
+    let bytes = std::fs::read(path).map_err(|source| LoadError::Unreadable {
+        path: path_buf.clone(),
+        source,
+    })?;
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err(LoadError::NotWasm { path: path_buf });
+    }
+    // Bytes 4..8: version and layer. Core modules are version 1, layer 0.
+    if bytes[4..8] == [1, 0, 0, 0] {
+        return Err(LoadError::CoreModule { path: path_buf });
+    }
+    let digest = format!("sha256:{:x}", Sha256::digest(&bytes));
+    let component =
+        compile(engine, cache_dir, &bytes, &digest).map_err(|e| LoadError::Invalid {
+            path: path_buf.clone(),
+            detail: format!("{e:#}"),
+        })?;
+    let ty = component.component_type();
+    if let Some((import, _)) = ty.imports(engine).find(|(name, _)| !allowed_import(name)) {
+        return Err(LoadError::ForbiddenImport {
+            path: path_buf,
+            import: import.to_string(),
+        });
+    }
+    let pre = linker
+        .instantiate_pre(&component)
+        .map_err(|e| LoadError::WrongWorld {
+            path: path_buf.clone(),
+            detail: format!("{e:#}"),
+        })?;
+    let pre = AgentPre::new(pre).map_err(|e| LoadError::WrongWorld {
+        path: path_buf.clone(),
+        detail: format!("{e:#}"),
+    })?;
+    Ok(Module {
+        path: path_buf,
+        digest,
+        pre: Arc::new(pre),
+    })
+}
+
+/// Compile `bytes`, or load the result of an earlier compile by the same
+/// engine from the cache.
+fn compile(
+    engine: &Engine,
+    cache_dir: Option<&Path>,
+    bytes: &[u8],
+    digest: &str,
+) -> wasmtime::Result<Component> {
+    let Some(dir) = cache_dir else {
+        return Component::new(engine, bytes);
+    };
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    let file = dir.join(format!(
+        "{}-{:016x}.cwasm",
+        digest.trim_start_matches("sha256:"),
+        hasher.finish()
+    ));
+    if file.exists() {
+        // SAFETY: the cache holds only what `Component::serialize` wrote for
+        // this engine configuration; wasmtime checks the engine again.
+        match unsafe { Component::deserialize_file(engine, &file) } {
+            Ok(c) => return Ok(c),
+            Err(e) => tracing::warn!("ignoring cached {}: {e:#}", file.display()),
+        }
+    }
+    let component = Component::new(engine, bytes)?;
+    if let Err(e) = store_in_cache(dir, &file, &component) {
+        tracing::warn!("cannot cache compiled module in {}: {e:#}", dir.display());
+    }
+    Ok(component)
+}
+
+fn store_in_cache(dir: &Path, file: &Path, component: &Component) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, component.serialize()?)?;
+    std::fs::rename(&tmp, file)?;
+    Ok(())
+}
+
+/// The default compile cache: `$WAWE_CACHE_DIR`, else `$XDG_CACHE_HOME/wawe`,
+/// else `~/.cache/wawe`.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("WAWE_CACHE_DIR") {
+        return Some(dir.into());
+    }
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
+        return Some(PathBuf::from(dir).join("wawe"));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("wawe"))
+}

@@ -1,0 +1,359 @@
+//! The runtime: hosts agent components and maps their imports onto
+//! environment operations.
+//!
+//! One [`wasmtime::Engine`] per host; each module is compiled once (and
+//! cached on disk) and pre-linked, then instantiated afresh for every run of
+//! every agent replica. Agents run as tokio tasks, yielding every epoch tick,
+//! so thousands share a few threads and a busy loop starves no one. The host
+//! records itself in the `hosts` table, renews the leases of its live agents
+//! (keepalive), sweeps expired leases and lapsed claims, and on shutdown
+//! stops its agents and releases what they held.
+
+mod bindings;
+mod imports;
+mod limits;
+mod load;
+mod output;
+mod state;
+mod supervisor;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config, Engine};
+
+pub use limits::{EPOCH_TICK, Limits};
+pub use load::{LoadError, Module, default_cache_dir};
+pub use supervisor::RunEnd;
+
+use crate::env::Env;
+use state::AgentState;
+
+/// When an ended agent is started again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// Never: one run only.
+    Never,
+    /// After a crash or an error return, not after a clean exit.
+    #[default]
+    OnFailure,
+    /// After every end, clean or not (until stopped).
+    Always,
+}
+
+/// One agent replica to run.
+#[derive(Debug, Clone)]
+pub struct AgentSpec {
+    /// The agent's name in the swarm.
+    pub name: String,
+    /// Which replica (0-based); the identity is `name.replica@host`.
+    pub replica: u32,
+    /// What it may use.
+    pub limits: Limits,
+    /// When to restart it.
+    pub restart: RestartPolicy,
+    /// The key/value map handed to its `run`.
+    pub config: Vec<(String, String)>,
+}
+
+/// Settings of a host runtime.
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    /// Where compiled modules are cached between runs (`None`: no cache).
+    pub cache_dir: Option<PathBuf>,
+    /// A host silent longer than this counts as dead to other hosts.
+    pub host_ttl: Duration,
+    /// How often expired leases and lapsed claims are swept.
+    pub sweep_every: Duration,
+    /// The pause before the first restart; doubles per failure in a row.
+    pub restart_backoff: Duration,
+    /// The longest pause before a restart.
+    pub restart_backoff_max: Duration,
+    /// Restarts after failures allowed within [`Self::crash_loop_window`]
+    /// before the agent counts as crash-looping and is given up on.
+    pub crash_loop_restarts: u32,
+    /// The window crash-loop restarts are counted in.
+    pub crash_loop_window: Duration,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        Self {
+            cache_dir: default_cache_dir(),
+            host_ttl: Duration::from_secs(10),
+            sweep_every: Duration::from_secs(1),
+            restart_backoff: Duration::from_millis(100),
+            restart_backoff_max: Duration::from_secs(5),
+            crash_loop_restarts: 5,
+            crash_loop_window: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Counts of what the host's agents did, for progress displays.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Agent runs in progress.
+    pub running: AtomicU64,
+    /// Runs that returned ok.
+    pub exited: AtomicU64,
+    /// Runs that returned an error.
+    pub failed: AtomicU64,
+    /// Runs that trapped, panicked or hit a limit.
+    pub crashed: AtomicU64,
+    /// Runs stopped by the host.
+    pub stopped: AtomicU64,
+    /// Restarts.
+    pub restarts: AtomicU64,
+    /// Agents given up on after a crash loop.
+    pub gave_up: AtomicU64,
+}
+
+/// A snapshot of [`Counters`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CountersSnapshot {
+    /// Agent runs in progress.
+    pub running: u64,
+    /// Runs that returned ok.
+    pub exited: u64,
+    /// Runs that returned an error.
+    pub failed: u64,
+    /// Runs that trapped, panicked or hit a limit.
+    pub crashed: u64,
+    /// Runs stopped by the host.
+    pub stopped: u64,
+    /// Restarts.
+    pub restarts: u64,
+    /// Agents given up on after a crash loop.
+    pub gave_up: u64,
+}
+
+impl Counters {
+    /// The counts now.
+    pub fn snapshot(&self) -> CountersSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        CountersSnapshot {
+            running: get(&self.running),
+            exited: get(&self.exited),
+            failed: get(&self.failed),
+            crashed: get(&self.crashed),
+            stopped: get(&self.stopped),
+            restarts: get(&self.restarts),
+            gave_up: get(&self.gave_up),
+        }
+    }
+}
+
+/// What every agent task of a host shares.
+pub(crate) struct Shared {
+    pub(crate) engine: Engine,
+    pub(crate) env: Env,
+    pub(crate) host: String,
+    pub(crate) options: RuntimeOptions,
+    pub(crate) counters: Counters,
+}
+
+/// The engine and linker: compiles and checks modules. Cheap to clone.
+/// Loading needs no environment, so bad modules are refused before anything
+/// is written; [`Runtime::start`] then makes a [`Host`] on an environment.
+#[derive(Clone)]
+pub struct Runtime {
+    engine: Engine,
+    linker: Arc<Linker<AgentState>>,
+    options: RuntimeOptions,
+}
+
+impl Runtime {
+    /// One engine (async, epoch interruption for fair scheduling and CPU
+    /// limits, wasm backtraces) and a linker with WASI and `wawe:env`.
+    pub fn new(options: RuntimeOptions) -> anyhow::Result<Runtime> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        config.max_wasm_stack(512 << 10);
+        config.async_stack_size(1 << 20);
+        let engine = Engine::new(&config)?;
+        let mut linker = Linker::<AgentState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        bindings::Agent::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+        Ok(Runtime {
+            engine,
+            linker: Arc::new(linker),
+            options,
+        })
+    }
+
+    /// Load a module from `path`: compiled once (or taken from the cache),
+    /// checked to be an agent component that imports only WASI and `wawe:env`.
+    pub fn load(&self, path: &Path) -> Result<Module, LoadError> {
+        load::load(
+            &self.engine,
+            &self.linker,
+            self.options.cache_dir.as_deref(),
+            path,
+        )
+    }
+
+    /// Start a host on `env`: its record in the `hosts` table and its
+    /// background work (epoch ticks, keepalive, sweeps). Must run inside a
+    /// tokio runtime.
+    pub async fn start(&self, env: Env) -> anyhow::Result<Host> {
+        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "host".into());
+        let ttl_ms = self.options.host_ttl.as_millis() as u64;
+        let host = env
+            .register_host(&hostname, std::process::id(), ttl_ms)
+            .await?;
+        let shared = Arc::new(Shared {
+            engine: self.engine.clone(),
+            env,
+            host,
+            options: self.options.clone(),
+            counters: Counters::default(),
+        });
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        {
+            let (stop, engine) = (stop_ticker.clone(), self.engine.clone());
+            std::thread::Builder::new()
+                .name("wawe-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        engine.increment_epoch();
+                    }
+                })?;
+        }
+        let background = vec![
+            tokio::spawn(keepalive(shared.clone())),
+            tokio::spawn(sweeper(shared.clone())),
+        ];
+        Ok(Host {
+            shared,
+            stop_ticker,
+            background,
+        })
+    }
+}
+
+/// A host process's presence on one environment: it runs agents there.
+pub struct Host {
+    shared: Arc<Shared>,
+    stop_ticker: Arc<AtomicBool>,
+    background: Vec<JoinHandle<()>>,
+}
+
+/// A supervised agent replica; stop it with [`AgentHandle::stop`].
+pub struct AgentHandle {
+    /// Its name in the swarm.
+    pub name: String,
+    /// Which replica.
+    pub replica: u32,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<RunEnd>,
+}
+
+impl AgentHandle {
+    /// Ask the agent to stop; its current run is dropped at once (its leases
+    /// released, its claimed tasks put back) and it is not restarted.
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    /// Whether it ended for good (not running and not going to restart).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Wait for it to end for good; returns how its last run ended.
+    pub async fn join(self) -> RunEnd {
+        self.task
+            .await
+            .unwrap_or_else(|e| RunEnd::Crashed(format!("its supervisor failed: {e}")))
+    }
+}
+
+impl Host {
+    /// This host's id in the `hosts` table.
+    pub fn id(&self) -> &str {
+        &self.shared.host
+    }
+
+    /// The environment it runs on.
+    pub fn env(&self) -> &Env {
+        &self.shared.env
+    }
+
+    /// What its agents did so far.
+    pub fn counters(&self) -> CountersSnapshot {
+        self.shared.counters.snapshot()
+    }
+
+    /// Start one supervised agent replica of `module`.
+    pub fn spawn(&self, module: &Module, spec: AgentSpec) -> AgentHandle {
+        let (stop, stop_rx) = watch::channel(false);
+        let (name, replica) = (spec.name.clone(), spec.replica);
+        let task = tokio::spawn(supervisor::supervise(
+            self.shared.clone(),
+            module.clone(),
+            spec,
+            stop_rx,
+        ));
+        AgentHandle {
+            name,
+            replica,
+            stop,
+            task,
+        }
+    }
+
+    /// Stop the host: record it stopped (agents still running end as
+    /// stopped, their leases released and claimed tasks put back) and stop
+    /// its background work. Stop and join agents first for a record of each.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        for task in &self.background {
+            task.abort();
+        }
+        self.stop_ticker.store(true, Ordering::Relaxed);
+        self.shared.env.host_stopped(&self.shared.host).await?;
+        Ok(())
+    }
+}
+
+/// The longest pause between keepalives; a new lease waits at most this
+/// long for its first renewal, so leases much shorter than this can lapse.
+pub const KEEPALIVE_EVERY: Duration = Duration::from_millis(250);
+
+/// Renew the host's heartbeat and its live agents' leases: every
+/// [`KEEPALIVE_EVERY`], or a third of the shortest lease's ttl if sooner.
+async fn keepalive(shared: Arc<Shared>) {
+    let most = KEEPALIVE_EVERY.min(shared.options.host_ttl / 3);
+    loop {
+        let next = match shared.env.keepalive(&shared.host).await {
+            Ok(Some(shortest)) => {
+                Duration::from_millis(shortest / 3).clamp(Duration::from_millis(20), most)
+            }
+            Ok(None) => most,
+            Err(e) => {
+                tracing::warn!("keepalive failed: {e}");
+                most
+            }
+        };
+        tokio::time::sleep(next).await;
+    }
+}
+
+/// Expire leases and lapsed claims now and then.
+async fn sweeper(shared: Arc<Shared>) {
+    loop {
+        tokio::time::sleep(shared.options.sweep_every).await;
+        if let Err(e) = shared.env.sweep().await {
+            tracing::warn!("sweep failed: {e}");
+        }
+    }
+}

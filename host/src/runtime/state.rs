@@ -1,0 +1,57 @@
+//! What a store holds for one agent instance: its identity, the environment,
+//! an empty WASI context, and its limits.
+
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::limits::{Limiter, Limits};
+use super::output::{Output, Stream};
+use crate::env::{AgentId, Env};
+
+/// The store data of one agent instance.
+pub(crate) struct AgentState {
+    /// Who the agent is; every import acts under this identity.
+    pub(crate) id: AgentId,
+    pub(crate) env: Env,
+    pub(crate) limiter: Limiter,
+    /// Epoch ticks left before the CPU limit ends the run.
+    pub(crate) cpu_left: Option<u64>,
+    pub(crate) stderr: Output,
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+impl AgentState {
+    /// A fresh state: WASI with nothing in it (no preopened directories, no
+    /// environment variables, no arguments, no network, stdin closed), and
+    /// stdout/stderr captured into the host log.
+    pub(crate) fn new(id: AgentId, env: Env, limits: &Limits) -> Self {
+        let stdout = Output::new(id.clone(), Stream::Stdout);
+        let stderr = Output::new(id.clone(), Stream::Stderr);
+        let wasi = WasiCtx::builder()
+            .stdout(stdout)
+            .stderr(stderr.clone())
+            .allow_ip_name_lookup(false)
+            .allow_tcp(false)
+            .allow_udp(false)
+            .build();
+        Self {
+            id,
+            env,
+            limiter: Limiter::new(limits.clone()),
+            cpu_left: limits.cpu_ticks(),
+            stderr,
+            wasi,
+            table: ResourceTable::new(),
+        }
+    }
+}
+
+impl WasiView for AgentState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}

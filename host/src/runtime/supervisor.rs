@@ -1,0 +1,258 @@
+//! Supervision: run one agent replica, record how each run ended, release
+//! what it held, and restart it per its policy with backoff until it stops,
+//! is stopped, or crash-loops.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+use wasmtime::{Store, UpdateDeadline, WasmBacktrace};
+
+use super::load::Module;
+use super::state::AgentState;
+use super::{AgentSpec, RestartPolicy, Shared};
+use crate::env::{AgentEnd, AgentId};
+
+/// How one run of an agent ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunEnd {
+    /// `run` returned `ok`.
+    Exited,
+    /// `run` returned an error with this message.
+    Failed(String),
+    /// It trapped, panicked or hit a limit; why, with a backtrace.
+    Crashed(String),
+    /// Its host stopped it.
+    Stopped,
+}
+
+impl RunEnd {
+    fn kind(&self) -> AgentEnd {
+        match self {
+            RunEnd::Exited => AgentEnd::Exited,
+            RunEnd::Failed(_) => AgentEnd::Failed,
+            RunEnd::Crashed(_) => AgentEnd::Crashed,
+            RunEnd::Stopped => AgentEnd::Stopped,
+        }
+    }
+
+    fn reason(&self) -> &str {
+        match self {
+            RunEnd::Exited => "returned ok",
+            RunEnd::Failed(m) | RunEnd::Crashed(m) => m,
+            RunEnd::Stopped => "stopped by its host",
+        }
+    }
+}
+
+/// The longest end reason recorded.
+const MAX_REASON: usize = 4096;
+
+/// Run `spec` of `module` until it ends for good; returns its last end.
+pub(crate) async fn supervise(
+    shared: Arc<Shared>,
+    module: Module,
+    spec: AgentSpec,
+    mut stop: watch::Receiver<bool>,
+) -> RunEnd {
+    let counters = &shared.counters;
+    let mut recent_restarts: VecDeque<Instant> = VecDeque::new();
+    let mut failures_in_a_row: u32 = 0;
+    loop {
+        let id = match shared
+            .env
+            .agent_started(&shared.host, &spec.name, spec.replica, &module.digest)
+            .await
+        {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::error!(agent = %spec.name, "cannot record the agent's start: {e}");
+                return RunEnd::Crashed(format!("cannot record the agent's start: {e}"));
+            }
+        };
+        counters.running.fetch_add(1, Ordering::Relaxed);
+        let end = tokio::select! {
+            end = run_once(&shared, &module, &spec, &id) => end,
+            _ = stop.wait_for(|s| *s) => RunEnd::Stopped,
+        };
+        counters.running.fetch_sub(1, Ordering::Relaxed);
+        match &end {
+            RunEnd::Exited => counters.exited.fetch_add(1, Ordering::Relaxed),
+            RunEnd::Failed(_) => counters.failed.fetch_add(1, Ordering::Relaxed),
+            RunEnd::Crashed(_) => counters.crashed.fetch_add(1, Ordering::Relaxed),
+            RunEnd::Stopped => counters.stopped.fetch_add(1, Ordering::Relaxed),
+        };
+        let mut reason = end.reason().to_string();
+        truncate(&mut reason, MAX_REASON);
+        match &end {
+            RunEnd::Exited | RunEnd::Stopped => tracing::info!(agent = %id, "{reason}"),
+            _ => {
+                let first = reason.lines().next().unwrap_or_default();
+                tracing::warn!(agent = %id, "{} {first}", end.kind().as_str());
+                tracing::debug!(agent = %id, "{reason}");
+            }
+        }
+        if let Err(e) = shared.env.agent_ended(&id, end.kind(), &reason).await {
+            tracing::error!(agent = %id, "cannot record the agent's end: {e}");
+        }
+        let failed = matches!(end, RunEnd::Failed(_) | RunEnd::Crashed(_));
+        let restart = match spec.restart {
+            RestartPolicy::Never => false,
+            RestartPolicy::OnFailure => failed,
+            RestartPolicy::Always => end != RunEnd::Stopped,
+        };
+        if !restart || *stop.borrow() {
+            return end;
+        }
+        let now = Instant::now();
+        let window = shared.options.crash_loop_window;
+        while recent_restarts.front().is_some_and(|t| now - *t > window) {
+            recent_restarts.pop_front();
+        }
+        if failed && recent_restarts.len() as u32 >= shared.options.crash_loop_restarts {
+            let why = format!(
+                "crash loop: {} restarts within {}; not restarting again",
+                recent_restarts.len(),
+                humantime::format_duration(window)
+            );
+            tracing::error!(agent = %id, "{why}");
+            counters.gave_up.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = shared.env.agent_gave_up(&id, &why).await {
+                tracing::error!(agent = %id, "cannot record giving up: {e}");
+            }
+            return end;
+        }
+        recent_restarts.push_back(now);
+        failures_in_a_row = if failed { failures_in_a_row + 1 } else { 0 };
+        let backoff = restart_backoff(&shared.options, failures_in_a_row);
+        counters.restarts.fetch_add(1, Ordering::Relaxed);
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.wait_for(|s| *s) => return end,
+        }
+    }
+}
+
+/// The pause before restart number `failures` in a row: the base doubled each
+/// time, capped.
+fn restart_backoff(opts: &super::RuntimeOptions, failures: u32) -> Duration {
+    let factor = 1u32 << failures.saturating_sub(1).min(16);
+    (opts.restart_backoff * factor).min(opts.restart_backoff_max)
+}
+
+/// One run: a fresh instance (a trapped one is never reused), `run` called
+/// with the config, under the agent's limits.
+async fn run_once(shared: &Shared, module: &Module, spec: &AgentSpec, id: &AgentId) -> RunEnd {
+    let state = AgentState::new(id.clone(), shared.env.clone(), &spec.limits);
+    let mut store = Store::new(&shared.engine, state);
+    store.limiter(|s| &mut s.limiter);
+    store.set_epoch_deadline(1);
+    let cpu = spec.limits.cpu;
+    store.epoch_deadline_callback(move |mut ctx| {
+        let s = ctx.data_mut();
+        if let Some(left) = &mut s.cpu_left {
+            if *left == 0 {
+                let limit = cpu.map(humantime::format_duration).map(|d| d.to_string());
+                s.limiter.hit = Some(format!(
+                    "hit its CPU limit of {}",
+                    limit.unwrap_or_default()
+                ));
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            *left -= 1;
+        }
+        Ok(UpdateDeadline::Yield(1))
+    });
+    let instance = match module.pre.instantiate_async(&mut store).await {
+        Ok(i) => i,
+        Err(e) => return RunEnd::Crashed(describe(&e, store.data(), "failed to start")),
+    };
+    let call = instance.call_run(&mut store, &spec.config);
+    let result = match spec.limits.wall {
+        Some(limit) => match tokio::time::timeout(limit, call).await {
+            Ok(r) => r,
+            Err(_) => {
+                return RunEnd::Crashed(format!(
+                    "hit its wall-clock limit of {}",
+                    humantime::format_duration(limit)
+                ));
+            }
+        },
+        None => call.await,
+    };
+    match result {
+        Ok(Ok(())) => RunEnd::Exited,
+        Ok(Err(message)) => RunEnd::Failed(message),
+        Err(e) => RunEnd::Crashed(describe(&e, store.data(), "trapped")),
+    }
+}
+
+/// Why an agent crashed, for the `agents` table and the journal: the limit
+/// it hit or the trap, the panic message it printed, and a wasm backtrace.
+fn describe(err: &wasmtime::Error, state: &AgentState, what: &str) -> String {
+    let mut out = match (&state.limiter.hit, err.downcast_ref::<wasmtime::Trap>()) {
+        (Some(limit), _) => limit.clone(),
+        (None, Some(trap)) => format!("{what}: {trap}"),
+        (None, None) => format!("{what}: {err:#}"),
+    };
+    if let Some(panic) = panic_message(&state.stderr.tail()) {
+        out = format!("panicked: {panic}\n{out}");
+    }
+    if let Some(bt) = err.downcast_ref::<WasmBacktrace>() {
+        out.push_str(&format!("\n{bt}"));
+    }
+    out
+}
+
+/// The message of a Rust panic, from the lines the guest wrote to stderr.
+fn panic_message(lines: &[String]) -> Option<String> {
+    let start = lines.iter().rposition(|l| l.contains("panicked at"))?;
+    let body: Vec<&str> = lines[start + 1..]
+        .iter()
+        .map(String::as_str)
+        .take_while(|l| !l.starts_with("note:"))
+        .collect();
+    let location = lines[start]
+        .split("panicked at ")
+        .nth(1)
+        .unwrap_or("")
+        .trim_end_matches(':');
+    Some(format!("{} (at {location})", body.join("\n")))
+}
+
+fn truncate(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panic_message_is_taken_from_the_last_panic_on_stderr() {
+        let lines: Vec<String> = [
+            "starting",
+            "thread '<unnamed>' panicked at src/lib.rs:12:9:",
+            "chaos: injected panic",
+            "note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            panic_message(&lines).unwrap(),
+            "chaos: injected panic (at src/lib.rs:12:9)"
+        );
+        assert_eq!(panic_message(&lines[..1]), None);
+    }
+}

@@ -1,0 +1,122 @@
+//! A swarm: groups of agent replicas, one group per module, started,
+//! replaced and stopped as a whole; and the watched folder that drives them.
+
+mod watch;
+
+use std::collections::BTreeMap;
+
+pub use watch::{FolderChange, watch_folder};
+
+use crate::manifest::AgentPlan;
+use crate::runtime::{AgentHandle, AgentSpec, Host, Module, RunEnd};
+
+/// The agents a host runs, by name.
+pub struct Swarm {
+    host: Host,
+    groups: BTreeMap<String, Group>,
+}
+
+struct Group {
+    digest: String,
+    handles: Vec<AgentHandle>,
+}
+
+/// How the agents of a swarm ended, for the summary.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Endings {
+    /// Replicas whose last run returned ok.
+    pub exited: u32,
+    /// Replicas whose last run failed or crashed (not restarted).
+    pub failed: Vec<String>,
+    /// Replicas stopped by the host.
+    pub stopped: u32,
+}
+
+impl Swarm {
+    /// An empty swarm on `host`.
+    pub fn new(host: Host) -> Swarm {
+        Swarm {
+            host,
+            groups: BTreeMap::new(),
+        }
+    }
+
+    /// The host the swarm runs on.
+    pub fn host(&self) -> &Host {
+        &self.host
+    }
+
+    /// Start every replica of `plan` running `module`.
+    pub fn start(&mut self, plan: &AgentPlan, module: &Module) {
+        let handles = (0..plan.replicas)
+            .map(|replica| {
+                self.host.spawn(
+                    module,
+                    AgentSpec {
+                        name: plan.name.clone(),
+                        replica,
+                        limits: plan.limits.clone(),
+                        restart: plan.restart,
+                        config: plan.config.clone(),
+                    },
+                )
+            })
+            .collect();
+        self.groups.insert(
+            plan.name.clone(),
+            Group {
+                digest: module.digest.clone(),
+                handles,
+            },
+        );
+    }
+
+    /// The digest of the module agent `name` runs, if it is in the swarm.
+    pub fn digest_of(&self, name: &str) -> Option<&str> {
+        self.groups.get(name).map(|g| g.digest.as_str())
+    }
+
+    /// Stop every replica of `name` and wait until each has ended (its
+    /// leases released, its claimed tasks put back).
+    pub async fn stop(&mut self, name: &str) -> Endings {
+        let mut endings = Endings::default();
+        if let Some(group) = self.groups.remove(name) {
+            stop_group(group, &mut endings).await;
+        }
+        endings
+    }
+
+    /// Whether every agent has ended for good (none running or restarting).
+    pub fn all_finished(&self) -> bool {
+        self.groups
+            .values()
+            .all(|g| g.handles.iter().all(AgentHandle::is_finished))
+    }
+
+    /// Stop everything, wait for each agent's end, and stop the host.
+    pub async fn shutdown(mut self) -> anyhow::Result<Endings> {
+        let mut endings = Endings::default();
+        for (_, group) in std::mem::take(&mut self.groups) {
+            stop_group(group, &mut endings).await;
+        }
+        self.host.shutdown().await?;
+        Ok(endings)
+    }
+}
+
+async fn stop_group(group: Group, endings: &mut Endings) {
+    for h in &group.handles {
+        h.stop();
+    }
+    for h in group.handles {
+        let who = format!("{}.{}", h.name, h.replica);
+        match h.join().await {
+            RunEnd::Exited => endings.exited += 1,
+            RunEnd::Stopped => endings.stopped += 1,
+            RunEnd::Failed(m) | RunEnd::Crashed(m) => {
+                let first = m.lines().next().unwrap_or_default().to_string();
+                endings.failed.push(format!("{who}: {first}"));
+            }
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! Watching a folder of modules: which `.wasm` files appeared, changed or
+//! went away (with their `NAME.toml` settings), from file-system events.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+
+/// A change in a watched folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FolderChange {
+    /// `NAME.wasm` (or its `NAME.toml`) appeared or changed.
+    Upsert {
+        /// The agent name: the file stem.
+        name: String,
+        /// The module.
+        module: PathBuf,
+        /// Its settings file, if there is one.
+        settings: Option<PathBuf>,
+    },
+    /// `NAME.wasm` went away.
+    Removed {
+        /// The agent name.
+        name: String,
+    },
+}
+
+/// How long the folder must be quiet before it is looked at again, so a file
+/// being copied in is seen once, whole.
+const SETTLE: Duration = Duration::from_millis(250);
+
+type Seen = BTreeMap<String, (Option<SystemTime>, u64, Option<SystemTime>)>;
+
+fn scan(dir: &Path) -> std::io::Result<Seen> {
+    let mut seen = Seen::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("wasm") {
+            continue;
+        }
+        let Some(name) = path.file_stem().and_then(|s| s.to_str()) else {
+            continue;
+        };
+        let meta = std::fs::metadata(&path)?;
+        let settings = std::fs::metadata(path.with_extension("toml"))
+            .and_then(|m| m.modified())
+            .ok();
+        seen.insert(
+            name.to_string(),
+            (meta.modified().ok(), meta.len(), settings),
+        );
+    }
+    Ok(seen)
+}
+
+/// Watch `dir`: the `.wasm` files in it now arrive first as upserts, then
+/// every later change. The watch ends when the receiver is dropped.
+pub fn watch_folder(dir: &Path) -> anyhow::Result<mpsc::UnboundedReceiver<FolderChange>> {
+    let dir = dir.to_path_buf();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (poke_tx, mut poke_rx) = mpsc::unbounded_channel::<()>();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok() {
+            let _ = poke_tx.send(());
+        }
+    })?;
+    watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+    let mut known = Seen::new();
+    diff(&dir, &mut known, &tx)?;
+    tokio::spawn(async move {
+        let _watcher = watcher;
+        while poke_rx.recv().await.is_some() {
+            // Let a burst of events (a copy in progress) settle first.
+            loop {
+                match tokio::time::timeout(SETTLE, poke_rx.recv()).await {
+                    Ok(Some(())) => continue,
+                    Ok(None) => return,
+                    Err(_) => break,
+                }
+            }
+            if let Err(e) = diff(&dir, &mut known, &tx) {
+                tracing::warn!("cannot read {}: {e}", dir.display());
+            }
+            if tx.is_closed() {
+                return;
+            }
+        }
+    });
+    Ok(rx)
+}
+
+fn diff(
+    dir: &Path,
+    known: &mut Seen,
+    tx: &mpsc::UnboundedSender<FolderChange>,
+) -> std::io::Result<()> {
+    let now = scan(dir)?;
+    for (name, stamp) in &now {
+        if known.get(name) != Some(stamp) {
+            let module = dir.join(format!("{name}.wasm"));
+            let settings = stamp.2.map(|_| module.with_extension("toml"));
+            let _ = tx.send(FolderChange::Upsert {
+                name: name.clone(),
+                module,
+                settings,
+            });
+        }
+    }
+    for name in known.keys() {
+        if !now.contains_key(name) {
+            let _ = tx.send(FolderChange::Removed { name: name.clone() });
+        }
+    }
+    *known = now;
+    Ok(())
+}

@@ -1,0 +1,279 @@
+//! End-to-end tests of `wawe run`: bad input refused with a clear message and
+//! the environment untouched, a watched folder of modules, and the demo.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use wawe::env::{Env, EnvOptions, TaskState};
+
+fn agent(name: &str) -> PathBuf {
+    PathBuf::from(match name {
+        "hello" => env!("WAWE_AGENT_HELLO"),
+        "worker" => env!("WAWE_AGENT_WORKER"),
+        "other-world" => env!("WAWE_AGENT_OTHER_WORLD"),
+        "extra-import" => env!("WAWE_AGENT_EXTRA_IMPORT"),
+        other => panic!("no test agent {other}"),
+    })
+}
+
+fn wawe(dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wawe"));
+    cmd.current_dir(dir)
+        .env_remove("WAWE_ENV")
+        .env_remove("WAWE_LOG")
+        .env(
+            "WAWE_CACHE_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("wawe-cache"),
+        )
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// An environment with one task in it, and its bytes, to check it stays untouched.
+fn seeded_env(dir: &Path) -> (PathBuf, Vec<u8>) {
+    let db = dir.join("env.db");
+    let out = wawe(dir)
+        .args(["env", "push", "q", "precious", "--env"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let bytes = snapshot(&db);
+    (db, bytes)
+}
+
+/// The environment's content: the database file with its WAL folded in.
+fn snapshot(db: &Path) -> Vec<u8> {
+    let mut bytes = std::fs::read(db).unwrap();
+    if let Ok(wal) = std::fs::read(db.with_extension("db-wal")) {
+        bytes.extend(wal);
+    }
+    bytes
+}
+
+fn run_refused(dir: &Path, target: &Path, db: &Path) -> String {
+    let out = wawe(dir)
+        .arg("run")
+        .arg(target)
+        .arg("--env")
+        .arg(db)
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "wawe run {} succeeded",
+        target.display()
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn bad_modules_are_refused_with_a_clear_message_and_the_environment_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, before) = seeded_env(dir.path());
+    let not_wasm = dir.path().join("notes.wasm");
+    std::fs::write(&not_wasm, "just some text").unwrap();
+    let core = dir.path().join("core.wasm");
+    std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
+    let cases: [(&Path, &str); 4] = [
+        (&not_wasm, "is not a WebAssembly file"),
+        (&core, "is a core WebAssembly module, not a component"),
+        (&agent("other-world"), "is not a wawe agent"),
+        (
+            &agent("extra-import"),
+            "imports `evil:net/raw`, which agents may not use",
+        ),
+    ];
+    for (module, expected) in cases {
+        let stderr = run_refused(dir.path(), module, &db);
+        assert!(stderr.contains(expected), "{}: {stderr}", module.display());
+        assert!(stderr.starts_with("error: "), "{stderr}");
+        assert_eq!(
+            snapshot(&db),
+            before,
+            "{}: the environment changed",
+            module.display()
+        );
+    }
+    // A missing module, and no environment created for nothing.
+    let fresh = dir.path().join("fresh.db");
+    let stderr = run_refused(dir.path(), &dir.path().join("absent.wasm"), &fresh);
+    assert!(stderr.contains("does not exist"), "{stderr}");
+    assert!(!fresh.exists());
+    let stderr = run_refused(dir.path(), &core, &fresh);
+    assert!(stderr.contains("core WebAssembly module"), "{stderr}");
+    assert!(
+        !fresh.exists(),
+        "a refused module must not create an environment"
+    );
+}
+
+#[test]
+fn bad_manifests_point_at_the_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, before) = seeded_env(dir.path());
+    let hello = agent("hello");
+    let cases = [
+        (
+            format!("[agents.a]\nmodule = {hello:?}\n\n[agents.b]\nreplicas = 2\n"),
+            vec!["swarm.toml:4", "agent `b` has no `module`"],
+        ),
+        (
+            format!("[agents.a]\nmodule = {hello:?}\nreplicas = \"two\"\n"),
+            vec!["line 3", "replicas", "invalid type"],
+        ),
+        (
+            format!("[agents.a]\nmodule = {hello:?}\nrestart = \"sometimes\"\n"),
+            vec!["line 3", "sometimes"],
+        ),
+        (
+            format!("[agents.a]\nmodul = {hello:?}\n"),
+            vec!["unknown field `modul`"],
+        ),
+        (
+            "[agents.a]\nmodule = \"missing.wasm\"\n".to_string(),
+            vec!["cannot read", "missing.wasm"],
+        ),
+    ];
+    let manifest = dir.path().join("swarm.toml");
+    for (text, expected) in cases {
+        std::fs::write(&manifest, &text).unwrap();
+        let stderr = run_refused(dir.path(), &manifest, &db);
+        for e in expected {
+            assert!(stderr.contains(e), "{text}\n-> {stderr}\n(missing {e:?})");
+        }
+        assert_eq!(snapshot(&db), before);
+    }
+}
+
+/// A `wawe run DIR` in the background, killed when dropped.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_watched_folder_starts_restarts_and_stops_modules() {
+    let dir = tempfile::tempdir().unwrap();
+    let modules = dir.path().join("modules");
+    std::fs::create_dir(&modules).unwrap();
+    let db = dir.path().join("env.db");
+    // A module that fails to load is reported and skipped.
+    std::fs::write(modules.join("broken.wasm"), "not wasm").unwrap();
+    let child = wawe(dir.path())
+        .arg("run")
+        .arg(&modules)
+        .arg("--env")
+        .arg(&db)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut running = Running(child);
+    let env = wait_for("the environment", || {
+        Env::open_existing(&db, EnvOptions::default()).ok()
+    });
+    let row = |name: &str| {
+        env.list_agents()
+            .unwrap()
+            .into_iter()
+            .find(|a| a.name == name)
+    };
+
+    // Dropped in, with its settings: started.
+    std::fs::write(
+        modules.join("greeter.toml"),
+        "[config]\nidle_ms = \"600000\"\n",
+    )
+    .unwrap();
+    std::fs::copy(agent("hello"), modules.join("greeter.wasm")).unwrap();
+    let first = wait_for("greeter to start", || {
+        row("greeter").filter(|a| a.state == "running")
+    });
+
+    // Replaced by other code: restarted on it.
+    std::fs::copy(agent("worker"), modules.join("greeter.wasm.tmp")).unwrap();
+    std::fs::rename(
+        modules.join("greeter.wasm.tmp"),
+        modules.join("greeter.wasm"),
+    )
+    .unwrap();
+    let second = wait_for("greeter to restart on the new code", || {
+        row("greeter").filter(|a| a.state == "running" && a.digest != first.digest)
+    });
+    assert_eq!(second.restarts, first.restarts + 1);
+
+    // Removed: stopped.
+    std::fs::remove_file(modules.join("greeter.wasm")).unwrap();
+    wait_for("greeter to stop", || {
+        row("greeter").filter(|a| a.state == "stopped")
+    });
+
+    // SIGTERM: a clean shutdown.
+    let pid = running.0.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let status = wait_for("wawe run to exit", || running.0.try_wait().unwrap());
+    assert!(status.success(), "{status}");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(running.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("skipped broken"), "{stderr}");
+    assert!(stderr.contains("not a WebAssembly file"), "{stderr}");
+    assert!(
+        env.list_hosts()
+            .unwrap()
+            .iter()
+            .all(|h| h.state == "stopped")
+    );
+}
+
+#[test]
+fn the_demo_swarm_finishes_all_its_work_and_heals_its_crashes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("demo.db");
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../demo/swarm.toml");
+    let out: Output = wawe(dir.path())
+        .arg("run")
+        .arg(&manifest)
+        .arg("--env")
+        .arg(&db)
+        .arg("--json")
+        .arg("--reset")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(summary["leases_held"], 0);
+    assert!(
+        summary["runs"]["crashed"].as_u64().unwrap() >= 1,
+        "{summary}"
+    );
+    let env = Env::open_existing(&db, EnvOptions::default()).unwrap();
+    let tasks = env.list_tasks(None, None, 10_000).unwrap();
+    assert!(!tasks.is_empty());
+    assert!(
+        tasks.iter().all(|t| t.state == TaskState::Done),
+        "{tasks:?}"
+    );
+    assert!(env.list_reservations("").unwrap().is_empty());
+}

@@ -1,0 +1,458 @@
+//! End-to-end tests of the runtime: real agent components (built by the host's
+//! build script) in a real host against a real database file.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use wawe::env::{AgentId, Env, EnvOptions, EventFilter, Mode, PushOptions, TaskState};
+use wawe::runtime::{AgentSpec, Host, Limits, RestartPolicy, RunEnd, Runtime, RuntimeOptions};
+
+fn agent(name: &str) -> PathBuf {
+    PathBuf::from(match name {
+        "chaos" => env!("WAWE_AGENT_CHAOS"),
+        "hello" => env!("WAWE_AGENT_HELLO"),
+        "intruder" => env!("WAWE_AGENT_INTRUDER"),
+        "worker" => env!("WAWE_AGENT_WORKER"),
+        "producer" => env!("WAWE_AGENT_PRODUCER"),
+        other => panic!("no test agent {other}"),
+    })
+}
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    env: Env,
+    runtime: Runtime,
+    host: Host,
+}
+
+fn options() -> RuntimeOptions {
+    RuntimeOptions {
+        // Shared by the tests, so each module is compiled once per test run.
+        cache_dir: Some(Path::new(env!("CARGO_TARGET_TMPDIR")).join("wawe-cache")),
+        restart_backoff: Duration::from_millis(10),
+        restart_backoff_max: Duration::from_millis(50),
+        ..RuntimeOptions::default()
+    }
+}
+
+async fn harness_with(options: RuntimeOptions) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env::open(dir.path().join("env.db"), EnvOptions::default()).unwrap();
+    let runtime = Runtime::new(options).unwrap();
+    let host = runtime.start(env.clone()).await.unwrap();
+    Harness {
+        _dir: dir,
+        env,
+        runtime,
+        host,
+    }
+}
+
+async fn harness() -> Harness {
+    harness_with(options()).await
+}
+
+fn spec(name: &str, config: &[(&str, &str)], restart: RestartPolicy, limits: Limits) -> AgentSpec {
+    AgentSpec {
+        name: name.to_string(),
+        replica: 0,
+        limits,
+        restart,
+        config: config
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    }
+}
+
+impl Harness {
+    async fn run(&self, module: &str, spec: AgentSpec) -> RunEnd {
+        let m = self.runtime.load(&agent(module)).unwrap();
+        let end = tokio::time::timeout(Duration::from_secs(60), self.host.spawn(&m, spec).join());
+        end.await.expect("the agent did not end within a minute")
+    }
+
+    async fn push(&self, queue: &str, payload: &str) -> u64 {
+        let me = AgentId::new("test");
+        self.env
+            .push(&me, queue, payload, PushOptions::default())
+            .await
+            .unwrap()
+            .id
+    }
+
+    fn agent_row(&self, name: &str) -> wawe::env::AgentInfo {
+        self.env
+            .list_agents()
+            .unwrap()
+            .into_iter()
+            .find(|a| a.name == name)
+            .unwrap_or_else(|| panic!("no agent {name}"))
+    }
+}
+
+fn crashed(end: &RunEnd) -> &str {
+    match end {
+        RunEnd::Crashed(why) => why,
+        other => panic!("expected a crash, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sandbox_refuses_files_sockets_and_environment_variables() {
+    let h = harness().await;
+    for mode in ["read-file", "socket", "env-var"] {
+        let end = h
+            .run(
+                "intruder",
+                spec(
+                    &format!("intruder-{mode}"),
+                    &[("mode", mode)],
+                    RestartPolicy::Never,
+                    Limits::default(),
+                ),
+            )
+            .await;
+        assert_eq!(
+            end,
+            RunEnd::Exited,
+            "{mode}: the intruder reports what got through"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_cannot_release_anothers_lease_or_complete_anothers_task() {
+    let h = harness().await;
+    let holder = AgentId::new("holder");
+    let lease = h
+        .env
+        .reserve(
+            &holder,
+            &["precious".to_string()],
+            Mode::Exclusive,
+            60_000,
+            0,
+        )
+        .await
+        .unwrap();
+    let id = h.push("work", "{}").await;
+    let claim = h
+        .env
+        .claim(&holder, "work", 60_000, 0)
+        .await
+        .unwrap()
+        .unwrap();
+    for mode in ["release-other", "complete-other"] {
+        let end = h
+            .run(
+                "intruder",
+                spec(
+                    &format!("intruder-{mode}"),
+                    &[("mode", mode)],
+                    RestartPolicy::Never,
+                    Limits::default(),
+                ),
+            )
+            .await;
+        assert_eq!(end, RunEnd::Exited, "{mode}");
+    }
+    let held = h.env.list_reservations("precious").unwrap();
+    assert_eq!(held.len(), 1);
+    assert_eq!(
+        (held[0].lease, held[0].holder.as_str()),
+        (lease.id, "holder")
+    );
+    let task = h.env.get_task(id).unwrap();
+    assert_eq!(task.state, TaskState::Claimed);
+    assert_eq!(task.claimed_by.as_deref(), Some("holder"));
+    h.env
+        .complete(&holder, id, claim.token, "mine")
+        .await
+        .unwrap();
+}
+
+/// Push one task naming `resource`, run chaos in `mode` on it, and check the
+/// host cleaned up after the crash: lease released, task back in the queue.
+async fn crash_and_check(h: &Harness, mode: &str, limits: Limits) -> String {
+    let resource = format!("res/{mode}");
+    let id = h
+        .push("work", &format!(r#"{{"resources":["{resource}"]}}"#))
+        .await;
+    let name = format!("chaos-{mode}");
+    let end = h
+        .run(
+            "chaos",
+            spec(&name, &[("mode", mode)], RestartPolicy::Never, limits),
+        )
+        .await;
+    let why = crashed(&end).to_string();
+    assert!(
+        h.env.list_reservations(&resource).unwrap().is_empty(),
+        "{mode}: lease still held"
+    );
+    let task = h.env.get_task(id).unwrap();
+    assert_eq!(task.state, TaskState::Ready, "{mode}: task not put back");
+    assert_eq!(task.attempts, 1);
+    let row = h.agent_row(&name);
+    assert_eq!(row.state, "crashed");
+    assert_eq!(row.end_reason.as_deref(), Some(why.as_str()));
+    why
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_is_recorded_with_its_message_and_a_backtrace() {
+    let h = harness().await;
+    let why = crash_and_check(&h, "panic", Limits::default()).await;
+    assert!(
+        why.starts_with("panicked: chaos: deliberate panic"),
+        "{why}"
+    );
+    assert!(why.contains("wasm backtrace"), "{why}");
+    assert!(
+        why.contains("chaos::Chaos"),
+        "the backtrace has function names: {why}"
+    );
+    assert!(
+        why.contains("chaos"),
+        "the backtrace names the agent's functions: {why}"
+    );
+    let ended = EventFilter {
+        kinds: vec!["agent.ended".into()],
+        ..Default::default()
+    };
+    let events = h.env.read_events(0, &ended, 10).unwrap();
+    assert!(events[0].detail.contains("deliberate panic"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trap_releases_the_lease_and_requeues_the_task() {
+    let h = harness().await;
+    let why = crash_and_check(&h, "trap", Limits::default()).await;
+    assert!(why.contains("unreachable"), "{why}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_growth_is_stopped_at_the_limit() {
+    let h = harness().await;
+    let limits = Limits {
+        memory_bytes: 16 << 20,
+        ..Limits::default()
+    };
+    let why = crash_and_check(&h, "memory", limits).await;
+    assert!(why.contains("memory limit of 16.0 MiB"), "{why}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_loop_is_ended_by_its_cpu_limit_while_others_progress() {
+    let h = harness().await;
+    let spinner = {
+        let id = h.push("spin", r#"{"resources":["res/loop"]}"#).await;
+        let m = h.runtime.load(&agent("chaos")).unwrap();
+        let limits = Limits {
+            cpu: Some(Duration::from_millis(1500)),
+            ..Limits::default()
+        };
+        let handle = h.host.spawn(
+            &m,
+            spec(
+                "chaos-loop",
+                &[("mode", "loop"), ("queue", "spin")],
+                RestartPolicy::Never,
+                limits,
+            ),
+        );
+        (id, handle)
+    };
+    // While it spins, another agent gets through its work.
+    for n in 0..20 {
+        h.push("greetings", &format!(r#"{{"name":"n{n}"}}"#)).await;
+    }
+    let greeter = h
+        .run(
+            "hello",
+            spec(
+                "hello",
+                &[("idle_ms", "200")],
+                RestartPolicy::Never,
+                Limits::default(),
+            ),
+        )
+        .await;
+    assert_eq!(greeter, RunEnd::Exited);
+    assert_eq!(
+        h.env
+            .list_tasks(Some("greetings"), Some(TaskState::Done), 100)
+            .unwrap()
+            .len(),
+        20
+    );
+    let (id, handle) = spinner;
+    let end = tokio::time::timeout(Duration::from_secs(60), handle.join())
+        .await
+        .unwrap();
+    let why = crashed(&end);
+    assert!(why.contains("CPU limit"), "{why}");
+    assert!(h.env.list_reservations("res/loop").unwrap().is_empty());
+    assert_eq!(h.env.get_task(id).unwrap().state, TaskState::Ready);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wall_clock_limit_ends_a_run() {
+    let h = harness().await;
+    let limits = Limits {
+        wall: Some(Duration::from_millis(300)),
+        ..Limits::default()
+    };
+    let why = crash_and_check(&h, "loop", limits).await;
+    assert!(why.contains("wall-clock limit of 300ms"), "{why}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_never_runs_once() {
+    let h = harness().await;
+    h.push("work", "{}").await;
+    let end = h
+        .run(
+            "chaos",
+            spec(
+                "c",
+                &[("mode", "error")],
+                RestartPolicy::Never,
+                Limits::default(),
+            ),
+        )
+        .await;
+    assert!(
+        matches!(end, RunEnd::Failed(ref m) if m.contains("deliberate error")),
+        "{end:?}"
+    );
+    assert_eq!(h.host.counters().restarts, 0);
+    assert_eq!(h.agent_row("c").state, "failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_failure_does_not_restart_a_clean_exit() {
+    let h = harness().await;
+    h.push("work", "{}").await;
+    let end = h
+        .run(
+            "chaos",
+            spec(
+                "c",
+                &[("mode", "exit")],
+                RestartPolicy::OnFailure,
+                Limits::default(),
+            ),
+        )
+        .await;
+    assert_eq!(end, RunEnd::Exited);
+    assert_eq!(h.host.counters().restarts, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_failure_restarts_with_backoff_until_a_crash_loop_gives_up() {
+    let h = harness_with(RuntimeOptions {
+        crash_loop_restarts: 3,
+        ..options()
+    })
+    .await;
+    for _ in 0..10 {
+        h.push("work", "{}").await;
+    }
+    let end = h
+        .run(
+            "chaos",
+            spec(
+                "c",
+                &[("mode", "panic")],
+                RestartPolicy::OnFailure,
+                Limits::default(),
+            ),
+        )
+        .await;
+    crashed(&end);
+    let c = h.host.counters();
+    assert_eq!((c.crashed, c.restarts, c.gave_up), (4, 3, 1));
+    let row = h.agent_row("c");
+    assert_eq!(row.state, "failed");
+    assert_eq!(row.restarts, 3);
+    assert!(row.end_reason.unwrap().contains("crash loop"));
+    let gave_up = EventFilter {
+        kinds: vec!["agent.gave-up".into()],
+        ..Default::default()
+    };
+    assert_eq!(h.env.read_events(0, &gave_up, 10).unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn always_restarts_a_clean_exit_until_stopped() {
+    let h = harness().await;
+    for _ in 0..3 {
+        h.push("work", "{}").await;
+    }
+    let m = h.runtime.load(&agent("chaos")).unwrap();
+    let handle = h.host.spawn(
+        &m,
+        spec(
+            "c",
+            &[("mode", "exit")],
+            RestartPolicy::Always,
+            Limits::default(),
+        ),
+    );
+    let env = h.env.clone();
+    wait_until(|| {
+        env.list_tasks(Some("work"), Some(TaskState::Done), 10)
+            .unwrap()
+            .len()
+            == 3
+    })
+    .await;
+    handle.stop();
+    let end = handle.join().await;
+    assert!(matches!(end, RunEnd::Stopped | RunEnd::Exited), "{end:?}");
+    assert!(h.host.counters().exited >= 3);
+    assert!(h.host.counters().restarts >= 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_an_agent_releases_its_lease_and_returns_its_task() {
+    let h = harness().await;
+    let id = h.push("work", r#"{"resources":["res/held"]}"#).await;
+    let m = h.runtime.load(&agent("chaos")).unwrap();
+    // lease_ms 300: only the host's keepalive keeps the lease alive this long.
+    let handle = h.host.spawn(
+        &m,
+        spec(
+            "c",
+            &[("mode", "loop"), ("lease_ms", "300")],
+            RestartPolicy::Always,
+            Limits::default(),
+        ),
+    );
+    let env = h.env.clone();
+    wait_until(|| !env.list_reservations("res/held").unwrap().is_empty()).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(
+        h.env.list_reservations("res/held").unwrap().len(),
+        1,
+        "keepalive renews the lease of a live agent"
+    );
+    handle.stop();
+    assert_eq!(handle.join().await, RunEnd::Stopped);
+    assert!(h.env.list_reservations("res/held").unwrap().is_empty());
+    assert_eq!(h.env.get_task(id).unwrap().state, TaskState::Ready);
+    assert_eq!(h.agent_row("c").state, "stopped");
+}
+
+async fn wait_until(mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met within 30s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
