@@ -456,3 +456,60 @@ async fn wait_until(mut cond: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compiled_modules_are_cached_by_digest_and_a_bad_cache_entry_is_recompiled() {
+    let cache = tempfile::tempdir().unwrap();
+    let runtime = Runtime::new(RuntimeOptions {
+        cache_dir: Some(cache.path().to_path_buf()),
+        ..options()
+    })
+    .unwrap();
+    let module = runtime.load(&agent("hello")).unwrap();
+    let hex = module.digest.trim_start_matches("sha256:");
+    let cached: Vec<PathBuf> = std::fs::read_dir(cache.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(cached.len(), 1, "{cached:?}");
+    let name = cached[0].file_name().unwrap().to_str().unwrap().to_string();
+    assert!(name.starts_with(hex) && name.ends_with(".cwasm"), "{name}");
+    // A second load (a second run) uses the cached file as it is.
+    let stamp = std::fs::metadata(&cached[0]).unwrap().modified().unwrap();
+    let again = runtime.load(&agent("hello")).unwrap();
+    assert_eq!(again.digest, module.digest);
+    assert_eq!(
+        std::fs::metadata(&cached[0]).unwrap().modified().unwrap(),
+        stamp
+    );
+    // A damaged cache entry is not trusted: the module is compiled again.
+    std::fs::write(&cached[0], b"garbage").unwrap();
+    let h = harness_with(RuntimeOptions {
+        cache_dir: Some(cache.path().to_path_buf()),
+        ..options()
+    })
+    .await;
+    let m = h.runtime.load(&agent("hello")).unwrap();
+    h.push("greetings", r#"{"name":"cache"}"#).await;
+    let end = tokio::time::timeout(
+        Duration::from_secs(60),
+        h.host
+            .spawn(
+                &m,
+                spec(
+                    "hello",
+                    &[("idle_ms", "100")],
+                    RestartPolicy::Never,
+                    Limits::default(),
+                ),
+            )
+            .join(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(end, RunEnd::Exited);
+    assert!(
+        std::fs::read(&cached[0]).unwrap().len() > 1000,
+        "the cache entry was rewritten"
+    );
+}

@@ -448,3 +448,74 @@ async fn a_waiting_claim_returns_none_when_its_wait_ends() {
             .is_none()
     );
 }
+
+#[tokio::test]
+async fn a_stopped_agents_task_goes_back_at_once_without_using_an_attempt() {
+    let t = open();
+    let host = t.env.register_host("box", 1, 10_000).await.unwrap();
+    let w = t
+        .env
+        .agent_started(&host, "worker", 0, "sha256:x")
+        .await
+        .unwrap();
+    let id = t
+        .env
+        .push(
+            &agent("p"),
+            "q",
+            "x",
+            PushOptions {
+                max_attempts: 1,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .id;
+    t.env.claim(&w, "q", LEASE, 0).await.unwrap().unwrap();
+    t.env
+        .agent_ended(&w, AgentEnd::Stopped, "its host stopped")
+        .await
+        .unwrap();
+    let task = t.env.get_task(id).unwrap();
+    assert_eq!((task.state, task.attempts), (TaskState::Ready, 0));
+    assert_eq!(
+        t.env
+            .claim(&agent("w2"), "q", LEASE, 0)
+            .await
+            .unwrap()
+            .unwrap()
+            .attempt,
+        1
+    );
+}
+
+#[tokio::test]
+async fn ttls_beyond_a_day_are_refused() {
+    let t = open();
+    let a = agent("a");
+    let r = t
+        .env
+        .reserve(
+            &a,
+            &["x".to_string()],
+            wawe::env::Mode::Exclusive,
+            u64::MAX,
+            0,
+        )
+        .await;
+    assert!(matches!(r, Err(EnvError::InvalidArgument(_))), "{r:?}");
+    t.env.push(&a, "q", "x", prio(0)).await.unwrap();
+    assert!(matches!(
+        t.env.claim(&a, "q", u64::MAX, 0).await,
+        Err(EnvError::InvalidArgument(_))
+    ));
+    // Waits are capped rather than refused: a huge wait is just a long one.
+    assert!(
+        t.env
+            .claim(&a, "q", LEASE, u64::MAX)
+            .await
+            .unwrap()
+            .is_some()
+    );
+}

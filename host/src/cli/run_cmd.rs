@@ -115,7 +115,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // Load and check every module before touching the environment.
     let mut modules = Vec::new();
     for p in &plans {
-        modules.push(runtime.load(&p.module)?);
+        modules.push(load(&runtime, &p.module).await?);
     }
     if args.reset {
         reset_env(&env_path)?;
@@ -127,12 +127,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         swarm.start(p, m);
     }
     let progress = Progress::new(args.quiet || args.json);
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
     let interrupted = loop {
         if swarm.all_finished() {
             break false;
         }
         tokio::select! {
-            _ = shutdown_signal() => break true,
+            _ = &mut signal => break true,
             _ = tokio::time::sleep(Duration::from_millis(200)) => progress.draw(&swarm),
         }
     };
@@ -149,8 +151,7 @@ async fn finish(
     progress: Progress,
 ) -> anyhow::Result<()> {
     progress.clear();
-    let runs = swarm.host().counters();
-    let endings = swarm.shutdown().await?;
+    let (endings, runs) = swarm.shutdown().await?;
     let stats = env.stats()?;
     env.close();
     let summary = Summary {
@@ -309,14 +310,19 @@ async fn run_folder(runtime: &Runtime, args: &RunArgs) -> anyhow::Result<()> {
     };
     let mut changes =
         watch_folder(dir).with_context(|| format!("cannot watch {}", dir.display()))?;
+    if args.reset {
+        reset_env(&env_path)?;
+    }
     let env = open_env(&env_path, durability)?;
     let host = runtime.start(env.clone()).await?;
     let mut swarm = Swarm::new(host);
     let mut plans: std::collections::BTreeMap<String, AgentPlan> = Default::default();
     let progress = Progress::new(args.quiet || args.json);
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
     loop {
         tokio::select! {
-            _ = shutdown_signal() => break,
+            _ = &mut signal => break,
             change = changes.recv() => {
                 let Some(change) = change else { break };
                 progress.clear();
@@ -348,7 +354,7 @@ async fn apply(
             module,
             settings,
         } => {
-            let loaded = load_with_settings(runtime, &name, &module, settings.as_deref());
+            let loaded = load_with_settings(runtime, &name, &module, settings.as_deref()).await;
             let (plan, module) = match loaded {
                 Ok(ok) => ok,
                 Err(e) => {
@@ -374,7 +380,7 @@ async fn apply(
     }
 }
 
-fn load_with_settings(
+async fn load_with_settings(
     runtime: &Runtime,
     name: &str,
     module: &Path,
@@ -387,8 +393,15 @@ fn load_with_settings(
     let plan = settings
         .plan(name, module.to_path_buf())
         .map_err(anyhow::Error::msg)?;
-    let module = runtime.load(module)?;
+    let module = load(runtime, module).await?;
     Ok((plan, module))
+}
+
+/// Load (compile) a module off the async threads, so running agents are not
+/// held up while it compiles.
+async fn load(runtime: &Runtime, path: &Path) -> anyhow::Result<Module> {
+    let (runtime, path) = (runtime.clone(), path.to_path_buf());
+    Ok(tokio::task::spawn_blocking(move || runtime.load(&path)).await??)
 }
 
 /// Ctrl-C or SIGTERM.

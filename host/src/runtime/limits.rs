@@ -47,6 +47,8 @@ impl Limits {
 pub(crate) struct Limiter {
     limits: Limits,
     memory_in_use: usize,
+    /// The growth last allowed, taken back if wasmtime then refuses it.
+    last_growth: usize,
     /// Set when a limit stopped the agent.
     pub(crate) hit: Option<String>,
 }
@@ -56,6 +58,7 @@ impl Limiter {
         Self {
             limits,
             memory_in_use: 0,
+            last_growth: 0,
             hit: None,
         }
     }
@@ -78,8 +81,17 @@ impl wasmtime::ResourceLimiter for Limiter {
             self.hit = Some(msg.clone());
             return Err(wasmtime::format_err!("{msg}"));
         }
+        self.last_growth = desired.saturating_sub(current);
         self.memory_in_use = total;
         Ok(true)
+    }
+
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        // The growth was refused after we counted it (e.g. past the memory's
+        // own maximum): the guest sees memory.grow fail, and nothing grew.
+        self.memory_in_use = self.memory_in_use.saturating_sub(self.last_growth);
+        self.last_growth = 0;
+        Ok(())
     }
 
     fn table_growing(

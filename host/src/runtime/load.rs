@@ -4,6 +4,7 @@
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
@@ -157,6 +158,10 @@ fn compile(
     let Some(dir) = cache_dir else {
         return Component::new(engine, bytes);
     };
+    if let Err(e) = private_dir(dir) {
+        tracing::warn!("not caching compiled modules: {e:#}");
+        return Component::new(engine, bytes);
+    }
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut hasher);
     let file = dir.join(format!(
@@ -164,26 +169,56 @@ fn compile(
         digest.trim_start_matches("sha256:"),
         hasher.finish()
     ));
-    if file.exists() {
-        // SAFETY: the cache holds only what `Component::serialize` wrote for
-        // this engine configuration; wasmtime checks the engine again.
-        match unsafe { Component::deserialize_file(engine, &file) } {
+    // Read into memory rather than mapping the file, so a cache file that is
+    // replaced or truncated later cannot pull code out from under a run.
+    if let Ok(cached) = std::fs::read(&file) {
+        // SAFETY: the cache is a private directory (see `private_dir`) holding
+        // only what `Component::serialize` wrote; wasmtime checks that it was
+        // made by a compatible engine.
+        match unsafe { Component::deserialize(engine, &cached) } {
             Ok(c) => return Ok(c),
             Err(e) => tracing::warn!("ignoring cached {}: {e:#}", file.display()),
         }
     }
     let component = Component::new(engine, bytes)?;
-    if let Err(e) = store_in_cache(dir, &file, &component) {
+    if let Err(e) = store_in_cache(&file, &component) {
         tracing::warn!("cannot cache compiled module in {}: {e:#}", dir.display());
     }
     Ok(component)
 }
 
-fn store_in_cache(dir: &Path, file: &Path, component: &Component) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+fn store_in_cache(file: &Path, component: &Component) -> anyhow::Result<()> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let tmp = file.with_extension(format!("tmp-{}-{n}", std::process::id()));
     std::fs::write(&tmp, component.serialize()?)?;
     std::fs::rename(&tmp, file)?;
+    Ok(())
+}
+
+/// Make sure the cache directory exists and only we can write to it: its
+/// files are native code the host runs, so a directory others can write to
+/// is not used.
+fn private_dir(dir: &Path) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        let meta = std::fs::metadata(dir)?;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        if meta.uid() != me || meta.permissions().mode() & 0o022 != 0 {
+            anyhow::bail!(
+                "{} is not a private directory (owned by someone else, or writable by others)",
+                dir.display()
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir)?;
     Ok(())
 }
 

@@ -157,6 +157,75 @@ pub(crate) struct Shared {
     pub(crate) host: String,
     pub(crate) options: RuntimeOptions,
     pub(crate) counters: Counters,
+    /// Set once, by [`Host::shutdown`]: every supervisor stops its agent.
+    pub(crate) stop_all: watch::Sender<bool>,
+    /// The supervisors still running, so shutdown can wait for them.
+    pub(crate) supervisors: Active,
+}
+
+/// A count of running tasks that can be waited on until it is zero.
+#[derive(Default)]
+pub(crate) struct Active {
+    count: std::sync::Mutex<usize>,
+    zero: tokio::sync::Notify,
+}
+
+/// Held while a supervisor runs; dropping it counts the supervisor out.
+pub(crate) struct ActiveGuard<'a>(&'a Active);
+
+impl Active {
+    pub(crate) fn enter(&self) -> ActiveGuard<'_> {
+        *self.count.lock().expect("poisoned") += 1;
+        ActiveGuard(self)
+    }
+
+    async fn wait_zero(&self) {
+        loop {
+            let notified = self.zero.notified();
+            if *self.count.lock().expect("poisoned") == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        let mut n = self.0.count.lock().expect("poisoned");
+        *n -= 1;
+        if *n == 0 {
+            self.0.zero.notify_waiters();
+        }
+    }
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] on its own thread, for
+/// as long as a runtime or host holds it.
+struct Ticker {
+    stop: Arc<AtomicBool>,
+}
+
+impl Ticker {
+    fn start(engine: Engine) -> std::io::Result<Arc<Ticker>> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::Builder::new()
+            .name("wawe-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })?;
+        Ok(Arc::new(Ticker { stop }))
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
 }
 
 /// The engine and linker: compiles and checks modules. Cheap to clone.
@@ -167,6 +236,7 @@ pub struct Runtime {
     engine: Engine,
     linker: Arc<Linker<AgentState>>,
     options: RuntimeOptions,
+    ticker: Arc<Ticker>,
 }
 
 impl Runtime {
@@ -181,10 +251,12 @@ impl Runtime {
         let mut linker = Linker::<AgentState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         bindings::Agent::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+        let ticker = Ticker::start(engine.clone())?;
         Ok(Runtime {
             engine,
             linker: Arc::new(linker),
             options,
+            ticker,
         })
     }
 
@@ -216,26 +288,16 @@ impl Runtime {
             host,
             options: self.options.clone(),
             counters: Counters::default(),
+            stop_all: watch::channel(false).0,
+            supervisors: Active::default(),
         });
-        let stop_ticker = Arc::new(AtomicBool::new(false));
-        {
-            let (stop, engine) = (stop_ticker.clone(), self.engine.clone());
-            std::thread::Builder::new()
-                .name("wawe-epoch".into())
-                .spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        std::thread::sleep(EPOCH_TICK);
-                        engine.increment_epoch();
-                    }
-                })?;
-        }
         let background = vec![
             tokio::spawn(keepalive(shared.clone())),
             tokio::spawn(sweeper(shared.clone())),
         ];
         Ok(Host {
             shared,
-            stop_ticker,
+            _ticker: self.ticker.clone(),
             background,
         })
     }
@@ -244,11 +306,12 @@ impl Runtime {
 /// A host process's presence on one environment: it runs agents there.
 pub struct Host {
     shared: Arc<Shared>,
-    stop_ticker: Arc<AtomicBool>,
+    _ticker: Arc<Ticker>,
     background: Vec<JoinHandle<()>>,
 }
 
 /// A supervised agent replica; stop it with [`AgentHandle::stop`].
+/// Dropping the handle stops the agent too.
 pub struct AgentHandle {
     /// Its name in the swarm.
     pub name: String,
@@ -312,14 +375,19 @@ impl Host {
         }
     }
 
-    /// Stop the host: record it stopped (agents still running end as
-    /// stopped, their leases released and claimed tasks put back) and stop
-    /// its background work. Stop and join agents first for a record of each.
+    /// Stop the host: stop every agent it runs and wait for each to end
+    /// (its end recorded, its leases released, its claimed tasks put back),
+    /// stop the background work, and record the host stopped.
     pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.shared.stop_all.send_replace(true);
+        let waited =
+            tokio::time::timeout(Duration::from_secs(30), self.shared.supervisors.wait_zero());
+        if waited.await.is_err() {
+            tracing::error!("agents did not stop within 30 s; recording them stopped anyway");
+        }
         for task in &self.background {
             task.abort();
         }
-        self.stop_ticker.store(true, Ordering::Relaxed);
         self.shared.env.host_stopped(&self.shared.host).await?;
         Ok(())
     }

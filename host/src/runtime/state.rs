@@ -8,6 +8,9 @@ use super::limits::{Limiter, Limits};
 use super::output::{Output, Stream};
 use crate::env::{AgentId, Env};
 
+/// The most WASI handles one agent instance may hold at once.
+const MAX_HANDLES: usize = 4096;
+
 /// The store data of one agent instance.
 pub(crate) struct AgentState {
     /// Who the agent is; every import acts under this identity.
@@ -16,6 +19,8 @@ pub(crate) struct AgentState {
     pub(crate) limiter: Limiter,
     /// Epoch ticks left before the CPU limit ends the run.
     pub(crate) cpu_left: Option<u64>,
+    /// When the epoch callback last ran, to tell busy ticks from idle ones.
+    pub(crate) last_tick: Option<std::time::Instant>,
     pub(crate) stderr: Output,
     wasi: WasiCtx,
     table: ResourceTable,
@@ -35,14 +40,19 @@ impl AgentState {
             .allow_tcp(false)
             .allow_udp(false)
             .build();
+        // Handles (streams, pollables) an agent may hold at once: enough for
+        // any real agent, and a bound on the host memory a hoarder can take.
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_HANDLES);
         Self {
             id,
             env,
             limiter: Limiter::new(limits.clone()),
             cpu_left: limits.cpu_ticks(),
+            last_tick: None,
             stderr,
             wasi,
-            table: ResourceTable::new(),
+            table,
         }
     }
 }

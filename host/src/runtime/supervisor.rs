@@ -10,7 +10,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use wasmtime::{Store, UpdateDeadline, WasmBacktrace};
+use wasmtime_wasi::I32Exit;
 
+use super::limits::EPOCH_TICK;
 use super::load::Module;
 use super::state::AgentState;
 use super::{AgentSpec, RestartPolicy, Shared};
@@ -52,14 +54,17 @@ impl RunEnd {
 const MAX_REASON: usize = 4096;
 
 /// Run `spec` of `module` until it ends for good; returns its last end.
+/// `stop` is this agent's stop signal; the host's own shutdown stops it too.
 pub(crate) async fn supervise(
     shared: Arc<Shared>,
     module: Module,
     spec: AgentSpec,
     mut stop: watch::Receiver<bool>,
 ) -> RunEnd {
+    let _alive = shared.supervisors.enter();
+    let mut host_stop = shared.stop_all.subscribe();
     let counters = &shared.counters;
-    let mut recent_restarts: VecDeque<Instant> = VecDeque::new();
+    let mut recent_failures: VecDeque<Instant> = VecDeque::new();
     let mut failures_in_a_row: u32 = 0;
     loop {
         let id = match shared
@@ -74,9 +79,24 @@ pub(crate) async fn supervise(
             }
         };
         counters.running.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        // The run is a task of its own, so a panic in host code ends only
+        // this run (as a crash) and never leaves the agent's record behind.
+        let mut run = tokio::spawn(run_once(
+            shared.clone(),
+            module.clone(),
+            spec.clone(),
+            id.clone(),
+        ));
         let end = tokio::select! {
-            end = run_once(&shared, &module, &spec, &id) => end,
-            _ = stop.wait_for(|s| *s) => RunEnd::Stopped,
+            joined = &mut run => joined.unwrap_or_else(|e| {
+                RunEnd::Crashed(format!("the host failed while running it: {e}"))
+            }),
+            _ = stopped(&mut stop, &mut host_stop) => {
+                run.abort();
+                let _ = run.await;
+                RunEnd::Stopped
+            }
         };
         counters.running.fetch_sub(1, Ordering::Relaxed);
         match &end {
@@ -95,43 +115,73 @@ pub(crate) async fn supervise(
                 tracing::debug!(agent = %id, "{reason}");
             }
         }
-        if let Err(e) = shared.env.agent_ended(&id, end.kind(), &reason).await {
-            tracing::error!(agent = %id, "cannot record the agent's end: {e}");
-        }
+        record_end(&shared, &id, &end, &reason).await;
         let failed = matches!(end, RunEnd::Failed(_) | RunEnd::Crashed(_));
         let restart = match spec.restart {
             RestartPolicy::Never => false,
             RestartPolicy::OnFailure => failed,
             RestartPolicy::Always => end != RunEnd::Stopped,
         };
-        if !restart || *stop.borrow() {
+        if !restart || *stop.borrow() || *host_stop.borrow() {
             return end;
         }
         let now = Instant::now();
         let window = shared.options.crash_loop_window;
-        while recent_restarts.front().is_some_and(|t| now - *t > window) {
-            recent_restarts.pop_front();
-        }
-        if failed && recent_restarts.len() as u32 >= shared.options.crash_loop_restarts {
-            let why = format!(
-                "crash loop: {} restarts within {}; not restarting again",
-                recent_restarts.len(),
-                humantime::format_duration(window)
-            );
-            tracing::error!(agent = %id, "{why}");
-            counters.gave_up.fetch_add(1, Ordering::Relaxed);
-            if let Err(e) = shared.env.agent_gave_up(&id, &why).await {
-                tracing::error!(agent = %id, "cannot record giving up: {e}");
+        if failed {
+            while recent_failures.front().is_some_and(|t| now - *t > window) {
+                recent_failures.pop_front();
             }
-            return end;
+            if recent_failures.len() as u32 >= shared.options.crash_loop_restarts {
+                let why = format!(
+                    "crash loop: {} restarts after failures within {}; not restarting again",
+                    recent_failures.len(),
+                    humantime::format_duration(window)
+                );
+                tracing::error!(agent = %id, "{why}");
+                counters.gave_up.fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = shared.env.agent_gave_up(&id, &why).await {
+                    tracing::error!(agent = %id, "cannot record giving up: {e}");
+                }
+                return end;
+            }
+            recent_failures.push_back(now);
         }
-        recent_restarts.push_back(now);
-        failures_in_a_row = if failed { failures_in_a_row + 1 } else { 0 };
+        // A run that lasted a whole window was healthy: back off from scratch.
+        failures_in_a_row = match (failed, now - started > window) {
+            (false, _) => 0,
+            (true, true) => 1,
+            (true, false) => failures_in_a_row + 1,
+        };
         let backoff = restart_backoff(&shared.options, failures_in_a_row);
         counters.restarts.fetch_add(1, Ordering::Relaxed);
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
-            _ = stop.wait_for(|s| *s) => return end,
+            _ = stopped(&mut stop, &mut host_stop) => return RunEnd::Stopped,
+        }
+    }
+}
+
+/// Resolves when the agent or its whole host is told to stop (or the
+/// agent's handle is dropped).
+async fn stopped(agent: &mut watch::Receiver<bool>, host: &mut watch::Receiver<bool>) {
+    tokio::select! {
+        _ = agent.wait_for(|s| *s) => {}
+        _ = host.wait_for(|s| *s) => {}
+    }
+}
+
+/// Record how a run ended, retrying a failed write: an agent whose end is not
+/// recorded would stay `running`, and its leases would be kept alive.
+async fn record_end(shared: &Shared, id: &AgentId, end: &RunEnd, reason: &str) {
+    let mut pause = Duration::from_millis(50);
+    for attempt in 1..=10 {
+        match shared.env.agent_ended(id, end.kind(), reason).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::error!(agent = %id, "cannot record the agent's end (attempt {attempt}): {e}");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
         }
     }
 }
@@ -145,17 +195,25 @@ fn restart_backoff(opts: &super::RuntimeOptions, failures: u32) -> Duration {
 
 /// One run: a fresh instance (a trapped one is never reused), `run` called
 /// with the config, under the agent's limits.
-async fn run_once(shared: &Shared, module: &Module, spec: &AgentSpec, id: &AgentId) -> RunEnd {
-    let state = AgentState::new(id.clone(), shared.env.clone(), &spec.limits);
+async fn run_once(shared: Arc<Shared>, module: Module, spec: AgentSpec, id: AgentId) -> RunEnd {
+    let state = AgentState::new(id, shared.env.clone(), &spec.limits);
     let mut store = Store::new(&shared.engine, state);
     store.limiter(|s| &mut s.limiter);
     store.set_epoch_deadline(1);
     let cpu = spec.limits.cpu;
     store.epoch_deadline_callback(move |mut ctx| {
         let s = ctx.data_mut();
-        if let Some(left) = &mut s.cpu_left {
+        // Charge a tick only when the agent ran wasm since the last one: the
+        // first tick after it sat in a wait (or queued for a thread) is free,
+        // so the CPU limit counts busy time, not time alive.
+        let now = std::time::Instant::now();
+        let busy = s
+            .last_tick
+            .is_some_and(|t| now.duration_since(t) <= 2 * EPOCH_TICK);
+        s.last_tick = Some(now);
+        if let (Some(left), true) = (&mut s.cpu_left, busy) {
             if *left == 0 {
-                let limit = cpu.map(humantime::format_duration).map(|d| d.to_string());
+                let limit = cpu.map(|d| humantime::format_duration(d).to_string());
                 s.limiter.hit = Some(format!(
                     "hit its CPU limit of {}",
                     limit.unwrap_or_default()
@@ -186,7 +244,12 @@ async fn run_once(shared: &Shared, module: &Module, spec: &AgentSpec, id: &Agent
     match result {
         Ok(Ok(())) => RunEnd::Exited,
         Ok(Err(message)) => RunEnd::Failed(message),
-        Err(e) => RunEnd::Crashed(describe(&e, store.data(), "trapped")),
+        Err(e) => match e.downcast_ref::<I32Exit>() {
+            // `std::process::exit` in the guest: 0 is a clean end.
+            Some(I32Exit(0)) => RunEnd::Exited,
+            Some(I32Exit(code)) => RunEnd::Failed(format!("exited with status {code}")),
+            None => RunEnd::Crashed(describe(&e, store.data(), "trapped")),
+        },
     }
 }
 

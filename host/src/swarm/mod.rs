@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 pub use watch::{FolderChange, watch_folder};
 
 use crate::manifest::AgentPlan;
-use crate::runtime::{AgentHandle, AgentSpec, Host, Module, RunEnd};
+use crate::runtime::{AgentHandle, AgentSpec, CountersSnapshot, Host, Module, RunEnd};
 
 /// The agents a host runs, by name.
 pub struct Swarm {
@@ -94,13 +94,15 @@ impl Swarm {
     }
 
     /// Stop everything, wait for each agent's end, and stop the host.
-    pub async fn shutdown(mut self) -> anyhow::Result<Endings> {
+    /// Returns how the agents ended and what their runs came to.
+    pub async fn shutdown(mut self) -> anyhow::Result<(Endings, CountersSnapshot)> {
         let mut endings = Endings::default();
         for (_, group) in std::mem::take(&mut self.groups) {
             stop_group(group, &mut endings).await;
         }
+        let runs = self.host.counters();
         self.host.shutdown().await?;
-        Ok(endings)
+        Ok((endings, runs))
     }
 }
 

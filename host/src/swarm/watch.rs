@@ -30,8 +30,34 @@ pub enum FolderChange {
 /// How long the folder must be quiet before it is looked at again, so a file
 /// being copied in is seen once, whole.
 const SETTLE: Duration = Duration::from_millis(250);
+/// The longest a burst of events may delay a look at the folder.
+const SETTLE_AT_MOST: Duration = Duration::from_secs(2);
 
-type Seen = BTreeMap<String, (Option<SystemTime>, u64, Option<SystemTime>)>;
+/// What identifies a version of a file: modification and change times, size
+/// and inode (so a same-size replacement within one mtime tick is seen).
+type Stamp = (Option<SystemTime>, u64, u64, i64);
+type Seen = BTreeMap<String, (Stamp, Option<Stamp>)>;
+
+fn stamp(meta: &std::fs::Metadata) -> Stamp {
+    #[cfg(unix)]
+    let (ino, ctime) = {
+        use std::os::unix::fs::MetadataExt;
+        (meta.ino(), meta.ctime_nsec() + meta.ctime() * 1_000_000_000)
+    };
+    #[cfg(not(unix))]
+    let (ino, ctime) = (0, 0);
+    (meta.modified().ok(), meta.len(), ino, ctime)
+}
+
+/// Whether a file-system event concerns modules or their settings.
+fn relevant(event: &notify::Event) -> bool {
+    event.paths.iter().any(|p| {
+        matches!(
+            p.extension().and_then(|e| e.to_str()),
+            Some("wasm") | Some("toml")
+        )
+    })
+}
 
 fn scan(dir: &Path) -> std::io::Result<Seen> {
     let mut seen = Seen::new();
@@ -45,12 +71,9 @@ fn scan(dir: &Path) -> std::io::Result<Seen> {
         };
         let meta = std::fs::metadata(&path)?;
         let settings = std::fs::metadata(path.with_extension("toml"))
-            .and_then(|m| m.modified())
-            .ok();
-        seen.insert(
-            name.to_string(),
-            (meta.modified().ok(), meta.len(), settings),
-        );
+            .ok()
+            .map(|m| stamp(&m));
+        seen.insert(name.to_string(), (stamp(&meta), settings));
     }
     Ok(seen)
 }
@@ -62,7 +85,9 @@ pub fn watch_folder(dir: &Path) -> anyhow::Result<mpsc::UnboundedReceiver<Folder
     let (tx, rx) = mpsc::unbounded_channel();
     let (poke_tx, mut poke_rx) = mpsc::unbounded_channel::<()>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
+        // Other files (an environment's WAL beside the modules, say) change
+        // all the time; only modules and their settings count.
+        if event.is_ok_and(|e| relevant(&e)) {
             let _ = poke_tx.send(());
         }
     })?;
@@ -73,7 +98,8 @@ pub fn watch_folder(dir: &Path) -> anyhow::Result<mpsc::UnboundedReceiver<Folder
         let _watcher = watcher;
         while poke_rx.recv().await.is_some() {
             // Let a burst of events (a copy in progress) settle first.
-            loop {
+            let give_up = tokio::time::Instant::now() + SETTLE_AT_MOST;
+            while tokio::time::Instant::now() < give_up {
                 match tokio::time::timeout(SETTLE, poke_rx.recv()).await {
                     Ok(Some(())) => continue,
                     Ok(None) => return,
@@ -100,7 +126,7 @@ fn diff(
     for (name, stamp) in &now {
         if known.get(name) != Some(stamp) {
             let module = dir.join(format!("{name}.wasm"));
-            let settings = stamp.2.map(|_| module.with_extension("toml"));
+            let settings = stamp.1.map(|_| module.with_extension("toml"));
             let _ = tx.send(FolderChange::Upsert {
                 name: name.clone(),
                 module,

@@ -31,7 +31,8 @@ fn end_agent(tx: &mut Tx<'_>, agent: &str, end: AgentEnd, reason: &str) -> EnvRe
     }
     let why = format!("agent {agent} {}: {reason}", end.as_str());
     let released = reservations::release_all(tx, agent, &why)?;
-    let requeued = tasks::requeue_agent(tx, agent, &why)?;
+    let failed = matches!(end, AgentEnd::Failed | AgentEnd::Crashed);
+    let requeued = tasks::requeue_agent(tx, agent, &why, failed)?;
     tx.journal(
         agent,
         "agent.ended",

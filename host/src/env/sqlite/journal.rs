@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use rusqlite::{Connection, params};
 use tokio::sync::watch;
-use tokio::time::Instant;
 
 use super::{Env, i, u};
 use crate::env::{EnvResult, Event, EventFilter};
@@ -150,7 +149,7 @@ impl Env {
         filter: &EventFilter,
         timeout_ms: u64,
     ) -> EnvResult<Vec<Event>> {
-        let until = Instant::now() + Duration::from_millis(timeout_ms);
+        let until = Env::wait_until(timeout_ms);
         let mut rx = self.subscribe();
         let mut after = after;
         loop {

@@ -275,7 +275,13 @@ impl Env {
 
     /// The real instant at which the environment clock will read `at_ms`.
     pub(crate) fn instant_at(&self, at_ms: u64) -> Instant {
-        Instant::now() + Duration::from_millis(at_ms.saturating_sub(self.now_ms()))
+        let ms = at_ms.saturating_sub(self.now_ms()).min(MAX_WAIT_MS);
+        Instant::now() + Duration::from_millis(ms)
+    }
+
+    /// The instant a wait of `wait_ms` (capped at [`MAX_WAIT_MS`]) ends.
+    pub(crate) fn wait_until(wait_ms: u64) -> Instant {
+        Instant::now() + Duration::from_millis(wait_ms.min(MAX_WAIT_MS))
     }
 
     /// Flush outstanding writes and stop the writer; later calls fail with
@@ -336,6 +342,22 @@ pub(crate) fn u(v: i64) -> u64 {
 /// Convert a u64 for storage, saturating at i64::MAX.
 pub(crate) fn i(v: u64) -> i64 {
     v.min(i64::MAX as u64) as i64
+}
+
+/// The longest any wait lasts (reserve, claim, events): an hour.
+pub(crate) const MAX_WAIT_MS: u64 = 3_600_000;
+
+/// The longest ttl of a lease or claim: a day. Longer holds are renewed.
+pub(crate) const MAX_TTL_MS: u64 = 86_400_000;
+
+/// Check a lease or claim ttl: above 0 and at most [`MAX_TTL_MS`].
+pub(crate) fn check_ttl(what: &str, ttl_ms: u64) -> EnvResult<()> {
+    if ttl_ms == 0 || ttl_ms > MAX_TTL_MS {
+        return Err(EnvError::invalid(format!(
+            "a {what} needs a ttl between 1 ms and {MAX_TTL_MS} ms (a day), not {ttl_ms} ms"
+        )));
+    }
+    Ok(())
 }
 
 /// Check a name (queue, topic, trail, key) against the length limit.

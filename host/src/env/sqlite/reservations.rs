@@ -1,13 +1,11 @@
 //! Reservations: leases on resource paths, granted all-or-none, first come
 //! first served among waiters, with fencing tokens.
 
-use std::time::Duration;
-
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::{Env, Tx, i, u};
+use super::{Env, MAX_WAIT_MS, Tx, check_ttl, i, u};
 use crate::env::resource::{covering_dirs, dir_range_end, overlaps, validate_resource};
 use crate::env::{AgentId, EnvError, EnvResult, Holding, Lease, Mode};
 
@@ -335,9 +333,6 @@ pub(crate) fn expire(tx: &mut Tx<'_>) -> EnvResult<u64> {
     Ok(expired.len() as u64)
 }
 
-/// The longest a `reserve` waits, so a queue entry always ends.
-pub(crate) const MAX_WAIT_MS: u64 = 3_600_000;
-
 /// A caller's place in the reservation queue; leaving it (a grant, a timeout,
 /// an error, or the caller's future being dropped) removes it so nobody
 /// queues behind a waiter that is gone.
@@ -397,9 +392,7 @@ impl Env {
                 actual: resources.len() as u64,
             });
         }
-        if ttl_ms == 0 {
-            return Err(EnvError::invalid("a lease needs a ttl above 0 ms"));
-        }
+        check_ttl("lease", ttl_ms)?;
         for r in resources {
             validate_resource(r, opts.max_name_bytes)?;
         }
@@ -408,7 +401,7 @@ impl Env {
         wanted.dedup();
 
         let wait_ms = wait_ms.min(MAX_WAIT_MS);
-        let until = Instant::now() + Duration::from_millis(wait_ms);
+        let until = Env::wait_until(wait_ms);
         let queue_until = (wait_ms > 0).then(|| self.now_ms().saturating_add(wait_ms));
         let mut place = QueuePlace {
             env: self,
@@ -446,9 +439,7 @@ impl Env {
 
     /// Extend one of the caller's live leases to `ttl_ms` from now.
     pub async fn renew(&self, who: &AgentId, lease: u64, ttl_ms: u64) -> EnvResult<Lease> {
-        if ttl_ms == 0 {
-            return Err(EnvError::invalid("a lease needs a ttl above 0 ms"));
-        }
+        check_ttl("lease", ttl_ms)?;
         let agent = who.as_str().to_owned();
         self.write(move |tx| {
             let expires = tx.now.saturating_add(ttl_ms);

@@ -2,13 +2,11 @@
 //! a visibility timeout; complete, fail and extend guarded by the claim's
 //! fencing token; retry with backoff; dead letters and cascade cancel.
 
-use std::time::Duration;
-
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::{Env, Tx, check_name, check_payload, i, u};
+use super::{Env, Tx, check_name, check_payload, check_ttl, i, u};
 use crate::env::policy::backoff_ms;
 use crate::env::{AgentId, Claimed, EnvError, EnvResult, PushOptions, Pushed, Task, TaskState};
 
@@ -315,8 +313,16 @@ pub(crate) fn requeue_expired(tx: &mut Tx<'_>, queue: Option<&str>) -> EnvResult
     Ok(lapsed.len() as u64)
 }
 
-/// Put back every task claimed by `agent` (it crashed or was stopped).
-pub(crate) fn requeue_agent(tx: &mut Tx<'_>, agent: &str, why: &str) -> EnvResult<u64> {
+/// Put back every task claimed by `agent`. When the agent `failed` (crashed
+/// or returned an error) the attempt counts, with backoff; when it was
+/// stopped from outside, the task goes back at once and the attempt is
+/// given back, so a shutdown never uses up a task's attempts.
+pub(crate) fn requeue_agent(
+    tx: &mut Tx<'_>,
+    agent: &str,
+    why: &str,
+    failed: bool,
+) -> EnvResult<u64> {
     let held: Vec<(i64, u32, u32)> = tx
         .conn
         .prepare_cached(
@@ -326,6 +332,23 @@ pub(crate) fn requeue_agent(tx: &mut Tx<'_>, agent: &str, why: &str) -> EnvResul
         .query_map([agent], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<Result<_, _>>()?;
     for (id, attempts, max_attempts) in &held {
+        if !failed {
+            tx.conn
+                .prepare_cached(
+                    "UPDATE tasks SET state = 'ready', attempts = max(attempts - 1, 0),
+                         not_before = ?1, last_error = ?2, claimed_by = NULL,
+                         claim_token = NULL, claim_expires = NULL, updated_at = ?1
+                     WHERE id = ?3",
+                )?
+                .execute(params![i(tx.now), why, id])?;
+            tx.journal(
+                "env",
+                "task.returned",
+                &format!("task/{id}"),
+                json!({"why": why}),
+            )?;
+            continue;
+        }
         let h = Held {
             attempts: *attempts,
             max_attempts: *max_attempts,
@@ -443,10 +466,8 @@ impl Env {
         wait_ms: u64,
     ) -> EnvResult<Option<Claimed>> {
         check_name("queue name", queue, self.options())?;
-        if lease_ms == 0 {
-            return Err(EnvError::invalid("a claim needs a lease above 0 ms"));
-        }
-        let until = Instant::now() + Duration::from_millis(wait_ms);
+        check_ttl("claim", lease_ms)?;
+        let until = Env::wait_until(wait_ms);
         let mut rx = self.subscribe();
         loop {
             rx.borrow_and_update();
@@ -527,9 +548,7 @@ impl Env {
         token: u64,
         lease_ms: u64,
     ) -> EnvResult<u64> {
-        if lease_ms == 0 {
-            return Err(EnvError::invalid("a claim needs a lease above 0 ms"));
-        }
+        check_ttl("claim", lease_ms)?;
         let agent = who.as_str().to_owned();
         self.write(move |tx| {
             guard(tx, &agent, id, token)?;
