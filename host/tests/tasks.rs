@@ -519,3 +519,68 @@ async fn ttls_beyond_a_day_are_refused() {
             .is_some()
     );
 }
+
+#[tokio::test]
+async fn a_silent_host_is_reaped_once_its_agents_lost_their_leases_ended_and_tasks_back() {
+    let t = open();
+    let dead = t.env.register_host("box-a", 1, 5_000).await.unwrap();
+    let alive = t.env.register_host("box-b", 2, 5_000).await.unwrap();
+    let w = t
+        .env
+        .agent_started(&dead, "worker", 0, "sha256:x")
+        .await
+        .unwrap();
+    let id = t.env.push(&agent("p"), "q", "x", prio(0)).await.unwrap().id;
+    let c = t.env.claim(&w, "q", 600_000, 0).await.unwrap().unwrap();
+    t.env
+        .reserve(
+            &w,
+            &["r".to_string()],
+            wawe::env::Mode::Exclusive,
+            600_000,
+            0,
+        )
+        .await
+        .unwrap();
+    t.clock.advance(4_000);
+    t.env.keepalive(&alive).await.unwrap();
+    assert_eq!(
+        t.env.sweep().await.unwrap().hosts_reaped,
+        0,
+        "not silent long enough yet"
+    );
+    t.clock.advance(2_000);
+    t.env.keepalive(&alive).await.unwrap();
+    // Two hosts sweeping: the first reaps, the second finds nothing to do.
+    let other = wawe::env::Env::open_with_clock(
+        t.env.path(),
+        wawe::env::EnvOptions::default(),
+        std::sync::Arc::new(t.clock.clone()),
+    )
+    .unwrap();
+    let (first, second) = tokio::join!(t.env.sweep(), other.sweep());
+    assert_eq!(
+        first.unwrap().hosts_reaped + second.unwrap().hosts_reaped,
+        1
+    );
+    assert!(t.env.list_reservations("").unwrap().is_empty());
+    let task = t.env.get_task(id).unwrap();
+    assert_eq!(task.state, TaskState::Ready);
+    assert!(task.last_error.unwrap().contains("went silent"));
+    assert_eq!(
+        t.env.complete(&w, id, c.token, "late").await,
+        Err(EnvError::StaleToken(c.token))
+    );
+    let hosts = t.env.list_hosts().unwrap();
+    let state = |id: &str| hosts.iter().find(|h| h.id == id).unwrap().state.clone();
+    assert_eq!(
+        (state(&dead).as_str(), state(&alive).as_str()),
+        ("lost", "alive")
+    );
+    assert_eq!(t.env.list_agents().unwrap()[0].state, "lost");
+    // A reaped host cannot carry on as if nothing happened.
+    assert!(matches!(
+        t.env.keepalive(&dead).await,
+        Err(EnvError::NotFound(_))
+    ));
+}

@@ -328,6 +328,7 @@ fn hosts(env: &Env, out: Out) -> anyhow::Result<()> {
     if out.is_json() {
         return Ok(out.json_lines(&hosts)?);
     }
+    let agents = env.list_agents().context("cannot list agents")?;
     let mut t = output::table([
         "host",
         "hostname",
@@ -336,8 +337,13 @@ fn hosts(env: &Env, out: Out) -> anyhow::Result<()> {
         "started",
         "last heartbeat",
         "ttl",
+        "agents running",
     ]);
     for h in &hosts {
+        let running = agents
+            .iter()
+            .filter(|a| a.host == h.id && a.state == "running")
+            .count();
         let silent = h.state == "alive" && h.last_heartbeat + h.ttl_ms < now;
         t.add_row([
             h.id.clone(),
@@ -351,6 +357,7 @@ fn hosts(env: &Env, out: Out) -> anyhow::Result<()> {
             relative(h.started_at, now),
             relative(h.last_heartbeat, now),
             output::span(h.ttl_ms),
+            running.to_string(),
         ]);
     }
     out.table(&t, "no hosts")?;
@@ -654,8 +661,10 @@ async fn sweep(env: &Env, out: Out) -> anyhow::Result<()> {
         return Ok(out.json_line(&swept)?);
     }
     out.line(format!(
-        "expired {} lease{}; {} lapsed claim{} put back (or dead when out of attempts); \
+        "reaped {} silent host{}; expired {} lease{}; {} lapsed claim{} put back (or dead when out of attempts); \
          {} event{} past retention pruned",
+        swept.hosts_reaped,
+        plural(swept.hosts_reaped),
         swept.leases_expired,
         plural(swept.leases_expired),
         swept.claims_lapsed,

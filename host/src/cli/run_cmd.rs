@@ -47,6 +47,11 @@ pub struct RunArgs {
     #[arg(long)]
     pub reset: bool,
 
+    /// A host silent this long counts as dead to the other hosts sharing the
+    /// environment, which then end its agents and hand on their work.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration)]
+    pub host_ttl: Duration,
+
     /// Do not cache compiled modules on disk.
     #[arg(long)]
     pub no_cache: bool,
@@ -81,6 +86,10 @@ pub enum DurabilityArg {
     Full,
 }
 
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (write it like 2s or 500ms)"))
+}
+
 fn key_value(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -105,6 +114,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         } else {
             crate::runtime::default_cache_dir()
         },
+        host_ttl: args.host_ttl,
         ..RuntimeOptions::default()
     };
     let runtime = Runtime::new(options)?;

@@ -31,7 +31,7 @@ pub use limits::{EPOCH_TICK, Limits};
 pub use load::{LoadError, Module, default_cache_dir};
 pub use supervisor::RunEnd;
 
-use crate::env::Env;
+use crate::env::{Env, EnvError};
 use state::AgentState;
 
 /// When an ended agent is started again.
@@ -407,6 +407,18 @@ async fn keepalive(shared: Arc<Shared>) {
                 Duration::from_millis(shortest / 3).clamp(Duration::from_millis(20), most)
             }
             Ok(None) => most,
+            Err(EnvError::NotFound(_)) => {
+                // Another host found this one silent past its ttl and reaped
+                // it: its agents were recorded lost and their leases and
+                // tasks handed on. Carrying on would act on what others now
+                // hold, so every agent here stops.
+                tracing::error!(
+                    "host {} was reaped as silent by another host; stopping its agents",
+                    shared.host
+                );
+                shared.stop_all.send_replace(true);
+                return;
+            }
             Err(e) => {
                 tracing::warn!("keepalive failed: {e}");
                 most

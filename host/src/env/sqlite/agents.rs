@@ -16,6 +16,47 @@ pub struct Swept {
     pub claims_lapsed: u64,
     /// Events deleted for being older than the retention setting.
     pub events_pruned: u64,
+    /// Hosts found silent past their ttl and reaped: their agents ended as
+    /// lost, their leases released, their claimed tasks put back.
+    pub hosts_reaped: u64,
+}
+
+/// Reap every host silent past its ttl. Safe when several hosts sweep at
+/// once: each reap happens in one transaction that first checks the host is
+/// still marked alive, so a second reaper finds nothing left to do.
+fn reap_silent_hosts(tx: &mut Tx<'_>) -> EnvResult<u64> {
+    let silent: Vec<(String, i64)> = tx
+        .conn
+        .prepare_cached(
+            "SELECT id, last_heartbeat FROM hosts
+             WHERE state = 'alive' AND last_heartbeat + ttl_ms < ?1 ORDER BY id",
+        )?
+        .query_map([i(tx.now)], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    for (host, last) in &silent {
+        let why = format!(
+            "its host {host} went silent (last heartbeat {} ms before it was reaped)",
+            tx.now.saturating_sub(u(*last))
+        );
+        let agents: Vec<String> = tx
+            .conn
+            .prepare_cached("SELECT id FROM agents WHERE host = ?1 AND state = 'running'")?
+            .query_map([host], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        for a in &agents {
+            end_agent(tx, a, AgentEnd::Lost, &why)?;
+        }
+        tx.conn
+            .prepare_cached("UPDATE hosts SET state = 'lost' WHERE id = ?1")?
+            .execute([host])?;
+        tx.journal(
+            "env",
+            "host.lost",
+            &format!("host/{host}"),
+            json!({"agents": agents.len(), "last_heartbeat": u(*last)}),
+        )?;
+    }
+    Ok(silent.len() as u64)
 }
 
 fn end_agent(tx: &mut Tx<'_>, agent: &str, end: AgentEnd, reason: &str) -> EnvResult<()> {
@@ -31,7 +72,9 @@ fn end_agent(tx: &mut Tx<'_>, agent: &str, end: AgentEnd, reason: &str) -> EnvRe
     }
     let why = format!("agent {agent} {}: {reason}", end.as_str());
     let released = reservations::release_all(tx, agent, &why)?;
-    let failed = matches!(end, AgentEnd::Failed | AgentEnd::Crashed);
+    // A lost agent's attempt counts: a task that kills its host must not
+    // come back for ever. Only a stop from outside gives the attempt back.
+    let failed = end != AgentEnd::Stopped;
     let requeued = tasks::requeue_agent(tx, agent, &why, failed)?;
     tx.journal(
         agent,
@@ -214,13 +257,15 @@ impl Env {
             .await
     }
 
-    /// Expire leases and lapsed claims, and prune events past retention.
+    /// Reap hosts silent past their ttl, expire leases and lapsed claims,
+    /// prune events past retention, and checkpoint the write-ahead log.
     /// Expired leases never block anyone even before a sweep; the sweep
     /// journals their end and puts lapsed tasks back.
     pub async fn sweep(&self) -> EnvResult<Swept> {
         let mut swept = self
             .write(|tx| {
                 Ok(Swept {
+                    hosts_reaped: reap_silent_hosts(tx)?,
                     leases_expired: reservations::expire(tx)?,
                     claims_lapsed: tasks::requeue_expired(tx, None)?,
                     events_pruned: 0,
@@ -228,6 +273,7 @@ impl Env {
             })
             .await?;
         swept.events_pruned = self.prune_events().await?;
+        self.checkpoint()?;
         Ok(swept)
     }
 

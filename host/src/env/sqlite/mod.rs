@@ -206,6 +206,41 @@ impl Env {
             .map_err(|_| EnvError::Unavailable("the environment writer stopped".into()))?
     }
 
+    /// Copy committed pages from the write-ahead log into the database
+    /// without waiting for readers (`PASSIVE`); with the journal size limit
+    /// set on every connection, this keeps the WAL from growing without bound.
+    pub fn checkpoint(&self) -> EnvResult<()> {
+        let conn = self.reader()?;
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+        self.give_back(conn);
+        Ok(())
+    }
+
+    fn reader(&self) -> EnvResult<Connection> {
+        let pooled = self
+            .inner
+            .readers
+            .lock()
+            .expect("reader pool poisoned")
+            .pop();
+        match pooled {
+            Some(c) => Ok(c),
+            None => {
+                let c = open::connect(&self.inner.path, &self.inner.opts)
+                    .map_err(|e| EnvError::Unavailable(e.to_string()))?;
+                c.execute_batch("PRAGMA query_only = ON")?;
+                Ok(c)
+            }
+        }
+    }
+
+    fn give_back(&self, conn: Connection) {
+        let mut pool = self.inner.readers.lock().expect("reader pool poisoned");
+        if pool.len() < MAX_IDLE_READERS {
+            pool.push(conn);
+        }
+    }
+
     /// Queue `op` for the writer's next batch without waiting for its answer
     /// (for clean-up from `Drop`, which cannot wait).
     pub(crate) fn send_detached<F>(&self, op: F)
@@ -229,29 +264,12 @@ impl Env {
         &self,
         op: impl FnOnce(&Connection, u64) -> EnvResult<T>,
     ) -> EnvResult<T> {
-        let pooled = self
-            .inner
-            .readers
-            .lock()
-            .expect("reader pool poisoned")
-            .pop();
-        let conn = match pooled {
-            Some(c) => c,
-            None => {
-                let c = open::connect(&self.inner.path, &self.inner.opts)
-                    .map_err(|e| EnvError::Unavailable(e.to_string()))?;
-                c.execute_batch("PRAGMA query_only = ON")?;
-                c
-            }
-        };
+        let conn = self.reader()?;
         conn.execute_batch("BEGIN")?;
         let result = op(&conn, self.now_ms());
         let end = conn.execute_batch("COMMIT");
         if end.is_ok() {
-            let mut pool = self.inner.readers.lock().expect("reader pool poisoned");
-            if pool.len() < MAX_IDLE_READERS {
-                pool.push(conn);
-            }
+            self.give_back(conn);
         }
         let value = result?;
         end?;

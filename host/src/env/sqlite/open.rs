@@ -106,6 +106,7 @@ pub(crate) fn connect(path: &Path, opts: &EnvOptions) -> Result<Connection, Open
     }
     conn.execute_batch(&format!(
         "PRAGMA synchronous = {sync};
+         PRAGMA journal_size_limit = 67108864;
          PRAGMA foreign_keys = ON;
          PRAGMA temp_store = MEMORY;"
     ))
