@@ -10,6 +10,7 @@
 //!
 //! The `wawe` binary's command-line interface lives in [`cli`].
 
+pub mod bench;
 pub mod cli;
 pub mod env;
 pub mod manifest;

@@ -357,3 +357,43 @@ fn an_empty_file_becomes_an_environment() {
     let env = Env::open(&path, EnvOptions::default()).unwrap();
     assert_eq!(env.stats().unwrap().events, 0);
 }
+
+#[tokio::test]
+async fn the_wal_grows_under_a_long_reader_and_is_cut_back_after_it_ends() {
+    let limit = 256 << 10;
+    let t = common::open_with(EnvOptions {
+        wal_size_limit_bytes: limit,
+        ..Default::default()
+    });
+    let wal = {
+        let mut p = t.env.path().as_os_str().to_owned();
+        p.push("-wal");
+        std::path::PathBuf::from(p)
+    };
+    let a = agent("a");
+    t.env.put_value(&a, "k", "0", None, None).await.unwrap();
+    // A reader that holds its snapshot keeps checkpoints from finishing.
+    let reader = rusqlite::Connection::open(t.env.path()).unwrap();
+    reader
+        .execute_batch("BEGIN; SELECT count(*) FROM events;")
+        .unwrap();
+    let body = "x".repeat(1000);
+    for i in 0..2_000 {
+        t.env
+            .put_value(&a, &format!("k{i}"), &body, None, None)
+            .await
+            .unwrap();
+    }
+    t.env.sweep().await.unwrap();
+    let grown = std::fs::metadata(&wal).unwrap().len();
+    assert!(
+        grown > 4 * limit,
+        "the WAL should have grown under the reader: {grown}"
+    );
+    reader.execute_batch("COMMIT").unwrap();
+    drop(reader);
+    t.env.sweep().await.unwrap();
+    t.env.put_value(&a, "after", "x", None, None).await.unwrap();
+    let cut = std::fs::metadata(&wal).unwrap().len();
+    assert!(cut <= limit, "the WAL was not cut back: {cut} bytes");
+}

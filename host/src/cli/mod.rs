@@ -2,6 +2,7 @@
 //! dispatch. Each command group lives in its own module; printing is in
 //! [`output`].
 
+pub mod bench_cmd;
 pub mod env_cmd;
 pub mod output;
 pub mod run_cmd;
@@ -45,6 +46,8 @@ pub struct Cli {
 pub enum Command {
     /// Run a swarm of agents: a manifest, one module, or a watched folder of modules.
     Run(RunArgs),
+    /// Measure wawe on this machine.
+    Bench(bench_cmd::BenchArgs),
     /// Look at and feed an environment: tasks, leases, learnings, signals, values and the journal.
     Env(EnvArgs),
 }
@@ -55,6 +58,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let result = match cli.command {
         Command::Env(args) => env_cmd::run(args).await,
         Command::Run(args) => run_cmd::run(args).await,
+        Command::Bench(args) => bench_cmd::run(args).await,
     };
     match result {
         Err(e) if is_broken_pipe(&e) => Ok(()),

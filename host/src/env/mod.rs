@@ -72,8 +72,12 @@ pub struct EnvOptions {
     pub event_retention_ms: u64,
     /// Operations at most committed together by the writer.
     pub max_batch: usize,
-    /// How often to look for commits made by other processes.
+    /// How often to look for commits made by other processes, while
+    /// something waits: the added latency of a wake across processes.
     pub change_check_interval_ms: u64,
+    /// The write-ahead log is cut back to this size after each checkpoint
+    /// (a long reader can make it grow meanwhile; it never stays large).
+    pub wal_size_limit_bytes: u64,
 }
 
 impl Default for EnvOptions {
@@ -92,6 +96,7 @@ impl Default for EnvOptions {
             event_retention_ms: 7 * 24 * 3_600_000,
             max_batch: 256,
             change_check_interval_ms: 2,
+            wal_size_limit_bytes: 64 << 20,
         }
     }
 }

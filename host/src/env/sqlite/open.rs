@@ -88,6 +88,7 @@ pub(crate) fn connect(path: &Path, opts: &EnvOptions) -> Result<Connection, Open
     .map_err(|e| classify(path, e, opts))?;
     conn.busy_timeout(Duration::from_millis(opts.busy_timeout_ms))
         .map_err(|e| classify(path, e, opts))?;
+    let limit = opts.wal_size_limit_bytes;
     let sync = match opts.durability {
         Durability::Normal => "NORMAL",
         Durability::Full => "FULL",
@@ -106,7 +107,7 @@ pub(crate) fn connect(path: &Path, opts: &EnvOptions) -> Result<Connection, Open
     }
     conn.execute_batch(&format!(
         "PRAGMA synchronous = {sync};
-         PRAGMA journal_size_limit = 67108864;
+         PRAGMA journal_size_limit = {limit};
          PRAGMA foreign_keys = ON;
          PRAGMA temp_store = MEMORY;"
     ))

@@ -1,0 +1,54 @@
+//! Benchmarks that users can run on their own machines (`wawe bench`).
+//!
+//! For now one workload, `wake`: how long after a push a waiting claim holds
+//! the task, with the waiter in the same process and in another process on
+//! the same file. Each figure is reported with the durability it ran at.
+
+mod wake;
+
+pub use wake::{WakeReport, run_waiter, wake};
+
+/// Percentiles of a set of latencies, in microseconds.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Latency {
+    /// How many samples.
+    pub samples: usize,
+    /// Median.
+    pub p50_us: f64,
+    /// 99th percentile.
+    pub p99_us: f64,
+    /// Worst.
+    pub max_us: f64,
+}
+
+impl Latency {
+    /// Summarize samples in microseconds.
+    pub fn of(mut samples: Vec<f64>) -> Latency {
+        if samples.is_empty() {
+            return Latency::default();
+        }
+        samples.sort_by(f64::total_cmp);
+        let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+        Latency {
+            samples: samples.len(),
+            p50_us: at(0.5),
+            p99_us: at(0.99),
+            max_us: *samples.last().unwrap_or(&0.0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_pick_the_right_samples() {
+        let l = Latency::of((1..=100).map(f64::from).collect());
+        assert_eq!(
+            (l.samples, l.p50_us, l.p99_us, l.max_us),
+            (100, 51.0, 99.0, 100.0)
+        );
+        assert_eq!(Latency::of(vec![]).samples, 0);
+    }
+}
