@@ -2,46 +2,17 @@
 //! reaped by the survivor, which finishes the work; and a wait in one
 //! process is woken by a change made in another.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
+use support::{KillOnDrop, agent, wait_for, wawe};
 use wawe::env::{Env, EnvOptions, EventFilter, TaskState};
 
-fn agent(name: &str) -> &'static str {
-    match name {
-        "producer" => env!("WAWE_AGENT_PRODUCER"),
-        "worker" => env!("WAWE_AGENT_WORKER"),
-        "hello" => env!("WAWE_AGENT_HELLO"),
-        other => panic!("no test agent {other}"),
-    }
-}
-
-fn wawe(dir: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wawe"));
-    cmd.current_dir(dir)
-        .env_remove("WAWE_ENV")
-        .env_remove("WAWE_LOG")
-        .env(
-            "WAWE_CACHE_DIR",
-            Path::new(env!("CARGO_TARGET_TMPDIR")).join("wawe-cache"),
-        )
-        .stdin(Stdio::null());
-    cmd
-}
-
-/// A host process, killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(dir: &Path, manifest: &Path, db: &Path) -> Proc {
+fn start(dir: &Path, manifest: &Path, db: &Path) -> KillOnDrop {
     let child = wawe(dir)
         .arg("run")
         .arg(manifest)
@@ -52,18 +23,7 @@ fn start(dir: &Path, manifest: &Path, db: &Path) -> Proc {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    Proc(child)
-}
-
-fn wait_for<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = probe() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    KillOnDrop(child)
 }
 
 fn write_manifest(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -77,20 +37,21 @@ fn a_host_killed_mid_work_is_reaped_and_the_survivor_finishes_every_task_once() 
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("shared.db");
     let worker = agent("worker");
+    let worker = worker.display();
     let victim = write_manifest(
         dir.path(),
         "victim.toml",
         &format!(
-            "[agents.worker]\nmodule = {worker:?}\nreplicas = 3\n[agents.worker.config]\nwork_scale = \"400000\"\n"
+            "[agents.worker]\nmodule = \"{worker}\"\nreplicas = 3\n[agents.worker.config]\nwork_scale = \"400000\"\n"
         ),
     );
     let survivor = write_manifest(
         dir.path(),
         "survivor.toml",
         &format!(
-            "[agents.producer]\nmodule = {:?}\n[agents.producer.config]\ntasks = \"40\"\nmax_attempts = \"8\"\n\n\
-             [agents.worker]\nmodule = {worker:?}\nreplicas = 2\n[agents.worker.config]\nwork_scale = \"400000\"\n",
-            agent("producer")
+            "[agents.producer]\nmodule = \"{}\"\n[agents.producer.config]\ntasks = \"40\"\nmax_attempts = \"8\"\n\n\
+             [agents.worker]\nmodule = \"{worker}\"\nreplicas = 2\n[agents.worker.config]\nwork_scale = \"400000\"\n",
+            agent("producer").display()
         ),
     );
     let mut victim = start(dir.path(), &victim, &db);
@@ -179,7 +140,7 @@ fn a_claim_waiting_in_one_process_is_woken_by_a_push_from_another() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let _host = Proc(child);
+    let _host = KillOnDrop(child);
     let env = wait_for("the environment", Duration::from_secs(60), || {
         Env::open_existing(&db, EnvOptions::default()).ok()
     });

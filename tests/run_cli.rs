@@ -1,34 +1,17 @@
 //! End-to-end tests of `wawe run`: bad input refused with a clear message and
 //! the environment untouched, a watched folder of modules, and the demo.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod support;
 
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use support::{KillOnDrop, agent, wait_for, wawe};
 use wawe::env::{Env, EnvOptions, TaskState};
 
-fn agent(name: &str) -> PathBuf {
-    PathBuf::from(match name {
-        "hello" => env!("WAWE_AGENT_HELLO"),
-        "worker" => env!("WAWE_AGENT_WORKER"),
-        "other-world" => env!("WAWE_AGENT_OTHER_WORLD"),
-        "extra-import" => env!("WAWE_AGENT_EXTRA_IMPORT"),
-        other => panic!("no test agent {other}"),
-    })
-}
-
-fn wawe(dir: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wawe"));
-    cmd.current_dir(dir)
-        .env_remove("WAWE_ENV")
-        .env_remove("WAWE_LOG")
-        .env(
-            "WAWE_CACHE_DIR",
-            Path::new(env!("CARGO_TARGET_TMPDIR")).join("wawe-cache"),
-        )
-        .stdin(Stdio::null());
-    cmd
-}
+/// Generous: only there so a broken run fails the test instead of hanging it.
+const LIMIT: Duration = Duration::from_secs(60);
 
 /// An environment with one task in it, and its bytes, to check it stays untouched.
 fn seeded_env(dir: &Path) -> (PathBuf, Vec<u8>) {
@@ -147,27 +130,6 @@ fn bad_manifests_point_at_the_line_and_field() {
     }
 }
 
-/// A `wawe run DIR` in the background, killed when dropped.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(v) = probe() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn a_watched_folder_starts_restarts_and_stops_modules() {
     let dir = tempfile::tempdir().unwrap();
@@ -185,8 +147,8 @@ fn a_watched_folder_starts_restarts_and_stops_modules() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut running = Running(child);
-    let env = wait_for("the environment", || {
+    let mut running = KillOnDrop(child);
+    let env = wait_for("the environment", LIMIT, || {
         Env::open_existing(&db, EnvOptions::default()).ok()
     });
     let row = |name: &str| {
@@ -203,7 +165,7 @@ fn a_watched_folder_starts_restarts_and_stops_modules() {
     )
     .unwrap();
     std::fs::copy(agent("hello"), modules.join("greeter.wasm")).unwrap();
-    let first = wait_for("greeter to start", || {
+    let first = wait_for("greeter to start", LIMIT, || {
         row("greeter").filter(|a| a.state == "running")
     });
 
@@ -214,21 +176,21 @@ fn a_watched_folder_starts_restarts_and_stops_modules() {
         modules.join("greeter.wasm"),
     )
     .unwrap();
-    let second = wait_for("greeter to restart on the new code", || {
+    let second = wait_for("greeter to restart on the new code", LIMIT, || {
         row("greeter").filter(|a| a.state == "running" && a.digest != first.digest)
     });
     assert_eq!(second.restarts, first.restarts + 1);
 
     // Removed: stopped.
     std::fs::remove_file(modules.join("greeter.wasm")).unwrap();
-    wait_for("greeter to stop", || {
+    wait_for("greeter to stop", LIMIT, || {
         row("greeter").filter(|a| a.state == "stopped")
     });
 
     // SIGTERM: a clean shutdown.
     let pid = running.0.id().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let status = wait_for("wawe run to exit", || running.0.try_wait().unwrap());
+    let status = wait_for("wawe run to exit", LIMIT, || running.0.try_wait().unwrap());
     assert!(status.success(), "{status}");
     let mut stderr = String::new();
     std::io::Read::read_to_string(running.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();

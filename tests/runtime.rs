@@ -1,22 +1,14 @@
 //! End-to-end tests of the runtime: real agent components (built by the host's
 //! build script) in a real host against a real database file.
 
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::path::PathBuf;
 use std::time::Duration;
 
+use support::agent;
 use wawe::env::{AgentId, Env, EnvOptions, EventFilter, Mode, PushOptions, TaskState};
 use wawe::runtime::{AgentSpec, Host, Limits, RestartPolicy, RunEnd, Runtime, RuntimeOptions};
-
-fn agent(name: &str) -> PathBuf {
-    PathBuf::from(match name {
-        "chaos" => env!("WAWE_AGENT_CHAOS"),
-        "hello" => env!("WAWE_AGENT_HELLO"),
-        "intruder" => env!("WAWE_AGENT_INTRUDER"),
-        "worker" => env!("WAWE_AGENT_WORKER"),
-        "producer" => env!("WAWE_AGENT_PRODUCER"),
-        other => panic!("no test agent {other}"),
-    })
-}
 
 struct Harness {
     _dir: tempfile::TempDir,
@@ -28,7 +20,7 @@ struct Harness {
 fn options() -> RuntimeOptions {
     RuntimeOptions {
         // Shared by the tests, so each module is compiled once per test run.
-        cache_dir: Some(Path::new(env!("CARGO_TARGET_TMPDIR")).join("wawe-cache")),
+        cache_dir: Some(support::cache_dir()),
         restart_backoff: Duration::from_millis(10),
         restart_backoff_max: Duration::from_millis(50),
         ..RuntimeOptions::default()

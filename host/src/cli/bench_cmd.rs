@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
+use super::DurabilityArg;
 use crate::bench;
 use crate::env::Durability;
 
@@ -41,15 +42,6 @@ pub enum Workload {
     },
 }
 
-/// Durability, as a flag.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum DurabilityArg {
-    /// synchronous=NORMAL.
-    Normal,
-    /// synchronous=FULL.
-    Full,
-}
-
 /// Run `wawe bench`.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.workload {
@@ -58,10 +50,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             durability,
             json,
         } => {
-            let durability = match durability {
-                DurabilityArg::Normal => Durability::Normal,
-                DurabilityArg::Full => Durability::Full,
-            };
+            let durability = Durability::from(durability);
             let dir = tempfile::tempdir()?;
             let exe = std::env::current_exe()?;
             let report = bench::wake(dir.path(), &exe, rounds.max(1), durability).await?;

@@ -9,10 +9,10 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::DurabilityArg;
 use super::output::{self, Out, absolute, both, clip, ids, relative};
 use crate::env::{
-    AgentId, Durability, Env, EnvError, EnvOptions, Event, EventFilter, PushOptions, Task,
-    TaskState,
+    AgentId, Env, EnvError, EnvOptions, Event, EventFilter, PushOptions, Task, TaskState,
 };
 
 /// How long one `wait_events` call of `events --follow` sleeps before it
@@ -59,13 +59,11 @@ pub struct EnvArgs {
         long,
         global = true,
         help_heading = GLOBAL,
+        value_enum,
         default_value = "normal",
-        value_name = "MODE",
-        value_parser = PossibleValuesParser::new(["normal", "full"]).map(|s| {
-            if s == "full" { Durability::Full } else { Durability::Normal }
-        })
+        value_name = "MODE"
     )]
-    pub durability: Durability,
+    pub durability: DurabilityArg,
 
     /// Print one JSON object per line instead of tables (times in ms since the epoch).
     #[arg(long, global = true, help_heading = GLOBAL)]
@@ -262,7 +260,7 @@ fn duration_ms(text: &str) -> Result<u64, String> {
 pub async fn run(args: EnvArgs) -> anyhow::Result<()> {
     let out = Out::new(args.json);
     let opts = EnvOptions {
-        durability: args.durability,
+        durability: args.durability.into(),
         ..EnvOptions::default()
     };
     let path = args.env.as_path();

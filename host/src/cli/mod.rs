@@ -52,6 +52,25 @@ pub enum Command {
     Env(EnvArgs),
 }
 
+/// Commit durability, as a command-line value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum DurabilityArg {
+    /// `synchronous=NORMAL`: a commit survives a crash of the process.
+    #[default]
+    Normal,
+    /// `synchronous=FULL`: a commit also survives a power loss (slower).
+    Full,
+}
+
+impl From<DurabilityArg> for crate::env::Durability {
+    fn from(d: DurabilityArg) -> Self {
+        match d {
+            DurabilityArg::Normal => crate::env::Durability::Normal,
+            DurabilityArg::Full => crate::env::Durability::Full,
+        }
+    }
+}
+
 /// Run a parsed command line. A reader that went away (`wawe env events | head`)
 /// is not an error.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {

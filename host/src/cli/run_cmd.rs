@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Args;
 
+use super::DurabilityArg;
 use crate::env::{Durability, Env, EnvOptions, Stats};
 use crate::manifest::{AgentPlan, AgentSettings, Manifest};
 use crate::runtime::{Limits, Module, RestartPolicy, Runtime, RuntimeOptions};
@@ -75,15 +76,6 @@ pub enum RestartArg {
     OnFailure,
     /// Restart after every end.
     Always,
-}
-
-/// Durability, as a flag.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum DurabilityArg {
-    /// synchronous=NORMAL.
-    Normal,
-    /// synchronous=FULL.
-    Full,
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -243,10 +235,7 @@ fn plan(args: &RunArgs) -> anyhow::Result<(PathBuf, Durability, Vec<AgentPlan>)>
             target.display()
         );
     }
-    let flag_durability = args.durability.map(|d| match d {
-        DurabilityArg::Normal => Durability::Normal,
-        DurabilityArg::Full => Durability::Full,
-    });
+    let flag_durability = args.durability.map(Durability::from);
     if target.extension().and_then(|e| e.to_str()) == Some("wasm") {
         let name = module_name(target)?;
         let plan = AgentPlan {
@@ -314,10 +303,7 @@ fn open_env(path: &Path, durability: Durability) -> anyhow::Result<Env> {
 async fn run_folder(runtime: &Runtime, args: &RunArgs) -> anyhow::Result<()> {
     let dir = &args.target;
     let env_path = args.env.clone().unwrap_or_else(|| PathBuf::from("wawe.db"));
-    let durability = match args.durability {
-        Some(DurabilityArg::Full) => Durability::Full,
-        _ => Durability::Normal,
-    };
+    let durability = args.durability.map(Durability::from).unwrap_or_default();
     let mut changes =
         watch_folder(dir).with_context(|| format!("cannot watch {}", dir.display()))?;
     if args.reset {

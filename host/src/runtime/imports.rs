@@ -381,14 +381,7 @@ impl logging::Host for AgentState {
     async fn log(&mut self, level: logging::Level, message: String) -> wasmtime::Result<()> {
         let agent = self.id.as_str();
         let mut message = message;
-        if message.len() > MAX_LOG {
-            let mut cut = MAX_LOG;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-            message.push('…');
-        }
+        super::truncate(&mut message, MAX_LOG);
         match level {
             logging::Level::Trace => tracing::trace!(target: "wawe::agent", agent, "{message}"),
             logging::Level::Debug => tracing::debug!(target: "wawe::agent", agent, "{message}"),

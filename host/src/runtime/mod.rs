@@ -428,6 +428,18 @@ async fn keepalive(shared: Arc<Shared>) {
     }
 }
 
+/// Cut `s` to at most `max` bytes (on a character boundary), marking the cut.
+pub(crate) fn truncate(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+}
+
 /// Expire leases and lapsed claims now and then.
 async fn sweeper(shared: Arc<Shared>) {
     loop {

@@ -15,7 +15,7 @@ use wasmtime_wasi::I32Exit;
 use super::limits::EPOCH_TICK;
 use super::load::Module;
 use super::state::AgentState;
-use super::{AgentSpec, RestartPolicy, Shared};
+use super::{AgentSpec, RestartPolicy, Shared, truncate};
 use crate::env::{AgentEnd, AgentId};
 
 /// How one run of an agent ended.
@@ -284,17 +284,6 @@ fn panic_message(lines: &[String]) -> Option<String> {
         .unwrap_or("")
         .trim_end_matches(':');
     Some(format!("{} (at {location})", body.join("\n")))
-}
-
-fn truncate(s: &mut String, max: usize) {
-    if s.len() > max {
-        let mut cut = max;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-        s.push('…');
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,59 @@
+//! What the end-to-end tests share: the test agents, the `wawe` binary, and
+//! waiting for a condition.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `.wasm` of a test agent, built by the host's build script.
+pub fn agent(name: &str) -> PathBuf {
+    PathBuf::from(match name {
+        "chaos" => env!("WAWE_AGENT_CHAOS"),
+        "extra-import" => env!("WAWE_AGENT_EXTRA_IMPORT"),
+        "hello" => env!("WAWE_AGENT_HELLO"),
+        "intruder" => env!("WAWE_AGENT_INTRUDER"),
+        "other-world" => env!("WAWE_AGENT_OTHER_WORLD"),
+        "producer" => env!("WAWE_AGENT_PRODUCER"),
+        "worker" => env!("WAWE_AGENT_WORKER"),
+        other => panic!("no test agent {other}"),
+    })
+}
+
+/// The compile cache the tests share, so each module compiles once a run.
+pub fn cache_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("wawe-cache")
+}
+
+/// A `wawe` command run in `dir`, with nothing inherited that would change it.
+pub fn wawe(dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wawe"));
+    cmd.current_dir(dir)
+        .env_remove("WAWE_ENV")
+        .env_remove("WAWE_LOG")
+        .env("WAWE_CACHE_DIR", cache_dir())
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// A child process, killed when dropped.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Poll `probe` until it gives a value; fail the test after `limit`.
+pub fn wait_for<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
