@@ -277,7 +277,21 @@ fn reset_env(path: &Path) -> anyhow::Result<()> {
     // Refuses anything that is not a wawe environment, and checks no other
     // process is writing to it right now.
     let env = Env::open_existing(path, EnvOptions::default())?;
+    let now = env.now_ms();
+    let live: Vec<String> = env
+        .list_hosts()?
+        .into_iter()
+        .filter(|h| h.state == "alive" && h.last_heartbeat + h.ttl_ms > now)
+        .map(|h| h.id)
+        .collect();
     env.close();
+    if !live.is_empty() {
+        bail!(
+            "not resetting {}: host(s) {} are running on it; stop them first",
+            path.display(),
+            live.join(", ")
+        );
+    }
     drop(env);
     for suffix in ["", "-wal", "-shm"] {
         let mut file = path.as_os_str().to_owned();

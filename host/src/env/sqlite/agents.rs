@@ -204,7 +204,8 @@ impl Env {
             }
             tx.conn
                 .prepare_cached(
-                    "UPDATE hosts SET state = 'stopped', last_heartbeat = ?1 WHERE id = ?2",
+                    "UPDATE hosts SET state = 'stopped', last_heartbeat = ?1
+                     WHERE id = ?2 AND state = 'alive'",
                 )?
                 .execute(params![i(tx.now), host])?;
             tx.journal(&host, "host.stopped", &format!("host/{host}"), json!({}))?;
