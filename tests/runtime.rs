@@ -413,19 +413,19 @@ async fn stopping_an_agent_releases_its_lease_and_returns_its_task() {
     let h = harness().await;
     let id = h.push("work", r#"{"resources":["res/held"]}"#).await;
     let m = h.runtime.load(&agent("chaos")).unwrap();
-    // lease_ms 300: only the host's keepalive keeps the lease alive this long.
+    // lease_ms 1000: only the host's keepalive keeps the lease alive this long.
     let handle = h.host.spawn(
         &m,
         spec(
             "c",
-            &[("mode", "loop"), ("lease_ms", "300")],
+            &[("mode", "loop"), ("lease_ms", "1000")],
             RestartPolicy::Always,
             Limits::default(),
         ),
     );
     let env = h.env.clone();
     wait_until(|| !env.list_reservations("res/held").unwrap().is_empty()).await;
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    tokio::time::sleep(Duration::from_millis(3000)).await;
     assert_eq!(
         h.env.list_reservations("res/held").unwrap().len(),
         1,
