@@ -1,6 +1,8 @@
 //! End-to-end tests of the `wawe` command line: the real binary against a real
 //! environment file in a temporary directory.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -9,6 +11,7 @@ use std::thread;
 use std::time::Duration;
 
 use serde_json::Value;
+use support::KillOnDrop;
 use tempfile::TempDir;
 use wawe::env::{Env, EnvOptions, Mode};
 
@@ -30,12 +33,7 @@ impl Sandbox {
 
     /// A `wawe` command run in the sandbox, with no `WAWE_ENV` inherited.
     fn command(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wawe"));
-        cmd.current_dir(self.dir.path())
-            .env_remove("WAWE_ENV")
-            .env_remove("WAWE_LOG")
-            .stdin(Stdio::null());
-        cmd
+        support::wawe(self.dir.path())
     }
 
     /// Run `wawe env ARGS --env DB` to the end.
@@ -87,16 +85,6 @@ fn json_lines(text: &str) -> Vec<Value> {
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// Kills the child when dropped, so a failed assertion leaves no process behind.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Lines of the child's stdout, read on a thread so each can be awaited with a timeout.

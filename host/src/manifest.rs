@@ -11,6 +11,8 @@
 //! replicas = 4                    # default 1
 //! restart = "on-failure"          # never | on-failure (default) | always
 //! memory = "64 MiB"               # linear memory limit (default 64 MiB)
+//! table_elements = 20000          # elements per table (default 20000)
+//! instances = 32                  # instances, tables and memories (default 32)
 //! cpu = "10s"                     # CPU time per run (default: unlimited)
 //! wall = "1m"                     # wall-clock time per run (default: unlimited)
 //!
@@ -86,6 +88,8 @@ pub struct AgentSettings {
     #[serde(default)]
     restart: RestartPolicy,
     memory: Option<Size>,
+    table_elements: Option<u64>,
+    instances: Option<u32>,
     cpu: Option<HumanDuration>,
     wall: Option<HumanDuration>,
     #[serde(default)]
@@ -178,9 +182,10 @@ impl AgentSettings {
             restart: self.restart,
             limits: Limits {
                 memory_bytes: self.memory.map_or(defaults.memory_bytes, |s| s.0),
+                table_elements: self.table_elements.unwrap_or(defaults.table_elements),
+                instances: self.instances.unwrap_or(defaults.instances),
                 cpu: self.cpu.map(|d| d.0),
                 wall: self.wall.map(|d| d.0),
-                ..defaults
             },
             config: self
                 .config
@@ -269,6 +274,8 @@ module = "w.wasm"
 replicas = 3
 restart = "always"
 memory = "32 MiB"
+table_elements = 500
+instances = 4
 cpu = "2s"
 wall = "1m"
 [agents.worker.config]
@@ -283,6 +290,7 @@ n = 5
         assert_eq!(w.module, Path::new("swarm/w.wasm"));
         assert_eq!((w.replicas, w.restart), (3, RestartPolicy::Always));
         assert_eq!(w.limits.memory_bytes, 32 << 20);
+        assert_eq!((w.limits.table_elements, w.limits.instances), (500, 4));
         assert_eq!(w.limits.cpu, Some(Duration::from_secs(2)));
         assert_eq!(w.limits.wall, Some(Duration::from_secs(60)));
         assert_eq!(

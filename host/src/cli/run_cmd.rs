@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 
 use super::DurabilityArg;
-use crate::env::{Durability, Env, EnvOptions, Stats};
+use crate::env::{Durability, Env, EnvOptions, Stats, TaskState};
 use crate::manifest::{AgentPlan, AgentSettings, Manifest};
 use crate::runtime::{Limits, Module, RestartPolicy, Runtime, RuntimeOptions};
 use crate::swarm::{Endings, FolderChange, Swarm, watch_folder};
@@ -326,7 +326,6 @@ async fn run_folder(runtime: &Runtime, args: &RunArgs) -> anyhow::Result<()> {
     let env = open_env(&env_path, durability)?;
     let host = runtime.start(env.clone()).await?;
     let mut swarm = Swarm::new(host);
-    let mut plans: std::collections::BTreeMap<String, AgentPlan> = Default::default();
     let progress = Progress::new(args.quiet || args.json);
     let signal = shutdown_signal();
     tokio::pin!(signal);
@@ -336,7 +335,7 @@ async fn run_folder(runtime: &Runtime, args: &RunArgs) -> anyhow::Result<()> {
             change = changes.recv() => {
                 let Some(change) = change else { break };
                 progress.clear();
-                apply(runtime, &mut swarm, &mut plans, change).await;
+                apply(runtime, &mut swarm, change).await;
             }
             _ = tokio::time::sleep(Duration::from_millis(200)) => progress.draw(&swarm),
         }
@@ -346,15 +345,10 @@ async fn run_folder(runtime: &Runtime, args: &RunArgs) -> anyhow::Result<()> {
 
 /// Bring the swarm in line with one folder change. A module that fails to
 /// load is reported and skipped; the rest of the swarm keeps running.
-async fn apply(
-    runtime: &Runtime,
-    swarm: &mut Swarm,
-    plans: &mut std::collections::BTreeMap<String, AgentPlan>,
-    change: FolderChange,
-) {
+async fn apply(runtime: &Runtime, swarm: &mut Swarm, change: FolderChange) {
     match change {
         FolderChange::Removed { name } => {
-            if plans.remove(&name).is_some() {
+            if swarm.contains(&name) {
                 swarm.stop(&name).await;
                 eprintln!("wawe: {name}: module removed, agents stopped");
             }
@@ -372,12 +366,10 @@ async fn apply(
                     return;
                 }
             };
-            let same = swarm.digest_of(&name) == Some(module.digest.as_str())
-                && plans.get(&name) == Some(&plan);
-            if same {
+            if swarm.runs(&plan, &module) {
                 return;
             }
-            let verb = if plans.contains_key(&name) {
+            let verb = if swarm.contains(&name) {
                 swarm.stop(&name).await;
                 "restarted on its new code"
             } else {
@@ -385,7 +377,6 @@ async fn apply(
             };
             swarm.start(&plan, &module);
             eprintln!("wawe: {name}: {verb} ({} replica(s))", plan.replicas);
-            plans.insert(name, plan);
         }
     }
 }
@@ -448,16 +439,10 @@ impl Progress {
             return;
         }
         let c = swarm.host().counters();
-        let Ok(stats) = swarm.host().env().stats() else {
+        let Ok(work) = swarm.host().env().work_counts() else {
             return;
         };
-        let n = |state: &str| {
-            stats
-                .tasks
-                .iter()
-                .find(|(s, _)| s == state)
-                .map_or(0, |(_, n)| *n)
-        };
+        let n = |state| work.tasks_in(state);
         let mut err = std::io::stderr();
         let _ = write!(
             err,
@@ -465,11 +450,11 @@ impl Progress {
             c.running,
             c.crashed,
             c.restarts,
-            n("ready"),
-            n("claimed"),
-            n("done"),
-            n("dead"),
-            stats.leases
+            n(TaskState::Ready),
+            n(TaskState::Claimed),
+            n(TaskState::Done),
+            n(TaskState::Dead),
+            work.leases
         );
         let _ = err.flush();
     }

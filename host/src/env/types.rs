@@ -407,6 +407,25 @@ pub struct HostInfo {
     pub state: String,
 }
 
+/// What work is in hand: tasks per state (every state listed) and live leases.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct WorkCounts {
+    /// Tasks per state, zeros included.
+    pub tasks: Vec<(String, u64)>,
+    /// Live leases.
+    pub leases: u64,
+}
+
+impl WorkCounts {
+    /// How many tasks are in `state`.
+    pub fn tasks_in(&self, state: TaskState) -> u64 {
+        self.tasks
+            .iter()
+            .find(|(s, _)| s == state.as_str())
+            .map_or(0, |(_, n)| *n)
+    }
+}
+
 /// Row counts per table and state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Stats {

@@ -17,6 +17,7 @@ pub struct Swarm {
 }
 
 struct Group {
+    plan: AgentPlan,
     digest: String,
     handles: Vec<AgentHandle>,
 }
@@ -65,15 +66,24 @@ impl Swarm {
         self.groups.insert(
             plan.name.clone(),
             Group {
+                plan: plan.clone(),
                 digest: module.digest.clone(),
                 handles,
             },
         );
     }
 
-    /// The digest of the module agent `name` runs, if it is in the swarm.
-    pub fn digest_of(&self, name: &str) -> Option<&str> {
-        self.groups.get(name).map(|g| g.digest.as_str())
+    /// Whether agent `name` is in the swarm.
+    pub fn contains(&self, name: &str) -> bool {
+        self.groups.contains_key(name)
+    }
+
+    /// Whether agent `name` already runs exactly `plan` on `module` (so a
+    /// change to it would change nothing).
+    pub fn runs(&self, plan: &AgentPlan, module: &Module) -> bool {
+        self.groups
+            .get(&plan.name)
+            .is_some_and(|g| g.plan == *plan && g.digest == module.digest)
     }
 
     /// Stop every replica of `name` and wait until each has ended (its

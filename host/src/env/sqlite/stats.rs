@@ -1,32 +1,49 @@
-//! Counts per table and state, for `wawe env stats`.
+//! Counts per table and state, for `wawe env stats` and progress displays.
 
-use super::{Env, u};
-use crate::env::{EnvResult, Stats, TaskState};
+use rusqlite::Connection;
+
+use super::{Env, i, u};
+use crate::env::{EnvResult, Stats, TaskState, WorkCounts};
+
+/// Tasks per state and live leases: cheap (index counts), unlike counting
+/// the journal, so a progress display can ask often.
+fn work_counts(conn: &Connection, now: u64) -> EnvResult<WorkCounts> {
+    let mut tasks = Vec::new();
+    for state in TaskState::ALL {
+        let n: i64 = conn
+            .prepare_cached("SELECT count(*) FROM tasks WHERE state = ?1")?
+            .query_row([state.as_str()], |r| r.get(0))?;
+        tasks.push((state.as_str().to_owned(), u(n)));
+    }
+    let leases: i64 = conn
+        .prepare_cached("SELECT count(*) FROM leases WHERE expires_at > ?1")?
+        .query_row([i(now)], |r| r.get(0))?;
+    Ok(WorkCounts {
+        tasks,
+        leases: u(leases),
+    })
+}
 
 impl Env {
+    /// Tasks per state and live leases, for progress displays.
+    pub fn work_counts(&self) -> EnvResult<WorkCounts> {
+        self.read(work_counts)
+    }
+
     /// Row counts per table and state, read in one consistent snapshot.
     pub fn stats(&self) -> EnvResult<Stats> {
         self.read(|conn, now| {
             let count = |sql: &str| -> EnvResult<u64> {
                 Ok(u(conn.prepare_cached(sql)?.query_row([], |r| r.get(0))?))
             };
-            let mut tasks = Vec::new();
-            for state in TaskState::ALL {
-                let n: i64 = conn
-                    .prepare_cached("SELECT count(*) FROM tasks WHERE state = ?1")?
-                    .query_row([state.as_str()], |r| r.get(0))?;
-                tasks.push((state.as_str().to_owned(), u(n)));
-            }
+            let WorkCounts { tasks, leases } = work_counts(conn, now)?;
             let agents = conn
                 .prepare_cached("SELECT state, count(*) FROM agents GROUP BY state ORDER BY state")?
                 .query_map([], |r| Ok((r.get::<_, String>(0)?, u(r.get(1)?))))?
                 .collect::<Result<Vec<_>, _>>()?;
-            let leases: i64 = conn
-                .prepare_cached("SELECT count(*) FROM leases WHERE expires_at > ?1")?
-                .query_row([super::i(now)], |r| r.get(0))?;
             Ok(Stats {
                 tasks,
-                leases: u(leases),
+                leases,
                 agents,
                 hosts: count("SELECT count(*) FROM hosts")?,
                 learnings: count("SELECT count(*) FROM learnings")?,

@@ -469,9 +469,12 @@ impl Env {
         check_ttl("claim", lease_ms)?;
         let until = Env::wait_until(wait_ms);
         let mut rx = self.subscribe();
+        // The first attempt goes straight to the writer (the common case: a
+        // task is there). After a wake, a read first tells whether anything
+        // is claimable, so wakes for other queues cost no write.
+        let mut due_now = true;
         loop {
             rx.borrow_and_update();
-            let (due_now, later) = self.read(|conn, now| next_due(conn, queue, now))?;
             if due_now {
                 let (agent, q) = (who.as_str().to_owned(), queue.to_owned());
                 if let Some(c) = self
@@ -483,6 +486,11 @@ impl Env {
             }
             if Instant::now() >= until {
                 return Ok(None);
+            }
+            let later;
+            (due_now, later) = self.read(|conn, now| next_due(conn, queue, now))?;
+            if due_now {
+                continue;
             }
             let wake = later
                 .filter(|&at| at > self.now_ms())
