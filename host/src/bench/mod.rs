@@ -4,8 +4,11 @@
 //! the task, with the waiter in the same process and in another process on
 //! the same file. Each figure is reported with the durability it ran at.
 
+mod guest;
+mod tasks;
 mod wake;
 
+pub use tasks::{Mode, TasksReport, Throughput, tasks};
 pub use wake::{WakeReport, run_waiter, wake};
 
 /// Percentiles of a set of latencies, in microseconds.

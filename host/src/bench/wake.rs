@@ -111,10 +111,7 @@ pub async fn wake(
     let _ = child.wait();
     env.close();
     Ok(WakeReport {
-        durability: match durability {
-            Durability::Normal => "normal",
-            Durability::Full => "full",
-        },
+        durability: durability.name(),
         same_process: Latency::of(same),
         other_process: Latency::of(other),
     })

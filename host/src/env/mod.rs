@@ -45,6 +45,16 @@ pub enum Durability {
     Full,
 }
 
+impl Durability {
+    /// `normal` or `full`, as flags and reports spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Durability::Normal => "normal",
+            Durability::Full => "full",
+        }
+    }
+}
+
 /// Settings of an open environment: limits, defaults and durability.
 #[derive(Debug, Clone)]
 pub struct EnvOptions {

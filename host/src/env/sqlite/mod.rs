@@ -19,7 +19,7 @@ mod values;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -50,6 +50,8 @@ struct Inner {
     writer: Mutex<Option<JoinHandle<()>>>,
     readers: Mutex<Vec<Connection>>,
     changed: watch::Sender<u64>,
+    /// Transactions the writer committed (for benchmarks: ops per commit).
+    commits: Arc<AtomicU64>,
     stop_watcher: Arc<AtomicBool>,
     watcher: Mutex<Option<JoinHandle<()>>>,
 }
@@ -129,13 +131,15 @@ impl Env {
         }
         let (changed, _) = watch::channel(0u64);
         let (tx, rx) = std::sync::mpsc::channel();
+        let commits = Arc::new(AtomicU64::new(0));
         let writer = {
+            let commits = commits.clone();
             let clock = clock.clone();
             let opts = opts.clone();
             let changed = changed.clone();
             std::thread::Builder::new()
                 .name("wawe-env-writer".into())
-                .spawn(move || writer::run(conn, rx, clock, opts, changed))
+                .spawn(move || writer::run(conn, rx, clock, opts, changed, commits))
                 .map_err(|e| OpenError::Other {
                     path: path.clone(),
                     detail: format!("cannot start the writer thread: {e}"),
@@ -164,6 +168,7 @@ impl Env {
                 writer: Mutex::new(Some(writer)),
                 readers: Mutex::new(Vec::new()),
                 changed,
+                commits,
                 stop_watcher,
                 watcher: Mutex::new(Some(watcher)),
             }),
@@ -183,6 +188,12 @@ impl Env {
     /// The environment's current time (ms since the epoch).
     pub fn now_ms(&self) -> u64 {
         self.inner.clock.now_ms()
+    }
+
+    /// How many transactions this environment's writer has committed: with
+    /// group commit, fewer than the write operations it ran.
+    pub fn commits(&self) -> u64 {
+        self.inner.commits.load(Ordering::Relaxed)
     }
 
     /// Run `op` in the writer's next batch; resolves after its commit.
@@ -408,4 +419,37 @@ pub(crate) fn check_payload(what: &str, data: &str, opts: &EnvOptions) -> EnvRes
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Fails unless every statement in `sqls` runs without scanning a table
+    /// and without sorting into a temporary b-tree (`EXPLAIN QUERY PLAN`, on a
+    /// fresh environment, where SQLite has no statistics to lean on).
+    pub(crate) fn assert_no_scan_or_sort(sqls: &[&str]) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plans.db");
+        let env = Env::open(&path, EnvOptions::default()).unwrap();
+        let conn = open::connect(&path, env.options()).unwrap();
+        for sql in sqls {
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let params = stmt.parameter_count();
+            let detail: Vec<String> = stmt
+                .query_map(
+                    rusqlite::params_from_iter(std::iter::repeat_n(0, params)),
+                    |r| r.get(3),
+                )
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            for line in &detail {
+                assert!(
+                    !line.starts_with("SCAN") && !line.contains("TEMP B-TREE"),
+                    "`{sql}` plans `{line}`; the whole plan: {detail:#?}"
+                );
+            }
+        }
+    }
 }

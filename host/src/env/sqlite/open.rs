@@ -77,8 +77,26 @@ pub(crate) fn inspect(path: &Path, opts: &EnvOptions) -> Result<bool, OpenError>
     Ok(false)
 }
 
+/// Settings of the SQLite library itself, made once before its first use:
+/// no memory statistics, which take a global mutex on every allocation (the
+/// writer allocates on every statement). Too late once SQLite is initialized
+/// (another user of it in this process came first); then nothing changes.
+fn configure_sqlite() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: SQLITE_CONFIG_MEMSTATUS takes one int; sqlite3_config only
+        // refuses (SQLITE_MISUSE) when SQLite is already initialized.
+        let rc =
+            unsafe { rusqlite::ffi::sqlite3_config(rusqlite::ffi::SQLITE_CONFIG_MEMSTATUS, 0) };
+        if rc != rusqlite::ffi::SQLITE_OK {
+            tracing::debug!("SQLite was initialized before wawe could configure it ({rc})");
+        }
+    });
+}
+
 /// Open a read-write connection with the environment's pragmas.
 pub(crate) fn connect(path: &Path, opts: &EnvOptions) -> Result<Connection, OpenError> {
+    configure_sqlite();
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE

@@ -10,6 +10,35 @@ use super::{Env, Tx, check_name, check_payload, check_ttl, i, u};
 use crate::env::policy::backoff_ms;
 use crate::env::{AgentId, Claimed, EnvError, EnvResult, PushOptions, Pushed, Task, TaskState};
 
+/// The next task to claim: the highest priority, oldest first, through the
+/// partial index of ready tasks (no sort).
+const NEXT_READY: &str = "SELECT id, payload, attempts FROM tasks INDEXED BY tasks_ready
+     WHERE state = 'ready' AND queue = ?1 AND not_before <= ?2
+     ORDER BY priority DESC, id LIMIT 1";
+
+/// Claims that lapsed by `?1`, found through the index of claim expiries.
+const LAPSED: &str = "SELECT id, attempts, max_attempts, claim_expires FROM tasks
+     INDEXED BY tasks_claimed WHERE state = 'claimed' AND claim_expires <= ?1
+     ORDER BY claim_expires, id";
+
+/// [`LAPSED`], in queue `?2` only.
+const LAPSED_IN_QUEUE: &str = "SELECT id, attempts, max_attempts, claim_expires FROM tasks
+     INDEXED BY tasks_claimed
+     WHERE state = 'claimed' AND claim_expires <= ?1 AND queue = ?2
+     ORDER BY claim_expires, id";
+
+/// Blocked dependents of task `?1` (driven from the reverse dependency index:
+/// `CROSS JOIN` keeps SQLite from scanning `tasks` instead).
+const BLOCKED_DEPENDENTS: &str = "SELECT t.id FROM task_deps d CROSS JOIN tasks t ON t.id = d.task
+     WHERE d.depends_on = ?1 AND t.state = 'blocked' ORDER BY d.task";
+
+/// Blocked dependents of task `?1` whose dependencies are now all done.
+const NOW_UNBLOCKED: &str = "SELECT t.id FROM task_deps d CROSS JOIN tasks t ON t.id = d.task
+     WHERE d.depends_on = ?1 AND t.state = 'blocked'
+       AND NOT EXISTS (SELECT 1 FROM task_deps o CROSS JOIN tasks ot ON ot.id = o.depends_on
+                       WHERE o.task = t.id AND ot.state != 'done')
+     ORDER BY d.task";
+
 fn push(
     tx: &mut Tx<'_>,
     agent: &str,
@@ -106,11 +135,7 @@ fn claim(tx: &mut Tx<'_>, agent: &str, queue: &str, lease_ms: u64) -> EnvResult<
     requeue_expired(tx, Some(queue))?;
     let next: Option<(i64, String, i64)> = tx
         .conn
-        .prepare_cached(
-            "SELECT id, payload, attempts FROM tasks
-             WHERE state = 'ready' AND queue = ?1 AND not_before <= ?2
-             ORDER BY priority DESC, id LIMIT 1",
-        )?
+        .prepare_cached(NEXT_READY)?
         .query_row(params![queue, i(tx.now)], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })
@@ -236,10 +261,7 @@ fn cascade_cancel(tx: &mut Tx<'_>, id: u64) -> EnvResult<()> {
     while let Some(failed) = stack.pop() {
         let dependents: Vec<i64> = tx
             .conn
-            .prepare_cached(
-                "SELECT t.id FROM task_deps d JOIN tasks t ON t.id = d.task
-                 WHERE d.depends_on = ?1 AND t.state = 'blocked' ORDER BY t.id",
-            )?
+            .prepare_cached(BLOCKED_DEPENDENTS)?
             .query_map([i(failed)], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
         for dep in dependents {
@@ -266,13 +288,7 @@ fn cascade_cancel(tx: &mut Tx<'_>, id: u64) -> EnvResult<()> {
 fn unblock_dependents(tx: &mut Tx<'_>, done: u64) -> EnvResult<()> {
     let ready: Vec<i64> = tx
         .conn
-        .prepare_cached(
-            "SELECT t.id FROM task_deps d JOIN tasks t ON t.id = d.task
-             WHERE d.depends_on = ?1 AND t.state = 'blocked'
-               AND NOT EXISTS (SELECT 1 FROM task_deps o JOIN tasks ot ON ot.id = o.depends_on
-                               WHERE o.task = t.id AND ot.state != 'done')
-             ORDER BY t.id",
-        )?
+        .prepare_cached(NOW_UNBLOCKED)?
         .query_map([i(done)], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
     for id in ready {
@@ -291,17 +307,19 @@ fn unblock_dependents(tx: &mut Tx<'_>, done: u64) -> EnvResult<()> {
 
 /// Put back tasks whose claim lapsed (in `queue`, or everywhere).
 pub(crate) fn requeue_expired(tx: &mut Tx<'_>, queue: Option<&str>) -> EnvResult<u64> {
-    let lapsed: Vec<(i64, u32, u32, i64)> = tx
-        .conn
-        .prepare_cached(
-            "SELECT id, attempts, max_attempts, claim_expires FROM tasks
-             WHERE state = 'claimed' AND claim_expires <= ?1 AND (?2 IS NULL OR queue = ?2)
-             ORDER BY id",
-        )?
-        .query_map(params![i(tx.now), queue], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })?
-        .collect::<Result<_, _>>()?;
+    let row = |r: &rusqlite::Row<'_>| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?));
+    let lapsed: Vec<(i64, u32, u32, i64)> = match queue {
+        Some(queue) => tx
+            .conn
+            .prepare_cached(LAPSED_IN_QUEUE)?
+            .query_map(params![i(tx.now), queue], row)?
+            .collect::<Result<_, _>>()?,
+        None => tx
+            .conn
+            .prepare_cached(LAPSED)?
+            .query_map(params![i(tx.now)], row)?
+            .collect::<Result<_, _>>()?,
+    };
     for (id, attempts, max_attempts, lapsed_at) in &lapsed {
         let held = Held {
             attempts: *attempts,
@@ -608,5 +626,22 @@ impl Env {
             }
             Ok(tasks)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::env::sqlite::tests::assert_no_scan_or_sort;
+
+    #[test]
+    fn hot_task_queries_use_indexes_without_sorting() {
+        assert_no_scan_or_sort(&[
+            NEXT_READY,
+            LAPSED,
+            LAPSED_IN_QUEUE,
+            BLOCKED_DEPENDENTS,
+            NOW_UNBLOCKED,
+        ]);
     }
 }

@@ -4,6 +4,7 @@
 
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 
 use rusqlite::Connection;
@@ -83,6 +84,13 @@ where
 /// The handle callers send jobs through.
 pub(crate) type JobSender = Sender<Box<dyn Job>>;
 
+/// Run one of the writer's own statements, prepared once (they run for
+/// every operation: parsing them each time would cost more than many an
+/// operation's own work).
+fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(drop)
+}
+
 /// Run the writer until every sender is dropped.
 pub(crate) fn run(
     conn: Connection,
@@ -90,6 +98,7 @@ pub(crate) fn run(
     clock: Arc<dyn Clock>,
     opts: EnvOptions,
     changed: watch::Sender<u64>,
+    commits: Arc<AtomicU64>,
 ) {
     let mut last_seq: u64 = conn
         .query_row(super::journal::LATEST_SEQ, [], |r| r.get::<_, i64>(0))
@@ -104,7 +113,7 @@ pub(crate) fn run(
                 Err(_) => break,
             }
         }
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        if let Err(e) = exec(&conn, "BEGIN IMMEDIATE") {
             let err = EnvError::from(e);
             for job in batch.drain(..) {
                 job.abort(err.clone());
@@ -124,7 +133,7 @@ pub(crate) fn run(
                 job.abort(err.clone());
                 continue;
             }
-            if let Err(e) = conn.execute_batch("SAVEPOINT op") {
+            if let Err(e) = exec(&conn, "SAVEPOINT op") {
                 let err = EnvError::from(e);
                 job.abort(err.clone());
                 broken = Some(err);
@@ -143,10 +152,10 @@ pub(crate) fn run(
             let reply = panic::catch_unwind(AssertUnwindSafe(|| job.run(&mut tx))).ok();
             let keep = reply.as_ref().is_some_and(|r| r.ok());
             let end = if keep {
-                conn.execute_batch("RELEASE op")
+                exec(&conn, "RELEASE op")
             } else {
                 seq = before;
-                conn.execute_batch("ROLLBACK TO op; RELEASE op")
+                exec(&conn, "ROLLBACK TO op").and_then(|()| exec(&conn, "RELEASE op"))
             };
             if let Err(e) = end {
                 broken = Some(EnvError::from(e));
@@ -164,13 +173,16 @@ pub(crate) fn run(
                 }
                 Err(err)
             }
-            None => conn.execute_batch("COMMIT").map_err(EnvError::from),
+            None => exec(&conn, "COMMIT").map_err(EnvError::from),
         };
         if commit.is_err() {
             if !conn.is_autocommit() {
                 let _ = conn.execute_batch("ROLLBACK");
             }
-        } else if seq > last_seq {
+        } else {
+            commits.fetch_add(1, Ordering::Relaxed);
+        }
+        if commit.is_ok() && seq > last_seq {
             last_seq = seq;
             changed.send_modify(|v| *v = (*v).max(seq));
         }

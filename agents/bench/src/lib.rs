@@ -1,0 +1,79 @@
+//! `bench`: the guest side of `wawe bench`, one workload per run.
+//!
+//! Config `workload`:
+//! - `tasks`: `count` times push a task to `queue`, claim one (waiting for it)
+//!   and complete it. Every call returns after its commit.
+//! - `reservations`: `count` times reserve and release. Each round takes one
+//!   of `resources` (comma-separated) exclusively, picked by `seed` and the
+//!   round, waiting up to `wait_ms`; when `overlap` is `true`, the set is
+//!   shared with other agents, so rounds conflict and queue.
+//! - `wait`: wait once on `queue` for up to `wait_ms` (the spawn workload's
+//!   idle agent), then end.
+
+use std::time::Duration;
+
+use wawe_sdk::reservations::{self, Mode};
+use wawe_sdk::tasks::{self, PushOptions};
+use wawe_sdk::{Agent, Config};
+
+fn tasks(config: &Config) -> Result<(), String> {
+    let queue = config.get_or("queue", "bench");
+    let count: u64 = config.parse("count", 1000)?;
+    let lease = Duration::from_secs(60);
+    let wait = Duration::from_secs(60);
+    for _ in 0..count {
+        tasks::push(queue, "", PushOptions::new()).map_err(|e| e.to_string())?;
+        let task = tasks::claim(queue, lease, wait)
+            .map_err(|e| e.to_string())?
+            .ok_or("no task arrived within a minute")?;
+        task.complete("").map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+fn reservations(config: &Config) -> Result<(), String> {
+    let count: u64 = config.parse("count", 1000)?;
+    let seed: u64 = config.parse("seed", 0)?;
+    let wait = Duration::from_millis(config.parse("wait_ms", 60_000)?);
+    let resources: Vec<&str> = config.require("resources")?.split(',').collect();
+    let ttl = Duration::from_secs(60);
+    let mut conflicts = 0u64;
+    for round in 0..count {
+        let pick = resources[((seed + round) % resources.len() as u64) as usize];
+        match reservations::reserve([pick], Mode::Exclusive, ttl, wait) {
+            Ok(lease) => lease.release().map_err(|e| e.to_string())?,
+            Err(e) if e.is_conflict() => conflicts += 1,
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    if conflicts > 0 {
+        wawe_sdk::info!("{conflicts} reservations timed out in a conflict");
+    }
+    Ok(())
+}
+
+fn wait(config: &Config) -> Result<(), String> {
+    let queue = config.get_or("queue", "bench-idle");
+    let wait = Duration::from_millis(config.parse("wait_ms", 60_000)?);
+    if let Some(task) =
+        tasks::claim(queue, Duration::from_secs(60), wait).map_err(|e| e.to_string())?
+    {
+        task.complete("").map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+struct Bench;
+
+impl Agent for Bench {
+    fn run(config: Config) -> Result<(), String> {
+        match config.get_or("workload", "tasks") {
+            "tasks" => tasks(&config),
+            "reservations" => reservations(&config),
+            "wait" => wait(&config),
+            other => Err(format!("unknown workload `{other}`")),
+        }
+    }
+}
+
+wawe_sdk::agent!(Bench);

@@ -1,0 +1,76 @@
+//! The bench agent (`agents/bench`), built into the binary so that
+//! `wawe bench` works from any directory, and a way to run many of it.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use crate::env::Env;
+use crate::runtime::{AgentSpec, Host, Limits, Module, RestartPolicy, RunEnd, Runtime};
+
+/// The component `agents/bench` compiled to, embedded at build time.
+const BENCH_WASM: &[u8] = include_bytes!(env!("WAWE_AGENT_BENCH"));
+
+/// A runtime and host on `env` with the bench agent loaded (compiled under
+/// `dir`, so the figures include no cache from earlier runs).
+pub(super) async fn start(env: Env, dir: &Path) -> anyhow::Result<(Host, Module)> {
+    let path = dir.join("bench.wasm");
+    std::fs::write(&path, BENCH_WASM)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    let runtime = Runtime::new(crate::runtime::RuntimeOptions {
+        cache_dir: Some(dir.join("cache")),
+        ..Default::default()
+    })?;
+    let module = runtime.load(&path)?;
+    let host = runtime.start(env).await?;
+    Ok((host, module))
+}
+
+/// The spec of replica `replica` of the bench agent with `config`.
+pub(super) fn spec(replica: u32, config: Vec<(String, String)>) -> AgentSpec {
+    AgentSpec {
+        name: "bench".into(),
+        replica,
+        limits: Limits::default(),
+        restart: RestartPolicy::Never,
+        config,
+    }
+}
+
+/// Run `agents` replicas, replica `r` with `config(r)`, until every one has
+/// ended; fails unless all of them returned ok. Returns the wall time from
+/// the first spawn to the last end.
+pub(super) async fn run_all(
+    host: &Host,
+    module: &Module,
+    agents: u32,
+    config: impl Fn(u32) -> Vec<(String, String)>,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let handles: Vec<_> = (0..agents)
+        .map(|r| host.spawn(module, spec(r, config(r))))
+        .collect();
+    let mut failures = Vec::new();
+    for handle in handles {
+        let replica = handle.replica;
+        match handle.join().await {
+            RunEnd::Exited => {}
+            end => failures.push(format!("bench.{replica}: {end:?}")),
+        }
+    }
+    let took = started.elapsed();
+    if !failures.is_empty() {
+        bail!(
+            "{} of {agents} bench agents did not finish: {}",
+            failures.len(),
+            failures.join("; ")
+        );
+    }
+    Ok(took)
+}
+
+/// `key=value` pairs as an agent's config.
+pub(super) fn config<const N: usize>(pairs: [(&str, String); N]) -> Vec<(String, String)> {
+    pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+}

@@ -1,0 +1,188 @@
+//! The `tasks` workload: push + claim + complete, each call answered after
+//! its commit, by many concurrent callers, three ways in one run:
+//!
+//! - **wasm**: N bench agents, each a component calling `wawe:env` imports;
+//! - **native**: N tokio tasks calling the same [`Env`] methods in-process;
+//! - **naive**: the native loop on an environment whose writer commits every
+//!   operation in its own transaction (`max_batch = 1`): the same schema and
+//!   statements, without group commit.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use super::guest;
+use crate::env::{AgentId, Durability, Env, EnvOptions, PushOptions, TaskState};
+
+/// What `wawe bench tasks` measured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TasksReport {
+    /// `normal` or `full`.
+    pub durability: &'static str,
+    /// Concurrent callers in each mode.
+    pub agents: u32,
+    /// Tasks pushed, claimed and completed in each mode.
+    pub tasks: u64,
+    /// Through wasm agents.
+    pub wasm: Option<Throughput>,
+    /// Native calls in this process.
+    pub native: Option<Throughput>,
+    /// Native calls, one transaction per operation.
+    pub naive: Option<Throughput>,
+    /// wasm tasks/s over native tasks/s.
+    pub wasm_vs_native: Option<f64>,
+    /// wasm tasks/s over naive tasks/s.
+    pub wasm_vs_naive: Option<f64>,
+}
+
+/// The ways the workload is run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Bench agents in wasm.
+    Wasm,
+    /// Native calls, group commit on.
+    Native,
+    /// Native calls, one transaction per operation.
+    Naive,
+}
+
+/// One mode's result.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Throughput {
+    /// Wall time, in seconds.
+    pub seconds: f64,
+    /// Tasks per second.
+    pub tasks_per_s: f64,
+    /// Writer transactions per task (commits / tasks).
+    pub commits_per_task: f64,
+}
+
+const QUEUE: &str = "bench";
+const LEASE_MS: u64 = 60_000;
+const WAIT_MS: u64 = 60_000;
+
+/// Run the workload with `agents` callers and about `tasks` tasks in each
+/// mode (rounded down to a multiple of `agents`), each mode on a fresh file
+/// under `dir`.
+pub async fn tasks(
+    dir: &Path,
+    agents: u32,
+    tasks: u64,
+    durability: Durability,
+    modes: &[Mode],
+) -> anyhow::Result<TasksReport> {
+    let agents = agents.max(1);
+    let per_agent = (tasks / u64::from(agents)).max(1);
+    let total = per_agent * u64::from(agents);
+    let opts = EnvOptions {
+        durability,
+        ..EnvOptions::default()
+    };
+
+    let wasm = if modes.contains(&Mode::Wasm) {
+        let env = Env::open(dir.join("wasm.db"), opts.clone())?;
+        let (host, module) = guest::start(env.clone(), dir).await?;
+        let before = env.commits();
+        let took = guest::run_all(&host, &module, agents, |_| {
+            guest::config([
+                ("workload", "tasks".into()),
+                ("queue", QUEUE.into()),
+                ("count", per_agent.to_string()),
+            ])
+        })
+        .await?;
+        let commits = env.commits() - before;
+        host.shutdown().await?;
+        check_all_done(&env, total)?;
+        env.close();
+        Some(Throughput::of(total, took, commits))
+    } else {
+        None
+    };
+    let native = if modes.contains(&Mode::Native) {
+        Some(run_native(&dir.join("native.db"), opts.clone(), agents, per_agent).await?)
+    } else {
+        None
+    };
+    let naive = if modes.contains(&Mode::Naive) {
+        let opts = EnvOptions {
+            max_batch: 1,
+            ..opts
+        };
+        Some(run_native(&dir.join("naive.db"), opts, agents, per_agent).await?)
+    } else {
+        None
+    };
+    let ratio =
+        |a: Option<Throughput>, b: Option<Throughput>| Some(a?.tasks_per_s / b?.tasks_per_s);
+    Ok(TasksReport {
+        durability: durability.name(),
+        agents,
+        tasks: total,
+        wasm_vs_native: ratio(wasm, native),
+        wasm_vs_naive: ratio(wasm, naive),
+        wasm,
+        native,
+        naive,
+    })
+}
+
+impl Throughput {
+    fn of(tasks: u64, took: Duration, commits: u64) -> Throughput {
+        let seconds = took.as_secs_f64();
+        Throughput {
+            seconds,
+            tasks_per_s: tasks as f64 / seconds,
+            commits_per_task: commits as f64 / tasks as f64,
+        }
+    }
+}
+
+/// The native loop: `agents` tokio tasks, each `per_agent` rounds.
+async fn run_native(
+    path: &Path,
+    opts: EnvOptions,
+    agents: u32,
+    per_agent: u64,
+) -> anyhow::Result<Throughput> {
+    let env = Env::open(path, opts)?;
+    let before = env.commits();
+    let started = Instant::now();
+    let callers: Vec<_> = (0..agents)
+        .map(|n| {
+            let env = env.clone();
+            tokio::spawn(async move {
+                let me = AgentId::new(format!("native.{n}"));
+                for _ in 0..per_agent {
+                    env.push(&me, QUEUE, "", PushOptions::default()).await?;
+                    let task = env
+                        .claim(&me, QUEUE, LEASE_MS, WAIT_MS)
+                        .await?
+                        .context("no task arrived within a minute")?;
+                    env.complete(&me, task.id, task.token, "").await?;
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for caller in callers {
+        caller.await??;
+    }
+    let took = started.elapsed();
+    let commits = env.commits() - before;
+    let total = per_agent * u64::from(agents);
+    check_all_done(&env, total)?;
+    env.close();
+    Ok(Throughput::of(total, took, commits))
+}
+
+/// The run counts only if every task it pushed ended done.
+fn check_all_done(env: &Env, total: u64) -> anyhow::Result<()> {
+    let done = env.work_counts()?.tasks_in(TaskState::Done);
+    anyhow::ensure!(
+        done == total,
+        "only {done} of {total} tasks ended done: the run does not count"
+    );
+    Ok(())
+}
