@@ -5,9 +5,13 @@
 //! the same file. Each figure is reported with the durability it ran at.
 
 mod guest;
+mod reservations;
+mod spawn;
 mod tasks;
 mod wake;
 
+pub use reservations::{ReservationRun, ReservationsReport, reservations};
+pub use spawn::{SpawnReport, SpawnRun, spawn};
 pub use tasks::{Mode, TasksReport, Throughput, tasks};
 pub use wake::{WakeReport, run_waiter, wake};
 

@@ -129,7 +129,7 @@ pub async fn tasks(
 }
 
 impl Throughput {
-    fn of(tasks: u64, took: Duration, commits: u64) -> Throughput {
+    pub(super) fn of(tasks: u64, took: Duration, commits: u64) -> Throughput {
         let seconds = took.as_secs_f64();
         Throughput {
             seconds,

@@ -39,6 +39,39 @@ pub enum Workload {
         #[arg(long)]
         json: bool,
     },
+    /// Reserve + release churn by N concurrent callers, on resources of
+    /// their own and on a few shared ones (conflicts that queue), through
+    /// wasm agents and native calls.
+    Reservations {
+        /// Concurrent callers.
+        #[arg(long, default_value_t = 64)]
+        agents: u32,
+        /// Reserve + release rounds in each run.
+        #[arg(long, default_value_t = 10_000)]
+        rounds: u64,
+        /// Resources the overlapping callers share.
+        #[arg(long, default_value_t = 8)]
+        shared: u32,
+        /// Commit durability: normal (synchronous=NORMAL) or full.
+        #[arg(long, value_enum, default_value = "normal")]
+        durability: DurabilityArg,
+        /// Print the result as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Instantiation time per agent and resident memory per live agent,
+    /// with many agents alive at once, each blocked in a wait.
+    Spawn {
+        /// How many agents alive at once, one run per size, comma-separated.
+        #[arg(long, value_delimiter = ',', default_values = ["1000", "10000"])]
+        agents: Vec<u32>,
+        /// Commit durability: normal (synchronous=NORMAL) or full.
+        #[arg(long, value_enum, default_value = "normal")]
+        durability: DurabilityArg,
+        /// Print the result as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Push → a waiting claim holds the task: p50/p99 with the waiter in this
     /// process and in another process on the same file.
     Wake {
@@ -102,6 +135,81 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             if let Some(ratio) = r.wasm_vs_naive {
                 println!("  wasm/naive {ratio:.1}x (target >= 10x)");
             }
+            Ok(())
+        }
+        Workload::Reservations {
+            agents,
+            rounds,
+            shared,
+            durability,
+            json,
+        } => {
+            let dir = tempfile::tempdir()?;
+            let r =
+                bench::reservations(dir.path(), agents, rounds, shared, durability.into()).await?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+                return Ok(());
+            }
+            println!(
+                "reservations: reserve + release, {} rounds by {} callers; overlapping callers share {} resources (durability {})",
+                r.rounds, r.agents, r.shared_resources, r.durability
+            );
+            println!(
+                "  {:<12} {:<7} {:>9} {:>10} {:>14} {:>8}",
+                "scenario", "mode", "seconds", "rounds/s", "commits/round", "queued"
+            );
+            for run in &r.runs {
+                println!(
+                    "  {:<12} {:<7} {:>9.2} {:>10.0} {:>14.3} {:>8}",
+                    run.scenario,
+                    run.mode,
+                    run.rate.seconds,
+                    run.rate.tasks_per_s,
+                    run.rate.commits_per_task,
+                    run.waited
+                );
+            }
+            Ok(())
+        }
+        Workload::Spawn {
+            agents,
+            durability,
+            json,
+        } => {
+            let dir = tempfile::tempdir()?;
+            let r = bench::spawn(dir.path(), &agents, durability.into()).await?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+                return Ok(());
+            }
+            println!(
+                "spawn: agents alive at once, each blocked in a wait (durability {})",
+                r.durability
+            );
+            println!(
+                "  {:>7} {:>12} {:>16} {:>16} {:>16} {:>14}",
+                "agents",
+                "all waiting",
+                "instantiate p50",
+                "instantiate p99",
+                "resident/agent",
+                "mappings/agent"
+            );
+            for run in &r.runs {
+                println!(
+                    "  {:>7} {:>11.2}s {:>14.0}us {:>14.0}us {:>13.1}KiB {:>14.1}",
+                    run.agents,
+                    run.all_waiting_s,
+                    run.instantiation.p50_us,
+                    run.instantiation.p99_us,
+                    run.resident_kib_per_agent,
+                    run.mappings_per_agent
+                );
+            }
+            println!(
+                "  targets: instantiation median <= 50us; <= 64 KiB resident per agent at 10,000"
+            );
             Ok(())
         }
         Workload::Wake {

@@ -224,8 +224,12 @@ async fn run_once(shared: Arc<Shared>, module: Module, spec: AgentSpec, id: Agen
         }
         Ok(UpdateDeadline::Yield(1))
     });
+    let started = std::time::Instant::now();
     let instance = match module.pre.instantiate_async(&mut store).await {
-        Ok(i) => i,
+        Ok(i) => {
+            shared.instantiations.record(started.elapsed());
+            i
+        }
         Err(e) => return RunEnd::Crashed(describe(&e, store.data(), "failed to start")),
     };
     let call = instance.call_run(&mut store, &spec.config);

@@ -19,7 +19,7 @@ mod values;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -50,8 +50,8 @@ struct Inner {
     writer: Mutex<Option<JoinHandle<()>>>,
     readers: Mutex<Vec<Connection>>,
     changed: watch::Sender<u64>,
-    /// Transactions the writer committed (for benchmarks: ops per commit).
-    commits: Arc<AtomicU64>,
+    /// What the writer did, for benchmarks and diagnostics.
+    tally: Arc<writer::Tally>,
     stop_watcher: Arc<AtomicBool>,
     watcher: Mutex<Option<JoinHandle<()>>>,
 }
@@ -131,15 +131,15 @@ impl Env {
         }
         let (changed, _) = watch::channel(0u64);
         let (tx, rx) = std::sync::mpsc::channel();
-        let commits = Arc::new(AtomicU64::new(0));
+        let tally = Arc::new(writer::Tally::default());
         let writer = {
-            let commits = commits.clone();
+            let tally = tally.clone();
             let clock = clock.clone();
             let opts = opts.clone();
             let changed = changed.clone();
             std::thread::Builder::new()
                 .name("wawe-env-writer".into())
-                .spawn(move || writer::run(conn, rx, clock, opts, changed, commits))
+                .spawn(move || writer::run(conn, rx, clock, opts, changed, tally))
                 .map_err(|e| OpenError::Other {
                     path: path.clone(),
                     detail: format!("cannot start the writer thread: {e}"),
@@ -168,7 +168,7 @@ impl Env {
                 writer: Mutex::new(Some(writer)),
                 readers: Mutex::new(Vec::new()),
                 changed,
-                commits,
+                tally,
                 stop_watcher,
                 watcher: Mutex::new(Some(watcher)),
             }),
@@ -193,7 +193,13 @@ impl Env {
     /// How many transactions this environment's writer has committed: with
     /// group commit, fewer than the write operations it ran.
     pub fn commits(&self) -> u64 {
-        self.inner.commits.load(Ordering::Relaxed)
+        self.inner.tally.commits.load(Ordering::Relaxed)
+    }
+
+    /// How many write operations this environment's writer has run (each
+    /// call that writes is one, whatever its outcome).
+    pub fn operations(&self) -> u64 {
+        self.inner.tally.operations.load(Ordering::Relaxed)
     }
 
     /// Run `op` in the writer's next batch; resolves after its commit.

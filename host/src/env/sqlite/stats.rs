@@ -1,6 +1,6 @@
 //! Counts per table and state, for `wawe env stats` and progress displays.
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 
 use super::{Env, i, u};
 use crate::env::{EnvResult, Stats, TaskState, WorkCounts};
@@ -28,6 +28,20 @@ impl Env {
     /// Tasks per state and live leases, for progress displays.
     pub fn work_counts(&self) -> EnvResult<WorkCounts> {
         self.read(work_counts)
+    }
+
+    /// How many reservations have queued behind a conflict since the
+    /// environment was created (each queued request got a waiter id).
+    pub fn reservations_queued(&self) -> EnvResult<u64> {
+        self.read(|conn, _| {
+            let n: Option<i64> = conn
+                .prepare_cached(
+                    "SELECT seq FROM sqlite_sequence WHERE name = 'reservation_waiters'",
+                )?
+                .query_row([], |r| r.get(0))
+                .optional()?;
+            Ok(n.map_or(0, u))
+        })
     }
 
     /// Row counts per table and state, read in one consistent snapshot.

@@ -84,6 +84,15 @@ where
 /// The handle callers send jobs through.
 pub(crate) type JobSender = Sender<Box<dyn Job>>;
 
+/// Counts of the writer's work.
+#[derive(Default)]
+pub(crate) struct Tally {
+    /// Transactions committed.
+    pub(crate) commits: AtomicU64,
+    /// Operations run (kept or rolled back).
+    pub(crate) operations: AtomicU64,
+}
+
 /// Run one of the writer's own statements, prepared once (they run for
 /// every operation: parsing them each time would cost more than many an
 /// operation's own work).
@@ -98,7 +107,7 @@ pub(crate) fn run(
     clock: Arc<dyn Clock>,
     opts: EnvOptions,
     changed: watch::Sender<u64>,
-    commits: Arc<AtomicU64>,
+    tally: Arc<Tally>,
 ) {
     let mut last_seq: u64 = conn
         .query_row(super::journal::LATEST_SEQ, [], |r| r.get::<_, i64>(0))
@@ -139,6 +148,7 @@ pub(crate) fn run(
                 broken = Some(err);
                 continue;
             }
+            tally.operations.fetch_add(1, Ordering::Relaxed);
             let before = seq;
             let mut tx = Tx {
                 conn: &conn,
@@ -180,7 +190,7 @@ pub(crate) fn run(
                 let _ = conn.execute_batch("ROLLBACK");
             }
         } else {
-            commits.fetch_add(1, Ordering::Relaxed);
+            tally.commits.fetch_add(1, Ordering::Relaxed);
         }
         if commit.is_ok() && seq > last_seq {
             last_seq = seq;
