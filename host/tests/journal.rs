@@ -228,6 +228,13 @@ async fn group_commit_keeps_each_operations_own_outcome() {
     }
     assert_eq!(wins, 1);
     assert_eq!(t.env.list_tasks(Some("q"), None, 1_000).unwrap().len(), 100);
+    // And they were committed together: fewer transactions than operations.
+    assert!(
+        t.env.commits() < t.env.operations(),
+        "{} commits for {} operations",
+        t.env.commits(),
+        t.env.operations()
+    );
 }
 
 #[tokio::test]
@@ -396,4 +403,41 @@ async fn the_wal_grows_under_a_long_reader_and_is_cut_back_after_it_ends() {
     t.env.put_value(&a, "after", "x", None, None).await.unwrap();
     let cut = std::fs::metadata(&wal).unwrap().len();
     assert!(cut <= limit, "the WAL was not cut back: {cut} bytes");
+}
+
+#[tokio::test]
+async fn the_wal_is_checkpointed_as_writes_go_on_without_a_sweep() {
+    let limit = 256 << 10;
+    let t = common::open_with(EnvOptions {
+        wal_size_limit_bytes: limit,
+        ..Default::default()
+    });
+    let wal = {
+        let mut p = t.env.path().as_os_str().to_owned();
+        p.push("-wal");
+        std::path::PathBuf::from(p)
+    };
+    let a = agent("a");
+    let body = "x".repeat(1000);
+    for i in 0..2_000 {
+        t.env
+            .put_value(&a, &format!("k{i}"), &body, None, None)
+            .await
+            .unwrap();
+    }
+    // The checkpoint thread catches up within moments; the next write then
+    // starts the log over and cuts it back to the limit.
+    let mut size = u64::MAX;
+    for _ in 0..100 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        t.env.put_value(&a, "after", "x", None, None).await.unwrap();
+        size = std::fs::metadata(&wal).unwrap().len();
+        if size <= limit {
+            break;
+        }
+    }
+    assert!(
+        size <= limit,
+        "the WAL was never checkpointed: {size} bytes"
+    );
 }

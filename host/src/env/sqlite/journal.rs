@@ -22,15 +22,13 @@ pub(crate) fn append(
     subject: &str,
     detail: &serde_json::Value,
 ) -> EnvResult<u64> {
-    let seq: i64 = conn
+    // `insert` and the rowid rather than `RETURNING`, which SQLite buffers
+    // through a temporary table on every call.
+    let seq = conn
         .prepare_cached(
-            "INSERT INTO events (at, agent, kind, subject, detail) VALUES (?1, ?2, ?3, ?4, ?5)
-             RETURNING seq",
+            "INSERT INTO events (at, agent, kind, subject, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?
-        .query_row(
-            params![i(now), agent, kind, subject, detail.to_string()],
-            |r| r.get(0),
-        )?;
+        .insert(params![i(now), agent, kind, subject, detail.to_string()])?;
     Ok(u(seq))
 }
 

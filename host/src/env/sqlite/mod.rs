@@ -7,6 +7,7 @@
 //! waits wake without re-running their queries on a timer.
 
 mod agents;
+mod checkpointer;
 mod journal;
 mod learnings;
 mod open;
@@ -48,6 +49,8 @@ struct Inner {
     clock: Arc<dyn Clock>,
     jobs: Mutex<Option<writer::JobSender>>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// Ends after the writer (which holds its only poke handle).
+    checkpointer: Mutex<Option<JoinHandle<()>>>,
     readers: Mutex<Vec<Connection>>,
     changed: watch::Sender<u64>,
     /// What the writer did, for benchmarks and diagnostics.
@@ -80,11 +83,13 @@ impl Tx<'_> {
 
     /// Draw the next fencing token from the environment-wide counter.
     pub(crate) fn next_token(&self) -> EnvResult<u64> {
+        // Two statements rather than `RETURNING` (see `journal::append`).
+        self.conn
+            .prepare_cached("UPDATE meta SET value = value + 1 WHERE key = 'fence'")?
+            .execute([])?;
         let token: i64 = self
             .conn
-            .prepare_cached(
-                "UPDATE meta SET value = value + 1 WHERE key = 'fence' RETURNING value",
-            )?
+            .prepare_cached("SELECT value FROM meta WHERE key = 'fence'")?
             .query_row([], |r| r.get(0))?;
         Ok(token as u64)
     }
@@ -132,6 +137,20 @@ impl Env {
         let (changed, _) = watch::channel(0u64);
         let (tx, rx) = std::sync::mpsc::channel();
         let tally = Arc::new(writer::Tally::default());
+        let (poke, pokes) = checkpointer::channel();
+        let checkpoint_conn = open::connect(&path, &opts)?;
+        conn.execute_batch("PRAGMA wal_autocheckpoint = 0")
+            .map_err(|e| OpenError::Other {
+                path: path.clone(),
+                detail: format!("cannot configure the writer: {e}"),
+            })?;
+        let checkpointer = std::thread::Builder::new()
+            .name("wawe-env-checkpoint".into())
+            .spawn(move || checkpointer::run(checkpoint_conn, pokes))
+            .map_err(|e| OpenError::Other {
+                path: path.clone(),
+                detail: format!("cannot start the checkpoint thread: {e}"),
+            })?;
         let writer = {
             let tally = tally.clone();
             let clock = clock.clone();
@@ -139,7 +158,7 @@ impl Env {
             let changed = changed.clone();
             std::thread::Builder::new()
                 .name("wawe-env-writer".into())
-                .spawn(move || writer::run(conn, rx, clock, opts, changed, tally))
+                .spawn(move || writer::run(conn, rx, clock, opts, changed, tally, poke))
                 .map_err(|e| OpenError::Other {
                     path: path.clone(),
                     detail: format!("cannot start the writer thread: {e}"),
@@ -166,6 +185,7 @@ impl Env {
                 clock,
                 jobs: Mutex::new(Some(tx)),
                 writer: Mutex::new(Some(writer)),
+                checkpointer: Mutex::new(Some(checkpointer)),
                 readers: Mutex::new(Vec::new()),
                 changed,
                 tally,
@@ -330,6 +350,14 @@ impl Inner {
     fn close(&self) {
         self.jobs.lock().expect("writer handle poisoned").take();
         if let Some(handle) = self.writer.lock().expect("writer handle poisoned").take() {
+            let _ = handle.join();
+        }
+        let checkpointer = self
+            .checkpointer
+            .lock()
+            .expect("checkpointer poisoned")
+            .take();
+        if let Some(handle) = checkpointer {
             let _ = handle.join();
         }
         self.stop_watcher.store(true, Ordering::Relaxed);

@@ -94,6 +94,9 @@ fn configure_sqlite() {
     });
 }
 
+/// The page size of new environment files, in bytes.
+const PAGE_SIZE: u32 = 1024;
+
 /// Open a read-write connection with the environment's pragmas.
 pub(crate) fn connect(path: &Path, opts: &EnvOptions) -> Result<Connection, OpenError> {
     configure_sqlite();
@@ -111,6 +114,13 @@ pub(crate) fn connect(path: &Path, opts: &EnvOptions) -> Result<Connection, Open
         Durability::Normal => "NORMAL",
         Durability::Full => "FULL",
     };
+    // Small pages for a new file (an existing one keeps its own): every
+    // operation copies the pages it touches into its savepoint's journal and
+    // every commit writes them to the log, so 1 KiB pages make the writer
+    // about a third faster than the default 4 KiB (`wawe bench tasks`).
+    // Only possible before the file switches to write-ahead logging.
+    conn.execute_batch(&format!("PRAGMA page_size = {PAGE_SIZE}"))
+        .map_err(|e| classify(path, e, opts))?;
     let journal: String = conn
         .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
         .map_err(|e| classify(path, e, opts))?;

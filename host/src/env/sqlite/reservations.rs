@@ -246,23 +246,20 @@ fn attempt(
     }
     let token = tx.next_token()?;
     let expires = now.saturating_add(ttl_ms);
-    let id: i64 = tx
+    let id = tx
         .conn
         .prepare_cached(
             "INSERT INTO leases (agent, mode, token, granted_at, expires_at, ttl_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?
-        .query_row(
-            params![
-                agent,
-                mode.as_str(),
-                i(token),
-                i(now),
-                i(expires),
-                i(ttl_ms)
-            ],
-            |r| r.get(0),
-        )?;
+        .insert(params![
+            agent,
+            mode.as_str(),
+            i(token),
+            i(now),
+            i(expires),
+            i(ttl_ms)
+        ])?;
     let mut add = tx
         .conn
         .prepare_cached("INSERT INTO lease_resources (lease, resource) VALUES (?1, ?2)")?;

@@ -89,27 +89,24 @@ fn push(
         n => n,
     };
     let not_before = tx.now.saturating_add(opts.delay_ms);
-    let id: i64 = tx
+    let id = tx
         .conn
         .prepare_cached(
             "INSERT INTO tasks (queue, payload, state, priority, max_attempts, not_before,
                                 dedupe_key, last_error, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9) RETURNING id",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
         )?
-        .query_row(
-            params![
-                queue,
-                payload,
-                state.as_str(),
-                opts.priority,
-                max_attempts,
-                i(not_before),
-                opts.dedupe_key,
-                (state == TaskState::Cancelled).then_some("a dependency had already failed"),
-                i(tx.now)
-            ],
-            |r| r.get(0),
-        )?;
+        .insert(params![
+            queue,
+            payload,
+            state.as_str(),
+            opts.priority,
+            max_attempts,
+            i(not_before),
+            opts.dedupe_key,
+            (state == TaskState::Cancelled).then_some("a dependency had already failed"),
+            i(tx.now)
+        ])?;
     let mut add = tx
         .conn
         .prepare_cached("INSERT INTO task_deps (task, depends_on) VALUES (?1, ?2)")?;

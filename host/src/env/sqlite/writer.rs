@@ -11,6 +11,7 @@ use rusqlite::Connection;
 use tokio::sync::{oneshot, watch};
 
 use super::Tx;
+use super::checkpointer::Poke;
 use crate::env::{Clock, EnvError, EnvOptions, EnvResult};
 
 /// A unit of work for the writer: runs inside the batch's transaction.
@@ -108,6 +109,7 @@ pub(crate) fn run(
     opts: EnvOptions,
     changed: watch::Sender<u64>,
     tally: Arc<Tally>,
+    checkpoint: Poke,
 ) {
     let mut last_seq: u64 = conn
         .query_row(super::journal::LATEST_SEQ, [], |r| r.get::<_, i64>(0))
@@ -191,6 +193,7 @@ pub(crate) fn run(
             }
         } else {
             tally.commits.fetch_add(1, Ordering::Relaxed);
+            checkpoint.poke();
         }
         if commit.is_ok() && seq > last_seq {
             last_seq = seq;
