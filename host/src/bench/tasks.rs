@@ -47,15 +47,16 @@ pub enum Mode {
     Naive,
 }
 
-/// One mode's result.
+/// How fast a run went: units are tasks (`tasks`) or reserve + release
+/// rounds (`reservations`).
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct Throughput {
     /// Wall time, in seconds.
     pub seconds: f64,
-    /// Tasks per second.
-    pub tasks_per_s: f64,
-    /// Writer transactions per task (commits / tasks).
-    pub commits_per_task: f64,
+    /// Units per second.
+    pub rate_per_s: f64,
+    /// Writer transactions per unit: below 1 when group commit batched them.
+    pub commits_per_unit: f64,
 }
 
 const QUEUE: &str = "bench";
@@ -114,8 +115,7 @@ pub async fn tasks(
     } else {
         None
     };
-    let ratio =
-        |a: Option<Throughput>, b: Option<Throughput>| Some(a?.tasks_per_s / b?.tasks_per_s);
+    let ratio = |a: Option<Throughput>, b: Option<Throughput>| Some(a?.rate_per_s / b?.rate_per_s);
     Ok(TasksReport {
         durability: durability.name(),
         agents,
@@ -129,12 +129,12 @@ pub async fn tasks(
 }
 
 impl Throughput {
-    pub(super) fn of(tasks: u64, took: Duration, commits: u64) -> Throughput {
+    pub(super) fn of(units: u64, took: Duration, commits: u64) -> Throughput {
         let seconds = took.as_secs_f64();
         Throughput {
             seconds,
-            tasks_per_s: tasks as f64 / seconds,
-            commits_per_task: commits as f64 / tasks as f64,
+            rate_per_s: units as f64 / seconds,
+            commits_per_unit: commits as f64 / units as f64,
         }
     }
 }

@@ -123,11 +123,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 let Some(t) = t else { continue };
                 println!(
                     "  {name:<8} {:>10.2} {:>12.0} {:>14.3}",
-                    t.seconds, t.tasks_per_s, t.commits_per_task
+                    t.seconds, t.rate_per_s, t.commits_per_unit
                 );
             }
             if let Some(wasm) = r.wasm {
-                println!("  wasm {:.0} tasks/s (target >= 50000)", wasm.tasks_per_s);
+                println!("  wasm {:.0} tasks/s (target >= 50000)", wasm.rate_per_s);
             }
             if let Some(ratio) = r.wasm_vs_native {
                 println!("  wasm/native {ratio:.2} (target >= 0.8)");
@@ -165,8 +165,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     run.scenario,
                     run.mode,
                     run.rate.seconds,
-                    run.rate.tasks_per_s,
-                    run.rate.commits_per_task,
+                    run.rate.rate_per_s,
+                    run.rate.commits_per_unit,
                     run.waited
                 );
             }

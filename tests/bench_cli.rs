@@ -1,0 +1,118 @@
+//! `wawe bench`: every workload runs end to end at a tiny size and reports
+//! what it measured. No timing is asserted (the machines are shared and
+//! noisy); the checks are on what was run and counted.
+
+mod support;
+
+use serde_json::Value;
+
+/// Run `wawe bench ARGS --json` and parse its one line of JSON.
+fn bench(args: &[&str]) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let out = support::wawe(dir.path())
+        .arg("bench")
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "wawe bench {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn positive(v: &Value) -> bool {
+    v.as_f64().is_some_and(|x| x > 0.0 && x.is_finite())
+}
+
+#[test]
+fn bench_tasks_runs_all_three_modes_and_reports_their_ratios() {
+    let r = bench(&["tasks", "--agents", "4", "--tasks", "42"]);
+    assert_eq!(r["tasks"], 40, "rounded down to a multiple of the agents");
+    assert_eq!(r["durability"], "normal");
+    for mode in ["wasm", "native", "naive"] {
+        assert!(positive(&r[mode]["rate_per_s"]), "{mode}: {r}");
+    }
+    // Without group commit every operation is its own transaction.
+    assert_eq!(r["naive"]["commits_per_unit"], 3.0);
+    assert!(positive(&r["wasm_vs_native"]) && positive(&r["wasm_vs_naive"]));
+}
+
+#[test]
+fn bench_tasks_can_run_one_mode_at_full_durability() {
+    let r = bench(&[
+        "tasks",
+        "--agents",
+        "2",
+        "--tasks",
+        "10",
+        "--only",
+        "native",
+        "--durability",
+        "full",
+    ]);
+    assert_eq!(r["durability"], "full");
+    assert!(positive(&r["native"]["rate_per_s"]));
+    assert!(r["wasm"].is_null() && r["wasm_vs_native"].is_null());
+}
+
+#[test]
+fn bench_reservations_runs_both_scenarios_in_both_modes_and_counts_queueing() {
+    let r = bench(&[
+        "reservations",
+        "--agents",
+        "4",
+        "--rounds",
+        "40",
+        "--shared",
+        "1",
+    ]);
+    let runs = r["runs"].as_array().unwrap();
+    let names: Vec<_> = runs
+        .iter()
+        .map(|run| format!("{} {}", run["scenario"], run["mode"]))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            r#""disjoint" "wasm""#,
+            r#""disjoint" "native""#,
+            r#""overlapping" "wasm""#,
+            r#""overlapping" "native""#
+        ]
+    );
+    for run in runs {
+        assert!(positive(&run["rate"]["rate_per_s"]), "{run}");
+        if run["scenario"] == "disjoint" {
+            assert_eq!(run["waited"], 0, "own resources never conflict: {run}");
+        }
+    }
+}
+
+#[test]
+fn bench_spawn_measures_instantiation_and_memory_per_live_agent() {
+    let r = bench(&["spawn", "--agents", "5,20"]);
+    let runs = r["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    for (run, agents) in runs.iter().zip([5, 20]) {
+        assert_eq!(run["agents"], agents);
+        assert_eq!(
+            run["instantiation"]["samples"], agents,
+            "one instantiation per agent: {run}"
+        );
+        assert!(positive(&run["instantiation"]["p50_us"]), "{run}");
+        assert!(run["resident_kib_per_agent"].as_f64().is_some(), "{run}");
+    }
+}
+
+#[test]
+fn bench_wake_measures_waiters_in_this_process_and_another() {
+    let r = bench(&["wake", "--rounds", "5"]);
+    for waiter in ["same_process", "other_process"] {
+        assert_eq!(r[waiter]["samples"], 5, "{r}");
+        assert!(positive(&r[waiter]["p50_us"]), "{r}");
+    }
+}
