@@ -84,12 +84,16 @@ fn bench_reservations_runs_both_scenarios_in_both_modes_and_counts_queueing() {
             r#""overlapping" "native""#
         ]
     );
+    let mut queued = 0;
     for run in runs {
         assert!(positive(&run["rate"]["rate_per_s"]), "{run}");
         if run["scenario"] == "disjoint" {
             assert_eq!(run["waited"], 0, "own resources never conflict: {run}");
+        } else {
+            queued += run["waited"].as_u64().unwrap();
         }
     }
+    assert!(queued > 0, "callers sharing one resource never queued: {r}");
 }
 
 #[test]
@@ -97,7 +101,8 @@ fn bench_spawn_measures_instantiation_and_memory_per_live_agent() {
     let r = bench(&["spawn", "--agents", "5,20"]);
     let runs = r["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 2);
-    for (run, agents) in runs.iter().zip([5, 20]) {
+    // Largest first: only the first run starts from a clean process.
+    for (run, agents) in runs.iter().zip([20, 5]) {
         assert_eq!(run["agents"], agents);
         assert_eq!(
             run["instantiation"]["samples"], agents,
@@ -105,6 +110,8 @@ fn bench_spawn_measures_instantiation_and_memory_per_live_agent() {
         );
         assert!(positive(&run["instantiation"]["p50_us"]), "{run}");
         assert!(run["resident_kib_per_agent"].as_f64().is_some(), "{run}");
+        // Every live agent has a stack and a linear memory of its own.
+        assert!(positive(&run["mappings_per_agent"]), "{run}");
     }
 }
 

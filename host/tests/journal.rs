@@ -399,9 +399,18 @@ async fn the_wal_grows_under_a_long_reader_and_is_cut_back_after_it_ends() {
     );
     reader.execute_batch("COMMIT").unwrap();
     drop(reader);
+    // A checkpoint (the sweep's, or the checkpoint thread's if it holds the
+    // checkpoint lock just then) catches up; the next write starts the log over.
     t.env.sweep().await.unwrap();
-    t.env.put_value(&a, "after", "x", None, None).await.unwrap();
-    let cut = std::fs::metadata(&wal).unwrap().len();
+    let mut cut = u64::MAX;
+    for _ in 0..100 {
+        t.env.put_value(&a, "after", "x", None, None).await.unwrap();
+        cut = std::fs::metadata(&wal).unwrap().len();
+        if cut <= limit {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     assert!(cut <= limit, "the WAL was not cut back: {cut} bytes");
 }
 
@@ -418,13 +427,16 @@ async fn the_wal_is_checkpointed_as_writes_go_on_without_a_sweep() {
         std::path::PathBuf::from(p)
     };
     let a = agent("a");
-    let body = "x".repeat(1000);
-    for i in 0..2_000 {
+    // Well past the size limit, well short of the writer's own checkpoint
+    // threshold (4,000 pages): only the checkpoint thread can cut this back.
+    let body = "x".repeat(500);
+    for i in 0..600 {
         t.env
             .put_value(&a, &format!("k{i}"), &body, None, None)
             .await
             .unwrap();
     }
+    assert!(std::fs::metadata(&wal).unwrap().len() > limit);
     // The checkpoint thread catches up within moments; the next write then
     // starts the log over and cuts it back to the limit.
     let mut size = u64::MAX;
@@ -439,5 +451,45 @@ async fn the_wal_is_checkpointed_as_writes_go_on_without_a_sweep() {
     assert!(
         size <= limit,
         "the WAL was never checkpointed: {size} bytes"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wal_stays_bounded_under_writes_that_never_pause() {
+    let t = open();
+    let wal = {
+        let mut p = t.env.path().as_os_str().to_owned();
+        p.push("-wal");
+        std::path::PathBuf::from(p)
+    };
+    // Four writers that never pause write far more log than the bound below;
+    // a checkpoint must catch up with the log now and then for it to start
+    // over, or it grows for as long as the writes go on.
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let env = t.env.clone();
+            tokio::spawn(async move {
+                let a = agent("a");
+                let body = "y".repeat(300);
+                for i in 0..4_000 {
+                    env.put_value(&a, &format!("w{w}/{}", i % 500), &body, None, None)
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    let mut largest = 0;
+    while !writers.iter().all(|w| w.is_finished()) {
+        largest = largest.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    let bound = 16 << 20;
+    assert!(
+        largest <= bound,
+        "the log reached {largest} bytes (bound {bound})"
     );
 }

@@ -5,8 +5,8 @@
 //!   and complete it. Every call returns after its commit.
 //! - `reservations`: `count` times reserve and release. Each round takes one
 //!   of `resources` (comma-separated) exclusively, picked by `seed` and the
-//!   round, waiting up to `wait_ms`; when `overlap` is `true`, the set is
-//!   shared with other agents, so rounds conflict and queue.
+//!   round, waiting up to `wait_ms`. Resources shared with other agents make
+//!   rounds conflict and queue.
 //! - `wait`: wait once on `queue` for up to `wait_ms` (the spawn workload's
 //!   idle agent), then end.
 

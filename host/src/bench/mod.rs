@@ -1,8 +1,11 @@
 //! Benchmarks that users can run on their own machines (`wawe bench`).
 //!
-//! For now one workload, `wake`: how long after a push a waiting claim holds
-//! the task, with the waiter in the same process and in another process on
-//! the same file. Each figure is reported with the durability it ran at.
+//! Workloads: `tasks` (push + claim + complete through wasm, natively and
+//! with one transaction per operation), `reservations` (reserve + release
+//! churn, disjoint and overlapping), `spawn` (instantiation time and memory
+//! per live agent) and `wake` (push until a waiting claim holds the task, in
+//! this process and another). Each result names the durability it ran at.
+//! BENCHMARKS.md has the figures.
 
 mod guest;
 mod reservations;

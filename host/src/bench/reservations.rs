@@ -76,7 +76,6 @@ pub async fn reservations(
     };
     let mut runs = Vec::new();
     for (scenario, overlap) in [("disjoint", false), ("overlapping", true)] {
-        // wasm
         let path = dir.join(format!("wasm-{scenario}.db"));
         let env = Env::open(&path, opts.clone())?;
         let (host, module) = guest::start(env.clone(), dir).await?;
@@ -97,11 +96,10 @@ pub async fn reservations(
             scenario,
             mode: "wasm",
             rate: Throughput::of(total, took, commits),
-            waited: waited(&env)?,
+            waited: env.reservations_queued()?,
         });
         env.close();
 
-        // native
         let env = Env::open(dir.join(format!("native-{scenario}.db")), opts.clone())?;
         let before = env.commits();
         let started = Instant::now();
@@ -136,7 +134,7 @@ pub async fn reservations(
             scenario,
             mode: "native",
             rate: Throughput::of(total, took, env.commits() - before),
-            waited: waited(&env)?,
+            waited: env.reservations_queued()?,
         });
         env.close();
     }
@@ -147,8 +145,4 @@ pub async fn reservations(
         shared_resources: shared,
         runs,
     })
-}
-
-fn waited(env: &Env) -> anyhow::Result<u64> {
-    Ok(env.reservations_queued()?)
 }

@@ -43,7 +43,10 @@ pub struct SpawnRun {
 const QUEUE: &str = "bench-idle";
 const WAIT_MS: u64 = 600_000;
 
-/// Spawn each of `sizes` agents in turn on one host, on a fresh file under `dir`.
+/// Spawn each of `sizes` agents in turn on one host, on a fresh file under
+/// `dir`, largest first: a later, smaller run reuses heap the earlier one
+/// freed, so only the first run starts from a clean process, and the
+/// largest size is the one the memory target is about.
 pub async fn spawn(
     dir: &Path,
     sizes: &[u32],
@@ -69,24 +72,28 @@ pub async fn spawn(
     guest::run_all(&host, &module, 1, |_| waiting(0)).await?;
     host.take_instantiation_times();
 
+    let mut sizes = sizes.to_vec();
+    sizes.sort_unstable_by(|a, b| b.cmp(a));
     let mut runs = Vec::new();
-    for &agents in sizes {
+    for agents in sizes {
         let before = resident_bytes()?;
         let maps_before = mappings()?;
         let ops_before = env.operations();
+        let instances_before = host.instantiations();
         let started = Instant::now();
         let handles: Vec<_> = (0..agents)
             .map(|r| host.spawn(&module, guest::spec(r, waiting(WAIT_MS as u32))))
             .collect();
-        // Each agent writes twice before it waits: its start, and a claim
-        // that finds nothing. Then it reads once and sleeps.
-        let want = ops_before + 2 * u64::from(agents);
+        // Each agent is instantiated, then writes twice before it waits: its
+        // start, and a claim that finds nothing. Then it reads once and sleeps.
+        let want_instances = instances_before + u64::from(agents);
+        let want_ops = ops_before + 2 * u64::from(agents);
         let deadline = Instant::now() + Duration::from_secs(300);
-        while host.counters().running < u64::from(agents) || env.operations() < want {
+        while host.instantiations() < want_instances || env.operations() < want_ops {
             if Instant::now() > deadline {
                 bail!(
-                    "{} of {agents} agents were running after 5 minutes",
-                    host.counters().running
+                    "{} of {agents} agents were instantiated after 5 minutes",
+                    host.instantiations() - instances_before
                 );
             }
             if handles.iter().any(|h| h.is_finished()) {

@@ -129,6 +129,7 @@ pub async fn tasks(
 }
 
 impl Throughput {
+    /// `units` done in `took` with `commits` transactions.
     pub(super) fn of(units: u64, took: Duration, commits: u64) -> Throughput {
         let seconds = took.as_secs_f64();
         Throughput {

@@ -165,16 +165,22 @@ pub(crate) struct Shared {
     pub(crate) instantiations: InstantiationLog,
 }
 
-/// The times of the most recent instantiations, at most
-/// [`InstantiationLog::KEEP`] (older ones are dropped).
+/// How many instantiations there were, and the times of the most recent
+/// ones (at most [`InstantiationLog::KEEP`]: a long-lived host must not grow).
 #[derive(Default)]
-pub(crate) struct InstantiationLog(std::sync::Mutex<std::collections::VecDeque<Duration>>);
+pub(crate) struct InstantiationLog {
+    count: AtomicU64,
+    recent: std::sync::Mutex<std::collections::VecDeque<Duration>>,
+}
 
 impl InstantiationLog {
+    /// The most recent times kept.
     const KEEP: usize = 1 << 16;
 
+    /// Count an instantiation that took `took`.
     pub(crate) fn record(&self, took: Duration) {
-        let mut log = self.0.lock().expect("instantiation log poisoned");
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let mut log = self.recent.lock().expect("instantiation log poisoned");
         if log.len() == Self::KEEP {
             log.pop_front();
         }
@@ -182,7 +188,7 @@ impl InstantiationLog {
     }
 
     fn take(&self) -> Vec<Duration> {
-        self.0
+        self.recent
             .lock()
             .expect("instantiation log poisoned")
             .drain(..)
@@ -388,6 +394,11 @@ impl Host {
     /// What its agents did so far.
     pub fn counters(&self) -> CountersSnapshot {
         self.shared.counters.snapshot()
+    }
+
+    /// How many agent instances this host has created (one per run).
+    pub fn instantiations(&self) -> u64 {
+        self.shared.instantiations.count.load(Ordering::Relaxed)
     }
 
     /// How long each instantiation since the last call took (the most

@@ -5,7 +5,8 @@
 //! are copied into the database and the file is synced, which is what the
 //! slowest commits are made of. The writer turns it off and pokes this thread
 //! after its commits instead; here a passive checkpoint (which never blocks
-//! the writer or readers) runs at most every [`MIN_GAP`].
+//! the writer or readers) runs at most every [`MIN_GAP`]. The writer keeps a
+//! high automatic threshold as a backstop (see `Env::open`).
 
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::time::{Duration, Instant};
@@ -36,17 +37,16 @@ pub(crate) fn channel() -> (Poke, Receiver<()>) {
 
 /// Checkpoint after pokes until every [`Poke`] is dropped.
 pub(crate) fn run(conn: Connection, pokes: Receiver<()>) {
-    let mut last = Instant::now() - MIN_GAP;
+    let mut last: Option<Instant> = None;
     while pokes.recv().is_ok() {
-        let since = last.elapsed();
-        if since < MIN_GAP {
-            std::thread::sleep(MIN_GAP - since);
+        if let Some(gap) = last.and_then(|t| MIN_GAP.checked_sub(t.elapsed())) {
+            std::thread::sleep(gap);
         }
         // Pokes that came meanwhile are covered by this checkpoint.
         while pokes.try_recv().is_ok() {}
         if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
             tracing::debug!("checkpoint failed (the next one retries): {e}");
         }
-        last = Instant::now();
+        last = Some(Instant::now());
     }
 }

@@ -59,6 +59,10 @@ struct Inner {
     watcher: Mutex<Option<JoinHandle<()>>>,
 }
 
+/// The log size, in pages, at which the writer checkpoints inline (a
+/// backstop: the checkpoint thread normally keeps the log shorter).
+const WRITER_CHECKPOINT_PAGES: u32 = 4000;
+
 /// What a write operation sees: the batch's transaction and its time.
 pub(crate) struct Tx<'a> {
     pub(crate) conn: &'a Connection,
@@ -138,12 +142,22 @@ impl Env {
         let (tx, rx) = std::sync::mpsc::channel();
         let tally = Arc::new(writer::Tally::default());
         let (poke, pokes) = checkpointer::channel();
+        // Every connection is open before any thread starts, so a failed
+        // open leaves nothing running.
         let checkpoint_conn = open::connect(&path, &opts)?;
-        conn.execute_batch("PRAGMA wal_autocheckpoint = 0")
-            .map_err(|e| OpenError::Other {
-                path: path.clone(),
-                detail: format!("cannot configure the writer: {e}"),
-            })?;
+        let watcher_conn = open::connect(&path, &opts)?;
+        // The checkpoint thread does the copying; the writer's own automatic
+        // checkpoint stays as a backstop with a high threshold. The log only
+        // starts over when a checkpoint has caught up with it as a write
+        // begins, which a thread trailing a writer that never pauses may never
+        // do; the writer's checkpoint does, and finds little left to copy.
+        conn.execute_batch(&format!(
+            "PRAGMA wal_autocheckpoint = {WRITER_CHECKPOINT_PAGES}"
+        ))
+        .map_err(|e| OpenError::Other {
+            path: path.clone(),
+            detail: format!("cannot configure the writer: {e}"),
+        })?;
         let checkpointer = std::thread::Builder::new()
             .name("wawe-env-checkpoint".into())
             .spawn(move || checkpointer::run(checkpoint_conn, pokes))
@@ -165,7 +179,6 @@ impl Env {
                 })?
         };
         let stop_watcher = Arc::new(AtomicBool::new(false));
-        let watcher_conn = open::connect(&path, &opts)?;
         let watcher = {
             let changed = changed.clone();
             let stop = stop_watcher.clone();
@@ -216,8 +229,8 @@ impl Env {
         self.inner.tally.commits.load(Ordering::Relaxed)
     }
 
-    /// How many write operations this environment's writer has run (each
-    /// call that writes is one, whatever its outcome).
+    /// How many write operations this environment's writer has run, kept
+    /// or rolled back (not those refused unrun because their batch broke).
     pub fn operations(&self) -> u64 {
         self.inner.tally.operations.load(Ordering::Relaxed)
     }

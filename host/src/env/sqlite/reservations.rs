@@ -214,21 +214,18 @@ fn attempt(
     if let Some((conflict, retry_at)) = blocked {
         let waiter = match (waiter, queue_until) {
             (None, Some(deadline)) => {
-                let id: i64 = tx
+                let id = tx
                     .conn
                     .prepare_cached(
                         "INSERT INTO reservation_waiters (agent, mode, resources, deadline)
-                         VALUES (?1, ?2, ?3, ?4) RETURNING id",
+                         VALUES (?1, ?2, ?3, ?4)",
                     )?
-                    .query_row(
-                        params![
-                            agent,
-                            mode.as_str(),
-                            json!(resources).to_string(),
-                            i(deadline)
-                        ],
-                        |r| r.get(0),
-                    )?;
+                    .insert(params![
+                        agent,
+                        mode.as_str(),
+                        json!(resources).to_string(),
+                        i(deadline)
+                    ])?;
                 Some(u(id))
             }
             (w, _) => w,
