@@ -372,11 +372,7 @@ async fn the_wal_grows_under_a_long_reader_and_is_cut_back_after_it_ends() {
         wal_size_limit_bytes: limit,
         ..Default::default()
     });
-    let wal = {
-        let mut p = t.env.path().as_os_str().to_owned();
-        p.push("-wal");
-        std::path::PathBuf::from(p)
-    };
+    let wal = wal_of(&t.env);
     let a = agent("a");
     t.env.put_value(&a, "k", "0", None, None).await.unwrap();
     // A reader that holds its snapshot keeps checkpoints from finishing.
@@ -402,15 +398,7 @@ async fn the_wal_grows_under_a_long_reader_and_is_cut_back_after_it_ends() {
     // A checkpoint (the sweep's, or the checkpoint thread's if it holds the
     // checkpoint lock just then) catches up; the next write starts the log over.
     t.env.sweep().await.unwrap();
-    let mut cut = u64::MAX;
-    for _ in 0..100 {
-        t.env.put_value(&a, "after", "x", None, None).await.unwrap();
-        cut = std::fs::metadata(&wal).unwrap().len();
-        if cut <= limit {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let cut = write_until_wal_at_most(&t.env, limit).await;
     assert!(cut <= limit, "the WAL was not cut back: {cut} bytes");
 }
 
@@ -421,11 +409,7 @@ async fn the_wal_is_checkpointed_as_writes_go_on_without_a_sweep() {
         wal_size_limit_bytes: limit,
         ..Default::default()
     });
-    let wal = {
-        let mut p = t.env.path().as_os_str().to_owned();
-        p.push("-wal");
-        std::path::PathBuf::from(p)
-    };
+    let wal = wal_of(&t.env);
     let a = agent("a");
     // Well past the size limit, well short of the writer's own checkpoint
     // threshold (4,000 pages): only the checkpoint thread can cut this back.
@@ -439,15 +423,7 @@ async fn the_wal_is_checkpointed_as_writes_go_on_without_a_sweep() {
     assert!(std::fs::metadata(&wal).unwrap().len() > limit);
     // The checkpoint thread catches up within moments; the next write then
     // starts the log over and cuts it back to the limit.
-    let mut size = u64::MAX;
-    for _ in 0..100 {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        t.env.put_value(&a, "after", "x", None, None).await.unwrap();
-        size = std::fs::metadata(&wal).unwrap().len();
-        if size <= limit {
-            break;
-        }
-    }
+    let size = write_until_wal_at_most(&t.env, limit).await;
     assert!(
         size <= limit,
         "the WAL was never checkpointed: {size} bytes"
@@ -457,11 +433,7 @@ async fn the_wal_is_checkpointed_as_writes_go_on_without_a_sweep() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_wal_stays_bounded_under_writes_that_never_pause() {
     let t = open();
-    let wal = {
-        let mut p = t.env.path().as_os_str().to_owned();
-        p.push("-wal");
-        std::path::PathBuf::from(p)
-    };
+    let wal = wal_of(&t.env);
     // Four writers that never pause write far more log than the bound below;
     // a checkpoint must catch up with the log now and then for it to start
     // over, or it grows for as long as the writes go on.
@@ -492,4 +464,28 @@ async fn the_wal_stays_bounded_under_writes_that_never_pause() {
         largest <= bound,
         "the log reached {largest} bytes (bound {bound})"
     );
+}
+
+/// The write-ahead log file of `env`.
+fn wal_of(env: &Env) -> std::path::PathBuf {
+    let mut p = env.path().as_os_str().to_owned();
+    p.push("-wal");
+    p.into()
+}
+
+/// Write now and then until the log is at most `limit` bytes (for up to
+/// 5 s; checkpoints run on their own thread): its last size.
+async fn write_until_wal_at_most(env: &Env, limit: u64) -> u64 {
+    let mut size = u64::MAX;
+    for _ in 0..100 {
+        env.put_value(&agent("a"), "after", "x", None, None)
+            .await
+            .unwrap();
+        size = std::fs::metadata(wal_of(env)).unwrap().len();
+        if size <= limit {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    size
 }

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::env::Env;
+use super::Throughput;
+use crate::env::{Env, EnvOptions};
 use crate::runtime::{AgentSpec, Host, Limits, Module, RestartPolicy, RunEnd, Runtime};
 
 /// The component `agents/bench` compiled to, embedded at build time.
@@ -68,6 +69,26 @@ pub(super) async fn run_all(
         );
     }
     Ok(took)
+}
+
+/// Run `agents` replicas (replica `r` with `config(r)`) on a fresh
+/// environment at `path`, each doing `units` units of work in all: the
+/// environment (for checks afterwards) and how fast it went.
+pub(super) async fn run_fresh(
+    path: &Path,
+    opts: EnvOptions,
+    dir: &Path,
+    agents: u32,
+    units: u64,
+    config: impl Fn(u32) -> Vec<(String, String)>,
+) -> anyhow::Result<(Env, Throughput)> {
+    let env = Env::open(path, opts)?;
+    let (host, module) = start(env.clone(), dir).await?;
+    let before = env.commits();
+    let took = run_all(&host, &module, agents, config).await?;
+    let commits = env.commits() - before;
+    host.shutdown().await?;
+    Ok((env, Throughput::of(units, took, commits)))
 }
 
 /// `key=value` pairs as an agent's config.

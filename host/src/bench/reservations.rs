@@ -77,10 +77,7 @@ pub async fn reservations(
     let mut runs = Vec::new();
     for (scenario, overlap) in [("disjoint", false), ("overlapping", true)] {
         let path = dir.join(format!("wasm-{scenario}.db"));
-        let env = Env::open(&path, opts.clone())?;
-        let (host, module) = guest::start(env.clone(), dir).await?;
-        let before = env.commits();
-        let took = guest::run_all(&host, &module, agents, |n| {
+        let (env, rate) = guest::run_fresh(&path, opts.clone(), dir, agents, total, |n| {
             guest::config([
                 ("workload", "reservations".into()),
                 ("count", per_agent.to_string()),
@@ -90,12 +87,10 @@ pub async fn reservations(
             ])
         })
         .await?;
-        let commits = env.commits() - before;
-        host.shutdown().await?;
         runs.push(ReservationRun {
             scenario,
             mode: "wasm",
-            rate: Throughput::of(total, took, commits),
+            rate,
             waited: env.reservations_queued()?,
         });
         env.close();

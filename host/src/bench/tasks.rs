@@ -82,10 +82,8 @@ pub async fn tasks(
     };
 
     let wasm = if modes.contains(&Mode::Wasm) {
-        let env = Env::open(dir.join("wasm.db"), opts.clone())?;
-        let (host, module) = guest::start(env.clone(), dir).await?;
-        let before = env.commits();
-        let took = guest::run_all(&host, &module, agents, |_| {
+        let path = dir.join("wasm.db");
+        let (env, rate) = guest::run_fresh(&path, opts.clone(), dir, agents, total, |_| {
             guest::config([
                 ("workload", "tasks".into()),
                 ("queue", QUEUE.into()),
@@ -93,11 +91,9 @@ pub async fn tasks(
             ])
         })
         .await?;
-        let commits = env.commits() - before;
-        host.shutdown().await?;
         check_all_done(&env, total)?;
         env.close();
-        Some(Throughput::of(total, took, commits))
+        Some(rate)
     } else {
         None
     };
