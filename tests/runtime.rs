@@ -505,3 +505,207 @@ async fn compiled_modules_are_cached_by_digest_and_a_bad_cache_entry_is_recompil
         "the cache entry was rewritten"
     );
 }
+
+// Hostile agents (SECURITY.md lists each with what stops it).
+
+/// Run the intruder in `mode` (with `extra` config) under `limits` to its end.
+async fn intrude(h: &Harness, mode: &str, extra: &[(&str, &str)], limits: Limits) -> RunEnd {
+    let mut config = vec![("mode", mode)];
+    config.extend_from_slice(extra);
+    let name = format!("intruder-{mode}");
+    h.run(
+        "intruder",
+        spec(&name, &config, RestartPolicy::Never, limits),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_payloads_are_refused_and_nothing_is_stored() {
+    let h = harness().await;
+    let end = intrude(&h, "huge-payload", &[], Limits::default()).await;
+    assert_eq!(end, RunEnd::Exited, "the intruder reports what got through");
+    let stats = h.env.stats().unwrap();
+    assert_eq!((stats.learnings, stats.values), (0, 0), "{stats:?}");
+    assert!(
+        h.env
+            .list_tasks(Some("intruder"), None, 10)
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_and_full_text_attacks_are_taken_as_plain_text_and_every_write_is_its_own() {
+    let h = harness().await;
+    let end = intrude(&h, "injection", &[], Limits::default()).await;
+    assert_eq!(end, RunEnd::Exited, "the intruder reports what got through");
+    // Stored under exactly the text given, and nothing else was touched.
+    let v = h
+        .env
+        .get_value("' OR '1'='1")
+        .unwrap()
+        .expect("stored as plain text");
+    assert_eq!(v.value, "v");
+    assert!(
+        h.env
+            .get_value("x'); DROP TABLE tasks; --")
+            .unwrap()
+            .is_some()
+    );
+    let id = h.push("still-works", "{}").await;
+    assert_eq!(h.env.get_task(id).unwrap().state, TaskState::Ready);
+    let conn = rusqlite::Connection::open(h.env.path()).unwrap();
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    // No identity can be named in a call: every change it made is recorded
+    // under the identity its host gave it.
+    let me = h.agent_row("intruder-injection").id;
+    let filter = EventFilter {
+        kinds: ["task.", "value.", "learning.", "signal.", "lease."]
+            .map(String::from)
+            .to_vec(),
+        subject_prefix: String::new(),
+    };
+    let events = h.env.read_events(0, &filter, 10_000).unwrap();
+    let by_others: Vec<_> = events
+        .iter()
+        .filter(|e| e.agent != me && e.agent != "test" && e.agent != "env")
+        .collect();
+    assert!(!events.is_empty());
+    assert!(
+        by_others.is_empty(),
+        "written under other names: {by_others:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_is_stopped_at_its_quota_with_the_quota_as_the_reason() {
+    let h = harness().await;
+    let cases = [
+        (
+            "tasks",
+            Limits {
+                max_pushes: Some(300),
+                ..Limits::default()
+            },
+            "quota of 300 task pushes",
+        ),
+        (
+            "learnings",
+            Limits {
+                max_learnings: Some(100),
+                ..Limits::default()
+            },
+            "quota of 100 learnings",
+        ),
+        (
+            "signals",
+            Limits {
+                max_writes: Some(200),
+                ..Limits::default()
+            },
+            "quota of 200 writes",
+        ),
+        (
+            "values",
+            Limits {
+                max_writes: Some(200),
+                ..Limits::default()
+            },
+            "quota of 200 writes",
+        ),
+    ];
+    for (what, limits, reason) in cases {
+        let name = format!("flood-{what}");
+        let spec = spec(
+            &name,
+            &[("mode", "flood"), ("what", what)],
+            RestartPolicy::Never,
+            limits,
+        );
+        let end = h.run("intruder", spec).await;
+        let why = crashed(&end);
+        assert!(why.contains(reason), "{what}: {why}");
+        let recorded = h.agent_row(&name).end_reason.unwrap_or_default();
+        assert!(recorded.contains(reason), "{what}: recorded {recorded:?}");
+    }
+    let stats = h.env.stats().unwrap();
+    assert_eq!(stats.learnings, 100, "{stats:?}");
+    assert_eq!(stats.values, 200, "{stats:?}");
+    assert_eq!(
+        h.env.list_tasks(Some("flood"), None, 10_000).unwrap().len(),
+        300
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_past_its_rate_is_throttled_while_others_keep_going() {
+    let h = harness().await;
+    let rate = 100;
+    let wall = Duration::from_millis(1500);
+    let flood = {
+        let limits = Limits {
+            calls_per_second: rate,
+            wall: Some(wall),
+            ..Limits::default()
+        };
+        let spec = spec(
+            "flood-values",
+            &[("mode", "flood"), ("what", "values")],
+            RestartPolicy::Never,
+            limits,
+        );
+        let m = h.runtime.load(&agent("intruder")).unwrap();
+        h.host.spawn(&m, spec)
+    };
+    // A well-behaved agent alongside finishes its work.
+    for name in ["ada", "bo", "cy"] {
+        h.push("greetings", &format!("{{\"name\":\"{name}\"}}"))
+            .await;
+    }
+    let hello = spec(
+        "hello",
+        &[("idle_ms", "300")],
+        RestartPolicy::Never,
+        Limits::default(),
+    );
+    assert_eq!(h.run("hello", hello).await, RunEnd::Exited);
+    for name in ["ada", "bo", "cy"] {
+        assert!(
+            h.env
+                .get_value(&format!("greetings/{name}"))
+                .unwrap()
+                .is_some()
+        );
+    }
+    let end = flood.join().await;
+    assert!(crashed(&end).contains("wall-clock limit"), "{end:?}");
+    // At most a burst of one second's calls plus the rate over the run (the
+    // hello agent's three greetings are values too).
+    let written = h.env.stats().unwrap().values - 3;
+    let most = u64::from(rate) + (f64::from(rate) * wall.as_secs_f64()) as u64 + 10;
+    assert!(
+        written <= most,
+        "{written} values written at {rate}/s (at most {most})"
+    );
+    assert!(written > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endless_recursion_traps_and_ends_only_its_own_run() {
+    let h = harness().await;
+    let end = intrude(&h, "deep-recursion", &[], Limits::default()).await;
+    let why = crashed(&end);
+    // The guest's stack lives in its own linear memory: running off its end
+    // is an out-of-bounds access, a trap that ends the run (the engine's own
+    // limit on the wasm call stack would end deeper native frames).
+    assert!(
+        why.contains("wasm trap") && why.contains("recurse"),
+        "{why}"
+    );
+    let h2 = h.push("after", "{}").await;
+    assert_eq!(h.env.get_task(h2).unwrap().state, TaskState::Ready);
+}

@@ -15,6 +15,10 @@
 //! instances = 32                  # instances, tables and memories (default 32)
 //! cpu = "10s"                     # CPU time per run (default: unlimited)
 //! wall = "1m"                     # wall-clock time per run (default: unlimited)
+//! calls_per_second = 10000        # environment calls; faster is throttled (0: unlimited)
+//! max_writes = 0                  # writes per run, then stopped (default 0: unlimited)
+//! max_pushes = 1000000            # task pushes per run, then stopped (0: unlimited)
+//! max_learnings = 100000          # learnings per run, then stopped (0: unlimited)
 //!
 //! [agents.worker.config]          # handed to the agent's run()
 //! queue = "work"
@@ -92,8 +96,21 @@ pub struct AgentSettings {
     instances: Option<u32>,
     cpu: Option<HumanDuration>,
     wall: Option<HumanDuration>,
+    calls_per_second: Option<u32>,
+    max_writes: Option<u64>,
+    max_pushes: Option<u64>,
+    max_learnings: Option<u64>,
     #[serde(default)]
     config: BTreeMap<String, toml::Value>,
+}
+
+/// A per-run cap as written (`0` for none), or the default.
+fn cap(written: Option<u64>, default: Option<u64>) -> Option<u64> {
+    match written {
+        Some(0) => None,
+        Some(n) => Some(n),
+        None => default,
+    }
 }
 
 /// A byte size: a number of bytes, or text like `64 MiB`, `512KiB`, `1 GiB`.
@@ -186,6 +203,10 @@ impl AgentSettings {
                 instances: self.instances.unwrap_or(defaults.instances),
                 cpu: self.cpu.map(|d| d.0),
                 wall: self.wall.map(|d| d.0),
+                calls_per_second: self.calls_per_second.unwrap_or(defaults.calls_per_second),
+                max_writes: cap(self.max_writes, defaults.max_writes),
+                max_pushes: cap(self.max_pushes, defaults.max_pushes),
+                max_learnings: cap(self.max_learnings, defaults.max_learnings),
             },
             config: self
                 .config
@@ -278,6 +299,9 @@ table_elements = 500
 instances = 4
 cpu = "2s"
 wall = "1m"
+calls_per_second = 500
+max_writes = 9000
+max_pushes = 0
 [agents.worker.config]
 queue = "jobs"
 n = 5
@@ -292,6 +316,10 @@ n = 5
         assert_eq!(w.limits.memory_bytes, 32 << 20);
         assert_eq!((w.limits.table_elements, w.limits.instances), (500, 4));
         assert_eq!(w.limits.cpu, Some(Duration::from_secs(2)));
+        assert_eq!(w.limits.calls_per_second, 500);
+        assert_eq!(w.limits.max_writes, Some(9000));
+        assert_eq!(w.limits.max_pushes, None, "0 lifts the cap");
+        assert_eq!(w.limits.max_learnings, Limits::default().max_learnings);
         assert_eq!(w.limits.wall, Some(Duration::from_secs(60)));
         assert_eq!(
             w.config,

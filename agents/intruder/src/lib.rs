@@ -7,12 +7,25 @@
 //! - `env-var`: `std::env::vars()` (any at all) and `var("HOME")`;
 //! - `release-other`: releases every lease `list("")` shows (it holds none),
 //!   then guesses lease ids 1..=50;
-//! - `complete-other`: `complete`, then `fail`, tasks 1..=50 with tokens 1..=50.
+//! - `complete-other`: `complete`, then `fail`, tasks 1..=50 with tokens 1..=50;
+//! - `huge-payload`: pushes a task, records a learning and writes a value of
+//!   `bytes` (16 MiB) each;
+//! - `injection`: uses names and search text that attack SQL and the
+//!   full-text query syntax; any answer but a result or a refusal of the
+//!   argument counts as a breach (the host's tests also check the tables);
+//! - `flood`: writes `what` (`tasks`, `learnings`, `signals`, `values`) in an
+//!   endless loop: only a quota can stop it (never returns on its own);
+//! - `deep-recursion`: recurses without end: only the stack limit can stop it.
 
 use std::net::{TcpListener, TcpStream, ToSocketAddrs};
 
+use std::time::Duration;
+
 use wawe_sdk::bindings::wawe::env::tasks as raw_tasks;
-use wawe_sdk::{Agent, Config, info, reservations};
+use wawe_sdk::reservations::Mode;
+use wawe_sdk::tasks::{self, PushOptions};
+use wawe_sdk::values::{self, WriteOptions};
+use wawe_sdk::{Agent, Config, Error, info, learnings, reservations, signals};
 
 /// The highest lease, task id and token the guessing modes try.
 const GUESSES: u64 = 50;
@@ -140,6 +153,102 @@ fn complete_other(found: &mut Findings) {
     );
 }
 
+/// Sends payloads far past any sane size.
+fn huge_payload(found: &mut Findings, bytes: usize) {
+    let big = "x".repeat(bytes);
+    let push = tasks::push("intruder", &big, PushOptions::new());
+    let learn = learnings::record("intruder", &big, ["huge"]);
+    let put = values::put("intruder/huge", &big, WriteOptions::new());
+    for (what, refused) in [
+        ("push a task", push.err()),
+        ("record a learning", learn.err()),
+        ("write a value", put.err()),
+    ] {
+        match refused {
+            Some(e) => found.refused(&format!("{what} of {bytes} bytes"), e),
+            None => found.breached(format!("{what} of {bytes} bytes was accepted")),
+        }
+    }
+}
+
+/// Names and search text meant to break out of SQL strings or the full-text
+/// query syntax.
+const ATTACKS: &[&str] = &[
+    "x'); DROP TABLE tasks; --",
+    "\"; DELETE FROM kv; --",
+    "' OR '1'='1",
+    "a/../../b",
+    "NEAR(a b, 1) OR body:* ^\"unbalanced",
+    "* AND -",
+    "%_%",
+    "\u{0}nul",
+];
+
+/// Uses every attack as a queue, resource, key, topic, trail and search text.
+fn injection(found: &mut Findings) {
+    for attack in ATTACKS {
+        // A result, or a refusal of the argument, is fine; anything else
+        // (say, a database error) means the text reached SQL unquoted.
+        let mut check = |what: &str, r: Result<(), Error>| match r {
+            Ok(()) => found.refused(&format!("{what} {attack:?}"), "taken as plain text"),
+            Err(Error::InvalidArgument(m)) => found.refused(&format!("{what} {attack:?}"), m),
+            Err(e) => found.breached(format!("{what} {attack:?}: {e}")),
+        };
+        check(
+            "push to queue",
+            tasks::push(attack, "{}", PushOptions::new()).map(drop),
+        );
+        check(
+            "reserve",
+            reservations::reserve(
+                [*attack],
+                Mode::Exclusive,
+                Duration::from_secs(5),
+                Duration::ZERO,
+            )
+            .map(drop),
+        );
+        check(
+            "write value",
+            values::put(attack, "v", WriteOptions::new()).map(drop),
+        );
+        check(
+            "record learning",
+            learnings::record(attack, attack, [*attack]).map(drop),
+        );
+        check("search", learnings::search(attack, 5).map(drop));
+        check("deposit", signals::deposit(attack, 1.0).map(drop));
+        check("strongest", signals::strongest(attack, 5).map(drop));
+    }
+}
+
+/// Writes without end; returns only with the error that stopped it.
+fn flood(what: &str) -> Result<(), String> {
+    let mut n: u64 = 0;
+    loop {
+        n += 1;
+        let key = format!("flood/{n}");
+        let r = match what {
+            "tasks" => tasks::push("flood", &key, PushOptions::new()).map(drop),
+            "learnings" => learnings::record("flood", &key, ["flood"]).map(drop),
+            "signals" => signals::deposit(&key, 1.0).map(drop),
+            "values" => values::put(&key, "v", WriteOptions::new()).map(drop),
+            other => return Err(format!("unknown flood {other:?}")),
+        };
+        r.map_err(|e| format!("flood of {what} refused after {n}: {e}"))?;
+    }
+}
+
+/// Recurses until something stops it (deliberately unbounded).
+#[inline(never)]
+#[allow(unconditional_recursion)]
+fn recurse(depth: u64, pad: &mut [u8; 256]) -> u64 {
+    pad[(depth % 256) as usize] = depth as u8;
+    let mut mine = [0u8; 256];
+    mine[0] = pad[0];
+    recurse(depth + 1, &mut mine) + u64::from(std::hint::black_box(mine[1]))
+}
+
 /// The intruder agent.
 struct Intruder;
 
@@ -153,10 +262,18 @@ impl Agent for Intruder {
             "env-var" => env_var(&mut found),
             "release-other" => release_other(&mut found)?,
             "complete-other" => complete_other(&mut found),
+            "huge-payload" => huge_payload(&mut found, config.parse("bytes", 16 << 20)?),
+            "injection" => injection(&mut found),
+            "flood" => return flood(config.get_or("what", "tasks")),
+            "deep-recursion" => {
+                let depth = recurse(0, &mut [0; 256]);
+                return Err(format!("recursed {depth} deep and came back"));
+            }
             other => {
                 return Err(format!(
                     "unknown mode {other:?}: expected read-file, socket, env-var, \
-                     release-other or complete-other"
+                     release-other, complete-other, huge-payload, injection, flood or \
+                     deep-recursion"
                 ));
             }
         }

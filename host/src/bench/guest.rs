@@ -33,7 +33,15 @@ pub(super) fn spec(replica: u32, config: Vec<(String, String)>) -> AgentSpec {
     AgentSpec {
         name: "bench".into(),
         replica,
-        limits: Limits::default(),
+        // No quotas: the bench measures what the host can do, and its agents
+        // call far faster than a default quota allows one agent to.
+        limits: Limits {
+            calls_per_second: 0,
+            max_writes: None,
+            max_pushes: None,
+            max_learnings: None,
+            ..Limits::default()
+        },
         restart: RestartPolicy::Never,
         config,
     }

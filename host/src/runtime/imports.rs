@@ -5,6 +5,7 @@
 use super::bindings::wawe::env::{
     events, learnings, logging, reservations, signals, tasks, types, values,
 };
+use super::quota::Call;
 use super::state::AgentState;
 use crate::env::{self, EnvError};
 
@@ -96,6 +97,7 @@ impl reservations::Host for AgentState {
         ttl_ms: u64,
         wait_ms: u64,
     ) -> Res<reservations::Lease> {
+        self.charge(Call::Write).await?;
         let r = self
             .env
             .reserve(&self.id, &resources, mode_in(mode), ttl_ms, wait_ms)
@@ -104,14 +106,17 @@ impl reservations::Host for AgentState {
     }
 
     async fn renew(&mut self, lease: u64, ttl_ms: u64) -> Res<reservations::Lease> {
+        self.charge(Call::Write).await?;
         answer(self.env.renew(&self.id, lease, ttl_ms).await)
     }
 
     async fn release(&mut self, lease: u64) -> Res<()> {
+        self.charge(Call::Write).await?;
         answer(self.env.release(&self.id, lease).await)
     }
 
     async fn list(&mut self, prefix: String) -> Res<Vec<reservations::Holding>> {
+        self.charge(Call::Read).await?;
         let r = self.env.list_reservations(&prefix);
         Ok(r.map(|v| v.into_iter().map(Into::into).collect())
             .map_err(Into::into))
@@ -180,6 +185,7 @@ impl tasks::Host for AgentState {
         payload: String,
         o: tasks::PushOptions,
     ) -> Res<tasks::Pushed> {
+        self.charge(Call::Push).await?;
         let opts = env::PushOptions {
             priority: o.priority,
             delay_ms: o.delay_ms,
@@ -196,23 +202,28 @@ impl tasks::Host for AgentState {
         lease_ms: u64,
         wait_ms: u64,
     ) -> Res<Option<tasks::Claimed>> {
+        self.charge(Call::Write).await?;
         let r = self.env.claim(&self.id, &queue, lease_ms, wait_ms).await;
         Ok(r.map(|c| c.map(Into::into)).map_err(Into::into))
     }
 
     async fn complete(&mut self, id: u64, token: u64, result: String) -> Res<()> {
+        self.charge(Call::Write).await?;
         answer(self.env.complete(&self.id, id, token, &result).await)
     }
 
     async fn fail(&mut self, id: u64, token: u64, reason: String, retry: bool) -> Res<()> {
+        self.charge(Call::Write).await?;
         answer(self.env.fail(&self.id, id, token, &reason, retry).await)
     }
 
     async fn extend(&mut self, id: u64, token: u64, lease_ms: u64) -> Res<u64> {
+        self.charge(Call::Write).await?;
         answer(self.env.extend(&self.id, id, token, lease_ms).await)
     }
 
     async fn get(&mut self, id: u64) -> Res<tasks::Task> {
+        self.charge(Call::Read).await?;
         answer(self.env.get_task(id))
     }
 }
@@ -239,6 +250,7 @@ fn list<T, U: From<T>>(r: Result<Vec<T>, EnvError>) -> Res<Vec<U>> {
 
 impl learnings::Host for AgentState {
     async fn record(&mut self, topic: String, body: String, tags: Vec<String>) -> Res<u64> {
+        self.charge(Call::Learning).await?;
         answer(
             self.env
                 .record_learning(&self.id, &topic, &body, &tags)
@@ -247,14 +259,17 @@ impl learnings::Host for AgentState {
     }
 
     async fn search(&mut self, text: String, limit: u32) -> Res<Vec<learnings::Learning>> {
+        self.charge(Call::Read).await?;
         list(self.env.search_learnings(&text, limit))
     }
 
     async fn recent(&mut self, topic: String, limit: u32) -> Res<Vec<learnings::Learning>> {
+        self.charge(Call::Read).await?;
         list(self.env.recent_learnings(Some(&topic), limit))
     }
 
     async fn endorse(&mut self, id: u64) -> Res<u32> {
+        self.charge(Call::Write).await?;
         answer(self.env.endorse(&self.id, id).await)
     }
 }
@@ -270,6 +285,7 @@ impl From<env::TrailStrength> for signals::TrailStrength {
 
 impl signals::Host for AgentState {
     async fn deposit(&mut self, trail: String, amount: f64, half_life_ms: Option<u64>) -> Res<f64> {
+        self.charge(Call::Write).await?;
         answer(
             self.env
                 .deposit(&self.id, &trail, amount, half_life_ms)
@@ -278,16 +294,19 @@ impl signals::Host for AgentState {
     }
 
     async fn sense(&mut self, trail: String) -> Res<f64> {
+        self.charge(Call::Read).await?;
         answer(self.env.sense(&trail))
     }
 
     async fn strongest(&mut self, prefix: String, n: u32) -> Res<Vec<signals::TrailStrength>> {
+        self.charge(Call::Read).await?;
         list(self.env.strongest(&prefix, n))
     }
 }
 
 impl values::Host for AgentState {
     async fn get(&mut self, key: String) -> Res<Option<values::Versioned>> {
+        self.charge(Call::Read).await?;
         let r = self.env.get_value(&key);
         Ok(r.map(|v| {
             v.map(|v| values::Versioned {
@@ -305,6 +324,7 @@ impl values::Host for AgentState {
         expected_version: Option<u64>,
         fence: Option<u64>,
     ) -> Res<u64> {
+        self.charge(Call::Write).await?;
         let r = self
             .env
             .put_value(&self.id, &key, &value, expected_version, fence)
@@ -318,6 +338,7 @@ impl values::Host for AgentState {
         expected_version: Option<u64>,
         fence: Option<u64>,
     ) -> Res<()> {
+        self.charge(Call::Write).await?;
         answer(
             self.env
                 .delete_value(&self.id, &key, expected_version, fence)
@@ -353,6 +374,7 @@ impl events::Host for AgentState {
         filter: events::Filter,
         limit: u32,
     ) -> Res<Vec<events::Event>> {
+        self.charge(Call::Read).await?;
         list(self.env.read_events(after, &filter_in(filter), limit))
     }
 
@@ -362,6 +384,7 @@ impl events::Host for AgentState {
         filter: events::Filter,
         timeout_ms: u64,
     ) -> Res<Vec<events::Event>> {
+        self.charge(Call::Read).await?;
         list(
             self.env
                 .wait_events(after, &filter_in(filter), timeout_ms)
@@ -370,6 +393,7 @@ impl events::Host for AgentState {
     }
 
     async fn latest(&mut self) -> Res<u64> {
+        self.charge(Call::Read).await?;
         answer(self.env.latest_seq())
     }
 }
@@ -379,6 +403,7 @@ const MAX_LOG: usize = 8 * 1024;
 
 impl logging::Host for AgentState {
     async fn log(&mut self, level: logging::Level, message: String) -> wasmtime::Result<()> {
+        self.charge(Call::Read).await?;
         let agent = self.id.as_str();
         let mut message = message;
         super::truncate(&mut message, MAX_LOG);

@@ -1,4 +1,6 @@
-//! What one agent may use: memory, tables, instances, CPU and wall-clock time.
+//! What one agent may use: memory, tables, instances, CPU and wall-clock
+//! time, and its quotas on the environment (calls per second, and writes,
+//! task pushes and learnings per run).
 
 use std::time::Duration;
 
@@ -16,6 +18,17 @@ pub struct Limits {
     pub cpu: Option<Duration>,
     /// Wall-clock time one run may last. `None`: unlimited.
     pub wall: Option<Duration>,
+    /// Environment calls per second (any `wawe:env` import, logging
+    /// included), with a burst of one second's worth; a faster agent is
+    /// throttled: its calls wait, others' do not. 0: unlimited.
+    pub calls_per_second: u32,
+    /// Writes (calls that change the environment) one run may make before it
+    /// is stopped. `None`: unlimited.
+    pub max_writes: Option<u64>,
+    /// Tasks one run may push before it is stopped. `None`: unlimited.
+    pub max_pushes: Option<u64>,
+    /// Learnings one run may record before it is stopped. `None`: unlimited.
+    pub max_learnings: Option<u64>,
 }
 
 /// How often the engine's epoch advances: the granularity of CPU accounting
@@ -30,6 +43,10 @@ impl Default for Limits {
             instances: 32,
             cpu: None,
             wall: None,
+            calls_per_second: 10_000,
+            max_writes: None,
+            max_pushes: Some(1_000_000),
+            max_learnings: Some(100_000),
         }
     }
 }

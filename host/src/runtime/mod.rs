@@ -14,6 +14,7 @@ mod imports;
 mod limits;
 mod load;
 mod output;
+mod quota;
 mod state;
 mod supervisor;
 

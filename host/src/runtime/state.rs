@@ -6,6 +6,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::limits::{Limiter, Limits};
 use super::output::{Output, Stream};
+use super::quota::{Call, Quota};
 use crate::env::{AgentId, Env};
 
 /// The most WASI handles one agent instance may hold at once.
@@ -22,6 +23,8 @@ pub(crate) struct AgentState {
     /// When the epoch callback last ran, to tell busy ticks from idle ones.
     pub(crate) last_tick: Option<std::time::Instant>,
     pub(crate) stderr: Output,
+    /// Its use of its environment quotas in this run.
+    pub(crate) quota: Quota,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -48,6 +51,7 @@ impl AgentState {
             id,
             env,
             limiter: Limiter::new(limits.clone()),
+            quota: Quota::new(limits),
             cpu_left: limits.cpu_ticks(),
             last_tick: None,
             stderr,
@@ -62,6 +66,32 @@ impl WasiView for AgentState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl AgentState {
+    /// Charge one environment call to the agent's quotas: wait out its rate
+    /// if it calls too fast, or stop the run (a trap naming the quota, kept
+    /// as the reason it ended) when it goes past a per-run cap.
+    pub(crate) async fn charge(&mut self, call: Call) -> wasmtime::Result<()> {
+        match self.quota.charge(call) {
+            Ok(wait) if wait.is_zero() => Ok(()),
+            Ok(wait) => {
+                if !self.quota.throttled {
+                    self.quota.throttled = true;
+                    tracing::warn!(
+                        agent = %self.id,
+                        "calls the environment faster than its quota allows; throttled"
+                    );
+                }
+                tokio::time::sleep(wait).await;
+                Ok(())
+            }
+            Err(reason) => {
+                self.limiter.hit = Some(reason.clone());
+                Err(wasmtime::format_err!("{reason}"))
+            }
         }
     }
 }

@@ -1,0 +1,163 @@
+//! Per-agent quotas on the environment: a token bucket of calls per second
+//! (a flooding agent waits; nobody else does) and caps per run on writes,
+//! task pushes and learnings (a run past one is stopped, with the quota
+//! named as the reason).
+
+use std::time::{Duration, Instant};
+
+use super::limits::Limits;
+
+/// What a call to the environment is, for the quotas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Call {
+    /// Reads, waits and logging: only the rate counts them.
+    Read,
+    /// Changes the environment.
+    Write,
+    /// Pushes a task (a write).
+    Push,
+    /// Records a learning (a write).
+    Learning,
+}
+
+/// One run's use of its quotas.
+pub(crate) struct Quota {
+    rate: f64,
+    tokens: f64,
+    refilled: Instant,
+    max_writes: Option<u64>,
+    max_pushes: Option<u64>,
+    max_learnings: Option<u64>,
+    writes: u64,
+    pushes: u64,
+    learnings: u64,
+    /// Whether this run was throttled yet (it is logged once).
+    pub(crate) throttled: bool,
+}
+
+impl Quota {
+    /// A fresh run's quota under `limits`.
+    pub(crate) fn new(limits: &Limits) -> Self {
+        let rate = f64::from(limits.calls_per_second);
+        Self {
+            rate,
+            tokens: rate,
+            refilled: Instant::now(),
+            max_writes: limits.max_writes,
+            max_pushes: limits.max_pushes,
+            max_learnings: limits.max_learnings,
+            writes: 0,
+            pushes: 0,
+            learnings: 0,
+            throttled: false,
+        }
+    }
+
+    /// Count a call: `Err` names the per-run quota it goes past; otherwise,
+    /// how long the caller must wait first to keep to the rate.
+    pub(crate) fn charge(&mut self, call: Call) -> Result<Duration, String> {
+        if call != Call::Read {
+            self.writes += 1;
+            over(self.writes, self.max_writes, "writes")?;
+        }
+        if call == Call::Push {
+            self.pushes += 1;
+            over(self.pushes, self.max_pushes, "task pushes")?;
+        }
+        if call == Call::Learning {
+            self.learnings += 1;
+            over(self.learnings, self.max_learnings, "learnings recorded")?;
+        }
+        if self.rate <= 0.0 {
+            return Ok(Duration::ZERO);
+        }
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.refilled).as_secs_f64();
+        self.refilled = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate) - 1.0;
+        if self.tokens >= 0.0 {
+            return Ok(Duration::ZERO);
+        }
+        Ok(Duration::from_secs_f64(-self.tokens / self.rate))
+    }
+}
+
+fn over(count: u64, max: Option<u64>, what: &str) -> Result<(), String> {
+    match max {
+        Some(max) if count > max => Err(format!(
+            "went past its quota of {max} {what} per run (a flood?); raise `max_{}` in its manifest if this is real work",
+            match what {
+                "writes" => "writes",
+                "task pushes" => "pushes",
+                _ => "learnings",
+            }
+        )),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(rate: u32) -> Limits {
+        Limits {
+            calls_per_second: rate,
+            max_writes: Some(5),
+            max_pushes: Some(2),
+            max_learnings: Some(1),
+            ..Limits::default()
+        }
+    }
+
+    #[test]
+    fn a_burst_of_one_seconds_calls_goes_through_then_calls_wait_their_turn() {
+        let mut q = Quota::new(&limits(100));
+        for _ in 0..100 {
+            assert_eq!(q.charge(Call::Read), Ok(Duration::ZERO));
+        }
+        let wait = q.charge(Call::Read).unwrap();
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_millis(20),
+            "{wait:?}"
+        );
+    }
+
+    #[test]
+    fn zero_means_no_rate_limit() {
+        let mut q = Quota::new(&limits(0));
+        for _ in 0..100_000 {
+            assert_eq!(q.charge(Call::Read), Ok(Duration::ZERO));
+        }
+    }
+
+    #[test]
+    fn each_per_run_cap_stops_the_call_past_it_and_names_itself() {
+        let mut q = Quota::new(&limits(0));
+        q.charge(Call::Push).unwrap();
+        q.charge(Call::Push).unwrap();
+        let e = q.charge(Call::Push).unwrap_err();
+        assert!(
+            e.contains("quota of 2 task pushes") && e.contains("max_pushes"),
+            "{e}"
+        );
+        let mut q = Quota::new(&limits(0));
+        q.charge(Call::Learning).unwrap();
+        assert!(
+            q.charge(Call::Learning)
+                .unwrap_err()
+                .contains("max_learnings")
+        );
+        let mut q = Quota::new(&limits(0));
+        for _ in 0..5 {
+            q.charge(Call::Write).unwrap();
+        }
+        assert!(q.charge(Call::Write).unwrap_err().contains("5 writes"));
+        // Reads never count against the write caps.
+        let mut q = Quota::new(&limits(0));
+        for _ in 0..100 {
+            q.charge(Call::Read).unwrap();
+        }
+        q.charge(Call::Write).unwrap();
+    }
+}
