@@ -128,6 +128,36 @@ pub enum OpenError {
         /// How long we waited.
         waited_ms: u64,
     },
+    /// The file or its directory cannot be written.
+    #[error(
+        "{path} cannot be written: the file or its directory is read-only (wawe writes the \
+         file and its -wal and -shm files beside it); make both writable for this user, \
+         or use another path"
+    )]
+    ReadOnly {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The disk (or this process's file size limit) is full.
+    #[error(
+        "{path}: the disk is full (or a file size limit was reached); nothing was changed: \
+         check free space and try again"
+    )]
+    DiskFull {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Reading or writing the file failed.
+    #[error(
+        "{path}: a disk I/O error ({detail}): the disk may be full or failing; nothing was \
+         changed: check free space and the disk, then try again"
+    )]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What SQLite reported.
+        detail: String,
+    },
     /// Anything else SQLite or the file system reported.
     #[error("cannot open {path}: {detail}")]
     Other {

@@ -401,10 +401,23 @@ impl From<rusqlite::Error> for EnvError {
             Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked) => {
                 EnvError::Unavailable("the database is locked by another process".into())
             }
-            Some(ErrorCode::DiskFull) => EnvError::Unavailable("the disk is full".into()),
-            Some(ErrorCode::ReadOnly) => {
-                EnvError::Unavailable("the database file is read-only".into())
-            }
+            Some(ErrorCode::DiskFull) => EnvError::Unavailable(
+                "the disk is full (or a file size limit was reached): nothing was changed; \
+                 check free space and try again"
+                    .into(),
+            ),
+            // A failed write, say past a file size limit (a full disk is
+            // `DiskFull` above): the transaction was rolled back.
+            Some(ErrorCode::SystemIoFailure) => EnvError::Unavailable(
+                "a disk I/O error: the disk may be full or failing; nothing was changed: \
+                 check free space and the disk, then try again"
+                    .into(),
+            ),
+            Some(ErrorCode::ReadOnly) => EnvError::Unavailable(
+                "the environment file or its directory is read-only: nothing was changed; \
+                 make both writable for this user"
+                    .into(),
+            ),
             _ => EnvError::Unavailable(e.to_string()),
         }
     }

@@ -180,6 +180,12 @@ fn classify(path: &Path, e: rusqlite::Error, opts: &EnvOptions) -> OpenError {
             path: path.into(),
             waited_ms: opts.busy_timeout_ms,
         },
+        Some(ErrorCode::ReadOnly) => OpenError::ReadOnly { path: path.into() },
+        Some(ErrorCode::DiskFull) => OpenError::DiskFull { path: path.into() },
+        Some(ErrorCode::SystemIoFailure) => OpenError::Io {
+            path: path.into(),
+            detail: e.to_string(),
+        },
         _ => OpenError::Other {
             path: path.into(),
             detail: e.to_string(),
