@@ -15,12 +15,18 @@ const MAX_TERMS: usize = 32;
 /// Most learnings one call returns.
 const MAX_LIMIT: u32 = 1_000;
 
-/// Turn free text into an FTS5 query that can only match words: each word is
-/// quoted (so `AND`, `NEAR`, `*`, `:` and quotes mean nothing) and the words
-/// are OR-ed, so documents matching more of them rank higher.
+/// Turn free text into an FTS5 query that can only match words: the text is
+/// cut at ASCII punctuation and spaces (so `AND`, `NEAR`, `*`, `:` and quotes
+/// mean nothing), each piece is quoted, and the pieces are OR-ed, so documents
+/// matching more of them rank higher.
+///
+/// Pieces are cut only where FTS5's tokenizer surely cuts too (every ASCII
+/// character but letters and digits); the rest of a piece is left to that
+/// tokenizer as a quoted phrase, so a piece is split exactly as the same text
+/// in a stored body is (its Unicode tables differ from Rust's).
 pub(crate) fn fts_query(text: &str) -> Option<String> {
     let terms: Vec<String> = text
-        .split(|c: char| !c.is_alphanumeric())
+        .split(|c: char| c.is_ascii() && !c.is_ascii_alphanumeric())
         .filter(|w| !w.is_empty())
         .take(MAX_TERMS)
         .map(|w| format!("\"{w}\""))
