@@ -206,7 +206,7 @@ proptest! {
         let t = &*ENV;
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let who = AgentId::new("fuzz");
-        let recorded = rt.block_on(t.env.record_learning(&who, &topic, &body, &[query.clone()]));
+        let recorded = rt.block_on(t.env.record_learning(&who, &topic, &body, std::slice::from_ref(&query)));
         prop_assert!(
             matches!(recorded, Ok(_) | Err(EnvError::InvalidArgument(_)) | Err(EnvError::TooLarge { .. })),
             "{recorded:?}"
