@@ -13,7 +13,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use support::wawe;
+use support::{integrity_check, wawe};
 use wawe::env::{Env, EnvOptions, Task};
 
 /// A directory anyone may enter, with an environment holding three tasks.
@@ -47,14 +47,6 @@ fn tasks(db: &Path) -> Vec<Task> {
     tasks
 }
 
-fn integrity_ok(db: &Path) {
-    let conn = rusqlite::Connection::open(db).unwrap();
-    let check: String = conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(check, "ok");
-}
-
 /// A failed run: its stderr, which must start `error:` and contain `expected`.
 fn refused(out: &Output, expected: &[&str]) -> String {
     assert!(!out.status.success(), "it succeeded");
@@ -86,7 +78,7 @@ fn a_locked_database_is_reported_and_nothing_is_lost() {
     holder.execute_batch("COMMIT").unwrap();
     drop(holder);
     assert_eq!(tasks(&db), before);
-    integrity_ok(&db);
+    assert_eq!(integrity_check(&db), "ok");
 }
 
 #[test]
@@ -161,7 +153,7 @@ fn a_full_disk_is_reported_and_nothing_is_lost() {
         &["disk", "full", "nothing was changed", "check free space"],
     );
     assert_eq!(tasks(&db), before);
-    integrity_ok(&db);
+    assert_eq!(integrity_check(&db), "ok");
     // And the environment takes writes again once there is room.
     assert!(push(dir.path(), &db, "four").status.success());
     assert_eq!(tasks(&db).len(), before.len() + 1);

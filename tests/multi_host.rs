@@ -9,22 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use support::{KillOnDrop, agent, wait_for, wawe};
+use support::{KillOnDrop, agent, integrity_check, run_host, wait_for, wawe};
 use wawe::env::{Env, EnvOptions, EventFilter, TaskState};
-
-fn start(dir: &Path, manifest: &Path, db: &Path) -> KillOnDrop {
-    let child = wawe(dir)
-        .arg("run")
-        .arg(manifest)
-        .arg("--env")
-        .arg(db)
-        .args(["--host-ttl", "1s", "--quiet"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    KillOnDrop(child)
-}
 
 fn write_manifest(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
@@ -54,7 +40,7 @@ fn a_host_killed_mid_work_is_reaped_and_the_survivor_finishes_every_task_once() 
             agent("producer").display()
         ),
     );
-    let mut victim = start(dir.path(), &victim, &db);
+    let mut victim = run_host(dir.path(), &victim, &db);
     let env = wait_for("the environment", Duration::from_secs(60), || {
         Env::open_existing(&db, EnvOptions::default()).ok()
     });
@@ -67,7 +53,7 @@ fn a_host_killed_mid_work_is_reaped_and_the_survivor_finishes_every_task_once() 
             == 3)
             .then_some(())
     });
-    let mut survivor = start(dir.path(), &survivor, &db);
+    let mut survivor = run_host(dir.path(), &survivor, &db);
 
     // Kill the victim while it holds claimed tasks, some work already done.
     let victim_host = wait_for("the victim to be mid-work", Duration::from_secs(60), || {
@@ -120,11 +106,7 @@ fn a_host_killed_mid_work_is_reaped_and_the_survivor_finishes_every_task_once() 
             .all(|a| a.state == "lost")
     );
     assert!(env.list_reservations("").unwrap().is_empty());
-    let check: String = rusqlite::Connection::open(&db)
-        .unwrap()
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(check, "ok");
+    assert_eq!(integrity_check(&db), "ok");
 }
 
 #[test]

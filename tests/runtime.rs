@@ -555,11 +555,7 @@ async fn sql_and_full_text_attacks_are_taken_as_plain_text_and_every_write_is_it
     );
     let id = h.push("still-works", "{}").await;
     assert_eq!(h.env.get_task(id).unwrap().state, TaskState::Ready);
-    let conn = rusqlite::Connection::open(h.env.path()).unwrap();
-    let check: String = conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(check, "ok");
+    assert_eq!(support::integrity_check(h.env.path()), "ok");
     // No identity can be named in a call: every change it made is recorded
     // under the identity its host gave it.
     let me = h.agent_row("intruder-injection").id;

@@ -15,11 +15,10 @@
 mod support;
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{KillOnDrop, agent, wait_for, wawe};
+use support::{KillOnDrop, agent, integrity_check, run_host, wait_for};
 use wawe::env::{AgentId, Env, EnvOptions, PushOptions, TaskState};
 
 fn size(var: &str, default: usize) -> usize {
@@ -76,20 +75,6 @@ work_scale = 2000
     m
 }
 
-fn start_host(dir: &Path, manifest: &Path, db: &Path) -> KillOnDrop {
-    let child = wawe(dir)
-        .arg("run")
-        .arg(manifest)
-        .arg("--env")
-        .arg(db)
-        .args(["--host-ttl", "1s", "--quiet"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    KillOnDrop(child)
-}
-
 #[test]
 fn a_chaos_soak_loses_nothing_and_its_history_checks_out() {
     let tasks = size("WAWE_SOAK_TASKS", 60);
@@ -102,7 +87,7 @@ fn a_chaos_soak_loses_nothing_and_its_history_checks_out() {
     std::fs::write(&manifest, swarm(tasks)).unwrap();
 
     let mut hosts: Vec<KillOnDrop> = (0..hosts_at_once)
-        .map(|_| start_host(dir.path(), &manifest, &db))
+        .map(|_| run_host(dir.path(), &manifest, &db))
         .collect();
     let env = wait_for("the environment", Duration::from_secs(60), || {
         Env::open_existing(&db, EnvOptions::default()).ok()
@@ -120,7 +105,7 @@ fn a_chaos_soak_loses_nothing_and_its_history_checks_out() {
         let victim = k % hosts.len();
         hosts[victim].0.kill().unwrap();
         hosts[victim].0.wait().unwrap();
-        hosts[victim] = start_host(dir.path(), &manifest, &db);
+        hosts[victim] = run_host(dir.path(), &manifest, &db);
     }
     // Every host ends once the work is finished (the last ones reap the dead).
     let deadline = Duration::from_secs(120 + tasks as u64);
@@ -245,11 +230,7 @@ fn everything_acknowledged_before_a_sigkill_is_there_after_reopening() {
             .unwrap_or_else(|e| panic!("task {id} was acknowledged but is gone: {e}"));
         assert_eq!(&task.payload, payload);
     }
-    let check: String = rusqlite::Connection::open(&db)
-        .unwrap()
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(check, "ok");
+    assert_eq!(integrity_check(&db), "ok");
 }
 
 /// The checker itself: a history with a broken promise written into it

@@ -241,11 +241,7 @@ pub fn check(db: &Path) -> Summary {
             "lease {id} is live in the journal but not in the table: {lease:?}"
         );
     }
-    let check: String = rusqlite::Connection::open(db)
-        .unwrap()
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(check, "ok");
+    assert_eq!(super::integrity_check(db), "ok");
     env.close();
     sum
 }

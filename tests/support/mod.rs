@@ -59,3 +59,27 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Optio
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A `wawe run` host process for `manifest` on the environment `db`, with a
+/// one-second host ttl (so a killed one is reaped fast), quiet.
+pub fn run_host(dir: &Path, manifest: &Path, db: &Path) -> KillOnDrop {
+    let child = wawe(dir)
+        .arg("run")
+        .arg(manifest)
+        .arg("--env")
+        .arg(db)
+        .args(["--host-ttl", "1s", "--quiet"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    KillOnDrop(child)
+}
+
+/// What `PRAGMA integrity_check` says of the database at `db` ("ok").
+pub fn integrity_check(db: &Path) -> String {
+    rusqlite::Connection::open(db)
+        .unwrap()
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap()
+}

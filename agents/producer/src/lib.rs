@@ -37,13 +37,19 @@ struct Graph {
     ids: Vec<u64>,
 }
 
-/// How many leaf and merge tasks a graph of `total` tasks has (plus one final task).
+/// The most dependencies one task may name (the environment's default
+/// `max_resources`): the final task depends on every merge, so there are at
+/// most this many merges.
+const MAX_DEPENDENCIES: u32 = 64;
+
+/// How many leaf and merge tasks a graph of `total` tasks has (plus one final
+/// task): about one merge per five tasks, at most [`MAX_DEPENDENCIES`].
 fn shape(total: u32) -> (u32, u32) {
     match total {
         0 | 1 => (0, 0),
         2 => (1, 0),
         _ => {
-            let merges = ((total - 1) / 5).max(1);
+            let merges = ((total - 1) / 5).clamp(1, MAX_DEPENDENCIES);
             (total - 1 - merges, merges)
         }
     }
@@ -223,7 +229,7 @@ wawe_sdk::agent!(Producer);
 
 #[cfg(test)]
 mod tests {
-    use super::shape;
+    use super::{MAX_DEPENDENCIES, shape};
 
     #[test]
     fn shapes_add_up() {
@@ -233,5 +239,12 @@ mod tests {
             assert!(merges <= leaves);
         }
         assert_eq!(shape(20), (16, 3));
+        // Large graphs: every dependency list (the final task's, and each
+        // merge's group of leaves) stays within the limit.
+        for total in [600, 2_000, 4_000] {
+            let (leaves, merges) = shape(total);
+            assert_eq!(leaves + merges + 1, total);
+            assert!(merges <= MAX_DEPENDENCIES && leaves.div_ceil(merges) <= MAX_DEPENDENCIES);
+        }
     }
 }
