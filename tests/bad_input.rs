@@ -91,11 +91,14 @@ fn a_read_only_directory_is_reported_and_nothing_is_lost() {
     std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o444)).unwrap();
     let mut cmd = wawe(dir.path());
     // Root writes anywhere: run as nobody then, so the permissions hold.
-    // SAFETY: setgid/setuid are async-signal-safe and touch no Rust state.
+    // SAFETY: setgroups/setgid/setuid are async-signal-safe and touch no Rust state.
     if unsafe { libc::geteuid() } == 0 {
         unsafe {
             cmd.pre_exec(|| {
-                if libc::setgid(65534) != 0 || libc::setuid(65534) != 0 {
+                if libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setgid(65534) != 0
+                    || libc::setuid(65534) != 0
+                {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
@@ -150,7 +153,7 @@ fn a_full_disk_is_reported_and_nothing_is_lost() {
     let out = child.wait_with_output().unwrap();
     refused(
         &out,
-        &["disk", "full", "nothing was changed", "check free space"],
+        &["disk", "full", "did not complete", "check free space"],
     );
     assert_eq!(tasks(&db), before);
     assert_eq!(integrity_check(&db), "ok");

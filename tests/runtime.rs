@@ -682,7 +682,8 @@ async fn a_caller_past_its_rate_is_throttled_while_others_keep_going() {
     // At most a burst of one second's calls plus the rate over the run (the
     // hello agent's three greetings are values too).
     let written = h.env.stats().unwrap().values - 3;
-    let most = u64::from(rate) + (f64::from(rate) * wall.as_secs_f64()) as u64 + 10;
+    // Slack for a late timer; a quota that did not hold would write thousands.
+    let most = u64::from(rate) + (f64::from(rate) * wall.as_secs_f64()) as u64 + 50;
     assert!(
         written <= most,
         "{written} values written at {rate}/s (at most {most})"

@@ -19,7 +19,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::{KillOnDrop, agent, integrity_check, run_host, wait_for};
-use wawe::env::{AgentId, Env, EnvOptions, PushOptions, TaskState};
+use wawe::env::{AgentId, Env, EnvOptions, EventFilter, PushOptions, TaskState};
 
 fn size(var: &str, default: usize) -> usize {
     std::env::var(var)
@@ -114,6 +114,30 @@ fn a_chaos_soak_loses_nothing_and_its_history_checks_out() {
             host.0.try_wait().unwrap()
         });
     }
+    // Every kind of fault really happened (the cut-off workers end by their
+    // wall-clock limit, mid-call; the chaos agents as their mode says): each
+    // run's end is in the journal.
+    let filter = EventFilter {
+        kinds: vec!["agent.ended".into()],
+        ..Default::default()
+    };
+    let ends = env.read_events(0, &filter, 1_000_000).unwrap();
+    let ended = |name: &str, why: &str| {
+        ends.iter()
+            .any(|e| e.subject.starts_with(&format!("agent/{name}.")) && e.detail.contains(why))
+    };
+    for (name, why) in [
+        ("cut-off", "wall-clock limit"),
+        ("chaos-panic", "panicked"),
+        ("chaos-trap", "unreachable"),
+        ("chaos-loop", "CPU limit"),
+        ("chaos-memory", "memory limit"),
+        ("chaos-error", "deliberate error"),
+    ] {
+        assert!(ended(name, why), "no {name} ended with {why:?}");
+    }
+    // Every host has exited: nothing may still be held.
+    assert!(env.list_reservations("").unwrap().is_empty());
     drop(env);
 
     let sum = support::history::check(&db);
@@ -280,7 +304,10 @@ fn the_history_checker_catches_a_second_completion_and_a_stale_token() {
         "INSERT INTO events (at, agent, kind, subject, detail)
          SELECT at, agent, kind, subject, detail FROM events WHERE kind = 'task.completed'",
     );
-    assert!(twice.contains("completed by"), "{twice}");
+    assert!(twice.contains("but the live claim was None"), "{twice}");
+    let stale =
+        tampered("UPDATE events SET detail = '{\"token\":999}' WHERE kind = 'task.completed'");
+    assert!(stale.contains("with token 999"), "{stale}");
 }
 
 #[test]
@@ -293,6 +320,10 @@ fn the_history_checker_catches_conflicting_leases_and_lost_tasks() {
             '{\"resources\":[\"r/x\"],\"mode\":\"exclusive\",\"token\":2,\"expires_at\":99999999999999}')",
     );
     assert!(overlap.contains("while lease 900"), "{overlap}");
-    let lost = tampered("UPDATE tasks SET state = 'ready'");
-    assert!(lost.contains("is Ready in the table"), "{lost}");
+    // A task whose row and events agree that it never ended.
+    let lost = tampered(
+        "UPDATE tasks SET state = 'ready';
+         DELETE FROM events WHERE kind IN ('task.claimed', 'task.completed')",
+    );
+    assert!(lost.contains("was lost: still Ready"), "{lost}");
 }

@@ -15,9 +15,11 @@ use wawe::env::{Env, Event, EventFilter, Mode, TaskState, overlaps};
 pub struct Summary {
     /// Tasks pushed.
     pub tasks: usize,
-    /// Tasks done, dead, cancelled at the end.
+    /// Tasks done at the end.
     pub done: usize,
+    /// Tasks dead at the end (attempts used up).
     pub dead: usize,
+    /// Tasks cancelled at the end (a dependency died).
     pub cancelled: usize,
     /// Claims made (attempts).
     pub claims: usize,
@@ -25,8 +27,9 @@ pub struct Summary {
     pub claims_lost: usize,
     /// Leases granted.
     pub leases: usize,
-    /// Agent runs that ended crashed, and hosts recorded lost.
+    /// Agent runs that ended crashed.
     pub crashes: usize,
+    /// Hosts recorded lost (reaped after going silent).
     pub hosts_lost: usize,
     /// Events read.
     pub events: usize,
@@ -58,13 +61,15 @@ fn id_of(subject: &str, prefix: &str) -> u64 {
         .unwrap_or_else(|| panic!("subject {subject:?} is not {prefix}<id>"))
 }
 
-/// A live lease as the journal tells it.
+/// A live lease as the journal tells it: live from its grant to its end
+/// (released or expired). The environment ends expired leases, journaled,
+/// before it grants anything, so expiry times need not be read (keepalive
+/// extends them without an event).
 #[derive(Debug, Clone)]
 struct LiveLease {
     agent: String,
     resources: Vec<String>,
     mode: Mode,
-    expires_at: u64,
 }
 
 /// Run every check over the environment at `db`; panics naming the first
@@ -85,6 +90,7 @@ pub fn check(db: &Path) -> Summary {
     // Tasks: the state each task's events lead to, the claim each
     // completion must match, and how often each completed.
     let mut state: BTreeMap<u64, TaskState> = BTreeMap::new();
+    let mut deps: HashMap<u64, Vec<u64>> = HashMap::new();
     let mut holder: HashMap<u64, (String, u64)> = HashMap::new();
     let mut completions: HashMap<u64, u32> = HashMap::new();
     // Leases: the live set, replayed, with every grant checked against it.
@@ -96,6 +102,7 @@ pub fn check(db: &Path) -> Summary {
             let next = match kind {
                 "pushed" => {
                     sum.tasks += 1;
+                    deps.insert(id, serde_json::from_value(d["depends_on"].clone()).unwrap());
                     TaskState::parse(d["state"].as_str().unwrap()).unwrap()
                 }
                 "claimed" => {
@@ -123,21 +130,52 @@ pub fn check(db: &Path) -> Summary {
                     *completions.entry(id).or_default() += 1;
                     TaskState::Done
                 }
-                "retried" | "returned" => {
-                    if holder.remove(&id).is_some() {
+                "retried" | "returned" | "dead" => {
+                    if let Some((by, _)) = holder.remove(&id) {
                         sum.claims_lost += 1;
+                        // A failure is reported by the holder; the host
+                        // ("env", or the agent's own end) does the rest.
+                        assert!(
+                            e.agent == "env" || e.agent == by,
+                            "task {id} {kind} by {}, but {by} held it (event {})",
+                            e.agent,
+                            e.seq
+                        );
                     }
+                    if kind == "dead" {
+                        TaskState::Dead
+                    } else {
+                        TaskState::Ready
+                    }
+                }
+                "ready" => {
+                    let unfinished: Vec<_> = deps[&id]
+                        .iter()
+                        .filter(|d| state.get(d) != Some(&TaskState::Done))
+                        .collect();
+                    assert!(
+                        unfinished.is_empty(),
+                        "task {id} made ready before its dependencies {unfinished:?} were done"
+                    );
                     TaskState::Ready
                 }
-                "dead" => {
-                    if holder.remove(&id).is_some() {
-                        sum.claims_lost += 1;
-                    }
-                    TaskState::Dead
+                "cancelled" => {
+                    assert_eq!(
+                        state.get(&id),
+                        Some(&TaskState::Blocked),
+                        "task {id} cancelled"
+                    );
+                    TaskState::Cancelled
                 }
-                "ready" => TaskState::Ready,
-                "cancelled" => TaskState::Cancelled,
-                "extended" => TaskState::Claimed,
+                "extended" => {
+                    let by = holder.get(&id).map(|(a, _)| a.as_str());
+                    assert_eq!(
+                        by,
+                        Some(e.agent.as_str()),
+                        "task {id} extended by a non-holder"
+                    );
+                    TaskState::Claimed
+                }
                 other => panic!("unknown task event {other}"),
             };
             state.insert(id, next);
@@ -155,10 +193,10 @@ pub fn check(db: &Path) -> Summary {
                         } else {
                             Mode::Exclusive
                         },
-                        expires_at: d["expires_at"].as_u64().unwrap(),
                     };
                     for (other_id, other) in &live {
-                        let unexpired = other.expires_at > e.at;
+                        // An agent's own leases may overlap.
+                        let someone_else = other.agent != lease.agent;
                         let exclusive =
                             lease.mode == Mode::Exclusive || other.mode == Mode::Exclusive;
                         let clash = lease
@@ -166,7 +204,7 @@ pub fn check(db: &Path) -> Summary {
                             .iter()
                             .any(|a| other.resources.iter().any(|b| overlaps(a, b)));
                         assert!(
-                            !(unexpired && exclusive && clash),
+                            !(someone_else && exclusive && clash),
                             "lease {id} ({lease:?}) granted at {} while lease {other_id} ({other:?}) was live",
                             e.at
                         );
@@ -175,10 +213,7 @@ pub fn check(db: &Path) -> Summary {
                 }
                 "renewed" => {
                     let id = id_of(&e.subject, "lease/");
-                    let expires = detail(e)["expires_at"].as_u64().unwrap();
-                    live.get_mut(&id)
-                        .unwrap_or_else(|| panic!("lease {id} renewed but not live"))
-                        .expires_at = expires;
+                    assert!(live.contains_key(&id), "lease {id} renewed but not live");
                 }
                 "released" | "expired" => {
                     let id = id_of(&e.subject, "lease/");
@@ -234,13 +269,21 @@ pub fn check(db: &Path) -> Summary {
             h.lease
         );
     }
-    let table: Vec<u64> = holdings.iter().map(|h| h.lease).collect();
-    for (id, lease) in &live {
-        assert!(
-            table.contains(id) || lease.expires_at <= env.now_ms(),
-            "lease {id} is live in the journal but not in the table: {lease:?}"
-        );
-    }
+    // Every lease row (expired or not) is one the journal has not ended, and
+    // the other way round.
+    let rows: Vec<u64> = rusqlite::Connection::open(db)
+        .unwrap()
+        .prepare("SELECT id FROM leases ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get::<_, i64>(0).map(|v| v as u64))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        rows,
+        live.keys().copied().collect::<Vec<_>>(),
+        "lease rows vs leases the journal has not ended"
+    );
     assert_eq!(super::integrity_check(db), "ok");
     env.close();
     sum

@@ -165,7 +165,12 @@ fn huge_payload(found: &mut Findings, bytes: usize) {
         ("write a value", put.err()),
     ] {
         match refused {
-            Some(e) => found.refused(&format!("{what} of {bytes} bytes"), e),
+            Some(e @ Error::TooLarge { .. }) => {
+                found.refused(&format!("{what} of {bytes} bytes"), e)
+            }
+            Some(e) => found.breached(format!(
+                "{what} of {bytes} bytes: not refused as too large: {e}"
+            )),
             None => found.breached(format!("{what} of {bytes} bytes was accepted")),
         }
     }

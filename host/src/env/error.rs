@@ -149,8 +149,8 @@ pub enum OpenError {
     },
     /// Reading or writing the file failed.
     #[error(
-        "{path}: a disk I/O error ({detail}): the disk may be full or failing; nothing was \
-         changed: check free space and the disk, then try again"
+        "{path}: a disk I/O error ({detail}): the disk may be full or failing; the \
+         environment could not be opened: check free space and the disk, then try again"
     )]
     Io {
         /// The file.

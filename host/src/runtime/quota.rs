@@ -1,7 +1,11 @@
 //! Per-agent quotas on the environment: a token bucket of calls per second
 //! (a flooding agent waits; nobody else does) and caps per run on writes,
 //! task pushes and learnings (a run past one is stopped, with the quota
-//! named as the reason).
+//! named as the reason, and not restarted).
+//!
+//! A write is a call that may change the environment, counted when it is
+//! made, whatever its outcome: a claim that finds nothing counts, and so does
+//! a refused one.
 
 use std::time::{Duration, Instant};
 
@@ -20,14 +24,26 @@ pub(crate) enum Call {
     Learning,
 }
 
+/// How every per-run quota stop's reason begins.
+const QUOTA_STOP: &str = "went past its quota of";
+
+/// Whether a run ended because it went past a per-run quota.
+pub(crate) fn is_quota_stop(reason: &str) -> bool {
+    reason.contains(QUOTA_STOP)
+}
+
 /// One run's use of its quotas.
 pub(crate) struct Quota {
+    /// Calls per second allowed (0: unlimited); also the burst.
     rate: f64,
+    /// Calls that may be made now; below zero, a debt the next calls wait off.
     tokens: f64,
+    /// When `tokens` was last brought up to date.
     refilled: Instant,
     max_writes: Option<u64>,
     max_pushes: Option<u64>,
     max_learnings: Option<u64>,
+    /// What this run did so far.
     writes: u64,
     pushes: u64,
     learnings: u64,
@@ -56,22 +72,31 @@ impl Quota {
     /// Count a call: `Err` names the per-run quota it goes past; otherwise,
     /// how long the caller must wait first to keep to the rate.
     pub(crate) fn charge(&mut self, call: Call) -> Result<Duration, String> {
+        self.charge_at(call, Instant::now())
+    }
+
+    /// [`Quota::charge`] at the instant `now`.
+    fn charge_at(&mut self, call: Call, now: Instant) -> Result<Duration, String> {
         if call != Call::Read {
             self.writes += 1;
-            over(self.writes, self.max_writes, "writes")?;
+            over(self.writes, self.max_writes, "writes", "max_writes")?;
         }
         if call == Call::Push {
             self.pushes += 1;
-            over(self.pushes, self.max_pushes, "task pushes")?;
+            over(self.pushes, self.max_pushes, "task pushes", "max_pushes")?;
         }
         if call == Call::Learning {
             self.learnings += 1;
-            over(self.learnings, self.max_learnings, "learnings recorded")?;
+            over(
+                self.learnings,
+                self.max_learnings,
+                "learnings recorded",
+                "max_learnings",
+            )?;
         }
         if self.rate <= 0.0 {
             return Ok(Duration::ZERO);
         }
-        let now = Instant::now();
         let elapsed = now.duration_since(self.refilled).as_secs_f64();
         self.refilled = now;
         self.tokens = (self.tokens + elapsed * self.rate).min(self.rate) - 1.0;
@@ -82,15 +107,12 @@ impl Quota {
     }
 }
 
-fn over(count: u64, max: Option<u64>, what: &str) -> Result<(), String> {
+/// `Err` when `count` is past `max`, naming the quota and its manifest `key`.
+fn over(count: u64, max: Option<u64>, what: &str, key: &str) -> Result<(), String> {
     match max {
         Some(max) if count > max => Err(format!(
-            "went past its quota of {max} {what} per run (a flood?); raise `max_{}` in its manifest if this is real work",
-            match what {
-                "writes" => "writes",
-                "task pushes" => "pushes",
-                _ => "learnings",
-            }
+            "{QUOTA_STOP} {max} {what} per run (a flood?); raise `{key}` in its manifest if \
+             this is real work"
         )),
         _ => Ok(()),
     }

@@ -14,6 +14,7 @@ use wasmtime_wasi::I32Exit;
 
 use super::limits::EPOCH_TICK;
 use super::load::Module;
+use super::quota;
 use super::state::AgentState;
 use super::{AgentSpec, RestartPolicy, Shared, truncate};
 use crate::env::{AgentEnd, AgentId};
@@ -123,6 +124,20 @@ pub(crate) async fn supervise(
             RestartPolicy::Always => end != RunEnd::Stopped,
         };
         if !restart || *stop.borrow() || *host_stop.borrow() {
+            return end;
+        }
+        // A run stopped by a per-run quota would flood again if restarted
+        // (its counts start over): it is given up on at once.
+        if let RunEnd::Crashed(why) = &end
+            && quota::is_quota_stop(why)
+        {
+            let why = "stopped at a per-run quota; not restarting (raise the quota in its \
+                       manifest if this is real work)";
+            tracing::error!(agent = %id, "{why}");
+            counters.gave_up.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = shared.env.agent_gave_up(&id, why).await {
+                tracing::error!(agent = %id, "cannot record giving up: {e}");
+            }
             return end;
         }
         let now = Instant::now();

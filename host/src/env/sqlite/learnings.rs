@@ -12,6 +12,10 @@ use crate::env::{AgentId, EnvError, EnvResult, Learning};
 const CANDIDATES: u32 = 200;
 /// Most words of a search that are used.
 const MAX_TERMS: usize = 32;
+/// The longest search text, in bytes (a piece of it with no ASCII separator
+/// can hold any number of words, so the word cap alone does not bound it).
+const MAX_SEARCH_BYTES: usize = 4096;
+
 /// Most learnings one call returns.
 const MAX_LIMIT: u32 = 1_000;
 
@@ -137,6 +141,13 @@ impl Env {
 
     /// Up to `limit` learnings matching the words of `text`, best first.
     pub fn search_learnings(&self, text: &str, limit: u32) -> EnvResult<Vec<Learning>> {
+        if text.len() > MAX_SEARCH_BYTES {
+            return Err(EnvError::TooLarge {
+                what: "search text".into(),
+                limit: MAX_SEARCH_BYTES as u64,
+                actual: text.len() as u64,
+            });
+        }
         let query = fts_query(text)
             .ok_or_else(|| EnvError::invalid("the search text has no words to look for"))?;
         let half_life = self.options().learning_half_life_ms;

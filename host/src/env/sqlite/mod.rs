@@ -409,8 +409,8 @@ impl From<rusqlite::Error> for EnvError {
             // A failed write, say past a file size limit (a full disk is
             // `DiskFull` above): the transaction was rolled back.
             Some(ErrorCode::SystemIoFailure) => EnvError::Unavailable(
-                "a disk I/O error: the disk may be full or failing; nothing was changed: \
-                 check free space and the disk, then try again"
+                "a disk I/O error: the disk may be full or failing; the operation did not \
+                 complete: check free space and the disk, then try again"
                     .into(),
             ),
             Some(ErrorCode::ReadOnly) => EnvError::Unavailable(

@@ -201,6 +201,17 @@ fn attempt(
     queue_until: Option<u64>,
 ) -> EnvResult<Attempt> {
     let now = tx.now;
+    // Leases past their expiry end here, each journaled, before anything can
+    // be granted over them: in the journal, every lease ends before a
+    // conflicting one begins (keepalive extends leases without an event, so
+    // their expiry cannot be read off the journal).
+    let any_expired: bool = tx
+        .conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM leases WHERE expires_at <= ?1)")?
+        .query_row([i(now)], |r| r.get(0))?;
+    if any_expired {
+        expire(tx)?;
+    }
     let blocked = match lease_conflict(tx.conn, now, agent, resources, mode)? {
         Some((conflict, earliest)) => Some((conflict, Some(earliest))),
         None => waiter_conflict(tx.conn, now, agent, resources, mode, waiter)?.map(|c| {
