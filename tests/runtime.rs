@@ -706,3 +706,31 @@ async fn endless_recursion_traps_and_ends_only_its_own_run() {
     let h2 = h.push("after", "{}").await;
     assert_eq!(h.env.get_task(h2).unwrap().state, TaskState::Ready);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_stopped_at_a_per_run_quota_is_not_restarted() {
+    let h = harness().await;
+    let limits = Limits {
+        max_pushes: Some(50),
+        ..Limits::default()
+    };
+    let spec = spec(
+        "flood-again",
+        &[("mode", "flood"), ("what", "tasks")],
+        RestartPolicy::Always,
+        limits,
+    );
+    let end = h.run("intruder", spec).await;
+    assert!(crashed(&end).contains("quota of 50 task pushes"), "{end:?}");
+    // One run's worth, not one per restart.
+    let pushed = h.env.list_tasks(Some("flood"), None, 1_000).unwrap().len();
+    assert_eq!(pushed, 50);
+    let row = h.agent_row("flood-again");
+    assert_eq!(row.restarts, 0);
+    assert!(
+        row.end_reason
+            .unwrap_or_default()
+            .contains("not restarting"),
+        "the reason says why it stays down"
+    );
+}
