@@ -151,6 +151,8 @@ fn work_normally(queue: &str, lease: Duration, wait: Duration) -> Result<(), Str
 struct Chaos;
 
 impl Agent for Chaos {
+    // Kept out of line, so that crash backtraces name it even in an LTO build.
+    #[inline(never)]
     fn run(config: Config) -> Result<(), String> {
         let mode = config.get_or("mode", "panic");
         let crash = Crash::parse(mode)?;
