@@ -24,14 +24,6 @@ pub(crate) enum Call {
     Learning,
 }
 
-/// How every per-run quota stop's reason begins.
-const QUOTA_STOP: &str = "went past its quota of";
-
-/// Whether a run ended because it went past a per-run quota.
-pub(crate) fn is_quota_stop(reason: &str) -> bool {
-    reason.contains(QUOTA_STOP)
-}
-
 /// One run's use of its quotas.
 pub(crate) struct Quota {
     /// Calls per second allowed (0: unlimited); also the burst.
@@ -47,6 +39,8 @@ pub(crate) struct Quota {
     writes: u64,
     pushes: u64,
     learnings: u64,
+    /// Set once a call went past a per-run cap (the run is then stopped).
+    past_cap: bool,
     /// Whether this run was throttled yet (it is logged once).
     pub(crate) throttled: bool,
 }
@@ -65,6 +59,7 @@ impl Quota {
             writes: 0,
             pushes: 0,
             learnings: 0,
+            past_cap: false,
             throttled: false,
         }
     }
@@ -75,8 +70,23 @@ impl Quota {
         self.charge_at(call, Instant::now())
     }
 
+    /// Whether a call of this run went past a per-run cap (so the run must
+    /// not be restarted: its counts would start over).
+    pub(crate) fn past_a_cap(&self) -> bool {
+        self.past_cap
+    }
+
     /// [`Quota::charge`] at the instant `now`.
     fn charge_at(&mut self, call: Call, now: Instant) -> Result<Duration, String> {
+        if let Err(reason) = self.count(call) {
+            self.past_cap = true;
+            return Err(reason);
+        }
+        Ok(self.pace(now))
+    }
+
+    /// Count a call against the per-run caps.
+    fn count(&mut self, call: Call) -> Result<(), String> {
         if call != Call::Read {
             self.writes += 1;
             over(self.writes, self.max_writes, "writes", "max_writes")?;
@@ -94,16 +104,21 @@ impl Quota {
                 "max_learnings",
             )?;
         }
+        Ok(())
+    }
+
+    /// How long this call must wait to keep to the rate.
+    fn pace(&mut self, now: Instant) -> Duration {
         if self.rate <= 0.0 {
-            return Ok(Duration::ZERO);
+            return Duration::ZERO;
         }
         let elapsed = now.duration_since(self.refilled).as_secs_f64();
         self.refilled = now;
         self.tokens = (self.tokens + elapsed * self.rate).min(self.rate) - 1.0;
         if self.tokens >= 0.0 {
-            return Ok(Duration::ZERO);
+            return Duration::ZERO;
         }
-        Ok(Duration::from_secs_f64(-self.tokens / self.rate))
+        Duration::from_secs_f64(-self.tokens / self.rate)
     }
 }
 
@@ -111,7 +126,7 @@ impl Quota {
 fn over(count: u64, max: Option<u64>, what: &str, key: &str) -> Result<(), String> {
     match max {
         Some(max) if count > max => Err(format!(
-            "{QUOTA_STOP} {max} {what} per run (a flood?); raise `{key}` in its manifest if \
+            "went past its quota of {max} {what} per run (a flood?); raise `{key}` in its manifest if \
              this is real work"
         )),
         _ => Ok(()),

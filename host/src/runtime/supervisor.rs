@@ -14,7 +14,6 @@ use wasmtime_wasi::I32Exit;
 
 use super::limits::EPOCH_TICK;
 use super::load::Module;
-use super::quota;
 use super::state::AgentState;
 use super::{AgentSpec, RestartPolicy, Shared, truncate};
 use crate::env::{AgentEnd, AgentId};
@@ -89,14 +88,15 @@ pub(crate) async fn supervise(
             spec.clone(),
             id.clone(),
         ));
-        let end = tokio::select! {
-            joined = &mut run => joined.unwrap_or_else(|e| {
-                RunEnd::Crashed(format!("the host failed while running it: {e}"))
+        let Ran { end, past_quota } = tokio::select! {
+            joined = &mut run => joined.unwrap_or_else(|e| Ran {
+                end: RunEnd::Crashed(format!("the host failed while running it: {e}")),
+                past_quota: false,
             }),
             _ = stopped(&mut stop, &mut host_stop) => {
                 run.abort();
                 let _ = run.await;
-                RunEnd::Stopped
+                Ran { end: RunEnd::Stopped, past_quota: false }
             }
         };
         counters.running.fetch_sub(1, Ordering::Relaxed);
@@ -128,9 +128,7 @@ pub(crate) async fn supervise(
         }
         // A run stopped by a per-run quota would flood again if restarted
         // (its counts start over): it is given up on at once.
-        if let RunEnd::Crashed(why) = &end
-            && quota::is_quota_stop(why)
-        {
+        if past_quota {
             let why = "stopped at a per-run quota; not restarting (raise the quota in its \
                        manifest if this is real work)";
             tracing::error!(agent = %id, "{why}");
@@ -208,11 +206,32 @@ fn restart_backoff(opts: &super::RuntimeOptions, failures: u32) -> Duration {
     (opts.restart_backoff * factor).min(opts.restart_backoff_max)
 }
 
-/// One run: a fresh instance (a trapped one is never reused), `run` called
-/// with the config, under the agent's limits.
-async fn run_once(shared: Arc<Shared>, module: Module, spec: AgentSpec, id: AgentId) -> RunEnd {
+/// How one run ended, and whether it may be restarted at all.
+struct Ran {
+    end: RunEnd,
+    /// It went past a per-run quota: restarting would start its counts over.
+    past_quota: bool,
+}
+
+/// One run (see [`run_in`]), and whether it went past a per-run quota.
+async fn run_once(shared: Arc<Shared>, module: Module, spec: AgentSpec, id: AgentId) -> Ran {
     let state = AgentState::new(id, shared.env.clone(), &spec.limits);
     let mut store = Store::new(&shared.engine, state);
+    let end = run_in(&mut store, &shared, &module, &spec).await;
+    Ran {
+        end,
+        past_quota: store.data().quota.past_a_cap(),
+    }
+}
+
+/// One run in `store`: a fresh instance (a trapped one is never reused),
+/// `run` called with the config, under the agent's limits.
+async fn run_in(
+    store: &mut Store<AgentState>,
+    shared: &Shared,
+    module: &Module,
+    spec: &AgentSpec,
+) -> RunEnd {
     store.limiter(|s| &mut s.limiter);
     store.set_epoch_deadline(1);
     let cpu = spec.limits.cpu;
@@ -240,14 +259,14 @@ async fn run_once(shared: Arc<Shared>, module: Module, spec: AgentSpec, id: Agen
         Ok(UpdateDeadline::Yield(1))
     });
     let started = std::time::Instant::now();
-    let instance = match module.pre.instantiate_async(&mut store).await {
+    let instance = match module.pre.instantiate_async(&mut *store).await {
         Ok(i) => {
             shared.instantiations.record(started.elapsed());
             i
         }
         Err(e) => return RunEnd::Crashed(describe(&e, store.data(), "failed to start")),
     };
-    let call = instance.call_run(&mut store, &spec.config);
+    let call = instance.call_run(&mut *store, &spec.config);
     let result = match spec.limits.wall {
         Some(limit) => match tokio::time::timeout(limit, call).await {
             Ok(r) => r,
