@@ -18,6 +18,33 @@ pub use spawn::{SpawnReport, SpawnRun, spawn};
 pub use tasks::{Mode, TasksReport, Throughput, tasks};
 pub use wake::{WakeReport, run_waiter, wake};
 
+/// Run `callers` native callers on a fresh environment at `path`, caller
+/// `n` as `caller(env, n)`, doing `units` units of work in all: the
+/// environment (for checks afterwards) and how fast it went.
+async fn run_native<F, Fut>(
+    path: &std::path::Path,
+    opts: crate::env::EnvOptions,
+    callers: u32,
+    units: u64,
+    caller: F,
+) -> anyhow::Result<(crate::env::Env, Throughput)>
+where
+    F: Fn(crate::env::Env, u32) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let env = crate::env::Env::open(path, opts)?;
+    let before = env.commits();
+    let started = std::time::Instant::now();
+    let running: Vec<_> = (0..callers)
+        .map(|n| tokio::spawn(caller(env.clone(), n)))
+        .collect();
+    for one in running {
+        one.await??;
+    }
+    let rate = Throughput::of(units, started.elapsed(), env.commits() - before);
+    Ok((env, rate))
+}
+
 /// Percentiles of a set of latencies, in microseconds.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct Latency {

@@ -9,11 +9,10 @@
 //!   its release wakes them.
 
 use std::path::Path;
-use std::time::Instant;
 
 use super::guest;
 use super::tasks::Throughput;
-use crate::env::{AgentId, Durability, Env, EnvOptions, Mode};
+use crate::env::{AgentId, Durability, EnvOptions, Mode};
 
 /// What `wawe bench reservations` measured.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -95,40 +94,27 @@ pub async fn reservations(
         });
         env.close();
 
-        let env = Env::open(dir.join(format!("native-{scenario}.db")), opts.clone())?;
-        let before = env.commits();
-        let started = Instant::now();
-        let callers: Vec<_> = (0..agents)
-            .map(|n| {
-                let env = env.clone();
-                let mine = resources(overlap, n, shared);
-                tokio::spawn(async move {
-                    let me = AgentId::new(format!("native.{n}"));
-                    for round in 0..per_agent {
-                        let pick = &mine[((u64::from(n) + round) % mine.len() as u64) as usize];
-                        let lease = env
-                            .reserve(
-                                &me,
-                                std::slice::from_ref(pick),
-                                Mode::Exclusive,
-                                TTL_MS,
-                                WAIT_MS,
-                            )
-                            .await?;
-                        env.release(&me, lease.id).await?;
-                    }
-                    anyhow::Ok(())
-                })
-            })
-            .collect();
-        for caller in callers {
-            caller.await??;
-        }
-        let took = started.elapsed();
+        let path = dir.join(format!("native-{scenario}.db"));
+        let (env, rate) = super::run_native(&path, opts.clone(), agents, total, |env, n| {
+            let mine = resources(overlap, n, shared);
+            async move {
+                let me = AgentId::new(format!("native.{n}"));
+                for round in 0..per_agent {
+                    let pick = &mine[((u64::from(n) + round) % mine.len() as u64) as usize];
+                    let one = std::slice::from_ref(pick);
+                    let lease = env
+                        .reserve(&me, one, Mode::Exclusive, TTL_MS, WAIT_MS)
+                        .await?;
+                    env.release(&me, lease.id).await?;
+                }
+                Ok(())
+            }
+        })
+        .await?;
         runs.push(ReservationRun {
             scenario,
             mode: "native",
-            rate: Throughput::of(total, took, env.commits() - before),
+            rate,
             waited: env.reservations_queued()?,
         });
         env.close();

@@ -8,7 +8,7 @@
 //!   statements, without group commit.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 
@@ -143,35 +143,23 @@ async fn run_native(
     agents: u32,
     per_agent: u64,
 ) -> anyhow::Result<Throughput> {
-    let env = Env::open(path, opts)?;
-    let before = env.commits();
-    let started = Instant::now();
-    let callers: Vec<_> = (0..agents)
-        .map(|n| {
-            let env = env.clone();
-            tokio::spawn(async move {
-                let me = AgentId::new(format!("native.{n}"));
-                for _ in 0..per_agent {
-                    env.push(&me, QUEUE, "", PushOptions::default()).await?;
-                    let task = env
-                        .claim(&me, QUEUE, LEASE_MS, WAIT_MS)
-                        .await?
-                        .context("no task arrived within a minute")?;
-                    env.complete(&me, task.id, task.token, "").await?;
-                }
-                anyhow::Ok(())
-            })
-        })
-        .collect();
-    for caller in callers {
-        caller.await??;
-    }
-    let took = started.elapsed();
-    let commits = env.commits() - before;
     let total = per_agent * u64::from(agents);
+    let (env, rate) = super::run_native(path, opts, agents, total, |env, n| async move {
+        let me = AgentId::new(format!("native.{n}"));
+        for _ in 0..per_agent {
+            env.push(&me, QUEUE, "", PushOptions::default()).await?;
+            let task = env
+                .claim(&me, QUEUE, LEASE_MS, WAIT_MS)
+                .await?
+                .context("no task arrived within a minute")?;
+            env.complete(&me, task.id, task.token, "").await?;
+        }
+        Ok(())
+    })
+    .await?;
     check_all_done(&env, total)?;
     env.close();
-    Ok(Throughput::of(total, took, commits))
+    Ok(rate)
 }
 
 /// The run counts only if every task it pushed ended done.
