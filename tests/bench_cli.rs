@@ -118,6 +118,7 @@ fn bench_spawn_measures_instantiation_and_memory_per_live_agent() {
 #[test]
 fn bench_wake_measures_waiters_in_this_process_and_another() {
     let r = bench(&["wake", "--rounds", "5"]);
+    assert_eq!(r["durability"], "normal");
     for waiter in ["same_process", "other_process"] {
         assert_eq!(r[waiter]["samples"], 5, "{r}");
         assert!(positive(&r[waiter]["p50_us"]), "{r}");

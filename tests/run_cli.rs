@@ -239,23 +239,3 @@ fn the_demo_swarm_finishes_all_its_work_and_heals_its_crashes() {
     );
     assert!(env.list_reservations("").unwrap().is_empty());
 }
-
-#[test]
-fn bench_wake_measures_both_kinds_of_waiter() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = wawe(dir.path())
-        .args(["bench", "wake", "--rounds", "5", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["durability"], "normal");
-    for waiter in ["same_process", "other_process"] {
-        assert_eq!(report[waiter]["samples"], 5, "{report}");
-        assert!(report[waiter]["p50_us"].as_f64().unwrap() > 0.0, "{report}");
-    }
-}

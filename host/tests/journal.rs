@@ -367,12 +367,8 @@ fn an_empty_file_becomes_an_environment() {
 
 #[tokio::test]
 async fn the_wal_grows_under_a_long_reader_and_is_cut_back_after_it_ends() {
-    let limit = 256 << 10;
-    let t = common::open_with(EnvOptions {
-        wal_size_limit_bytes: limit,
-        ..Default::default()
-    });
-    let wal = wal_of(&t.env);
+    let limit = WAL_LIMIT;
+    let (t, wal) = with_wal_limit();
     let a = agent("a");
     t.env.put_value(&a, "k", "0", None, None).await.unwrap();
     // A reader that holds its snapshot keeps checkpoints from finishing.
@@ -404,12 +400,8 @@ async fn the_wal_grows_under_a_long_reader_and_is_cut_back_after_it_ends() {
 
 #[tokio::test]
 async fn the_wal_is_checkpointed_as_writes_go_on_without_a_sweep() {
-    let limit = 256 << 10;
-    let t = common::open_with(EnvOptions {
-        wal_size_limit_bytes: limit,
-        ..Default::default()
-    });
-    let wal = wal_of(&t.env);
+    let limit = WAL_LIMIT;
+    let (t, wal) = with_wal_limit();
     let a = agent("a");
     // Well past the size limit, well short of the writer's own checkpoint
     // threshold (4,000 pages): only the checkpoint thread can cut this back.
@@ -488,4 +480,17 @@ async fn write_until_wal_at_most(env: &Env, limit: u64) -> u64 {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     size
+}
+
+/// The WAL size limit the log tests use.
+const WAL_LIMIT: u64 = 256 << 10;
+
+/// An environment whose log is cut back to [`WAL_LIMIT`], and its log file.
+fn with_wal_limit() -> (common::TestEnv, std::path::PathBuf) {
+    let t = common::open_with(EnvOptions {
+        wal_size_limit_bytes: WAL_LIMIT,
+        ..Default::default()
+    });
+    let wal = wal_of(&t.env);
+    (t, wal)
 }
