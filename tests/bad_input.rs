@@ -13,7 +13,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use support::{integrity_check, wawe};
+use support::{block, integrity_check, wawe};
 use wawe::env::{Env, EnvOptions, Task};
 
 /// A directory anyone may enter, with an environment holding three tasks.
@@ -42,7 +42,7 @@ fn push_with(mut cmd: Command, db: &Path, payload: &str) -> Output {
 /// The tasks in the environment, read through a fresh handle.
 fn tasks(db: &Path) -> Vec<Task> {
     let env = Env::open_existing(db, EnvOptions::default()).unwrap();
-    let tasks = env.list_tasks(None, None, 1_000).unwrap();
+    let tasks = block(env.list_tasks(None, None, 1_000)).unwrap();
     env.close();
     tasks
 }

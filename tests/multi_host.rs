@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use support::{KillOnDrop, agent, integrity_check, run_host, wait_for, wawe};
+use support::{KillOnDrop, agent, block, integrity_check, run_host, wait_for, wawe};
 use wawe::env::{Env, EnvOptions, EventFilter, TaskState};
 
 fn write_manifest(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -45,7 +45,7 @@ fn a_host_killed_mid_work_is_reaped_and_the_survivor_finishes_every_task_once() 
         Env::open_existing(&db, EnvOptions::default()).ok()
     });
     wait_for("the victim's workers", Duration::from_secs(60), || {
-        (env.list_agents()
+        (block(env.list_agents())
             .ok()?
             .iter()
             .filter(|a| a.state == "running")
@@ -57,7 +57,7 @@ fn a_host_killed_mid_work_is_reaped_and_the_survivor_finishes_every_task_once() 
 
     // Kill the victim while it holds claimed tasks, some work already done.
     let victim_host = wait_for("the victim to be mid-work", Duration::from_secs(60), || {
-        let tasks = env.list_tasks(None, None, 1_000).ok()?;
+        let tasks = block(env.list_tasks(None, None, 1_000)).ok()?;
         let done = tasks.iter().filter(|t| t.state == TaskState::Done).count();
         let claimed_by_victim: Vec<_> = tasks
             .iter()
@@ -75,7 +75,7 @@ fn a_host_killed_mid_work_is_reaped_and_the_survivor_finishes_every_task_once() 
     });
     assert!(status.success(), "the survivor failed: {status}");
 
-    let tasks = env.list_tasks(None, None, 1_000).unwrap();
+    let tasks = block(env.list_tasks(None, None, 1_000)).unwrap();
     assert_eq!(tasks.len(), 40);
     assert!(
         tasks.iter().all(|t| t.state == TaskState::Done),
@@ -87,25 +87,25 @@ fn a_host_killed_mid_work_is_reaped_and_the_survivor_finishes_every_task_once() 
         ..Default::default()
     };
     let mut per_task: BTreeMap<String, u32> = BTreeMap::new();
-    for e in env.read_events(0, &completed, 10_000).unwrap() {
+    for e in block(env.read_events(0, &completed, 10_000)).unwrap() {
         *per_task.entry(e.subject).or_default() += 1;
     }
     assert_eq!(per_task.len(), 40);
     assert!(per_task.values().all(|&n| n == 1), "{per_task:?}");
     // The dead host was reaped: its agents lost, nothing of theirs still held.
-    let hosts = env.list_hosts().unwrap();
+    let hosts = block(env.list_hosts()).unwrap();
     assert_eq!(
         hosts.iter().find(|h| h.id == victim_host).unwrap().state,
         "lost"
     );
-    let agents = env.list_agents().unwrap();
+    let agents = block(env.list_agents()).unwrap();
     assert!(
         agents
             .iter()
             .filter(|a| a.host == victim_host)
             .all(|a| a.state == "lost")
     );
-    assert!(env.list_reservations("").unwrap().is_empty());
+    assert!(block(env.list_reservations("")).unwrap().is_empty());
     assert_eq!(integrity_check(&db), "ok");
 }
 
@@ -127,7 +127,7 @@ fn a_claim_waiting_in_one_process_is_woken_by_a_push_from_another() {
         Env::open_existing(&db, EnvOptions::default()).ok()
     });
     wait_for("the agent to wait", Duration::from_secs(60), || {
-        env.list_agents()
+        block(env.list_agents())
             .ok()?
             .iter()
             .any(|a| a.state == "running")
@@ -146,11 +146,19 @@ fn a_claim_waiting_in_one_process_is_woken_by_a_push_from_another() {
     let event = wait_for(
         "the waiting agent to take the task",
         Duration::from_secs(30),
-        || env.read_events(0, &done, 10).ok()?.into_iter().next(),
+        || {
+            block(env.read_events(0, &done, 10))
+                .ok()?
+                .into_iter()
+                .next()
+        },
     );
     assert!(event.agent.starts_with("hello.0@"), "{event:?}");
     assert_eq!(
-        env.get_value("greetings/ada").unwrap().unwrap().value,
+        block(env.get_value("greetings/ada"))
+            .unwrap()
+            .unwrap()
+            .value,
         "hello, ada"
     );
 }

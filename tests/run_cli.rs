@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use support::{KillOnDrop, agent, wait_for, wawe};
+use support::{KillOnDrop, agent, block, wait_for, wawe};
 use wawe::env::{Env, EnvOptions, TaskState};
 
 /// Generous: only there so a broken run fails the test instead of hanging it.
@@ -152,7 +152,7 @@ fn a_watched_folder_starts_restarts_and_stops_modules() {
         Env::open_existing(&db, EnvOptions::default()).ok()
     });
     let row = |name: &str| {
-        env.list_agents()
+        block(env.list_agents())
             .unwrap()
             .into_iter()
             .find(|a| a.name == name)
@@ -197,7 +197,7 @@ fn a_watched_folder_starts_restarts_and_stops_modules() {
     assert!(stderr.contains("skipped broken"), "{stderr}");
     assert!(stderr.contains("not a WebAssembly file"), "{stderr}");
     assert!(
-        env.list_hosts()
+        block(env.list_hosts())
             .unwrap()
             .iter()
             .all(|h| h.state == "stopped")
@@ -231,11 +231,11 @@ fn the_demo_swarm_finishes_all_its_work_and_heals_its_crashes() {
         "{summary}"
     );
     let env = Env::open_existing(&db, EnvOptions::default()).unwrap();
-    let tasks = env.list_tasks(None, None, 10_000).unwrap();
+    let tasks = block(env.list_tasks(None, None, 10_000)).unwrap();
     assert!(!tasks.is_empty());
     assert!(
         tasks.iter().all(|t| t.state == TaskState::Done),
         "{tasks:?}"
     );
-    assert!(env.list_reservations("").unwrap().is_empty());
+    assert!(block(env.list_reservations("")).unwrap().is_empty());
 }

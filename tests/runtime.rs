@@ -73,9 +73,10 @@ impl Harness {
             .id
     }
 
-    fn agent_row(&self, name: &str) -> wawe::env::AgentInfo {
+    async fn agent_row(&self, name: &str) -> wawe::env::AgentInfo {
         self.env
             .list_agents()
+            .await
             .unwrap()
             .into_iter()
             .find(|a| a.name == name)
@@ -149,13 +150,13 @@ async fn an_agent_cannot_release_anothers_lease_or_complete_anothers_task() {
             .await;
         assert_eq!(end, RunEnd::Exited, "{mode}");
     }
-    let held = h.env.list_reservations("precious").unwrap();
+    let held = h.env.list_reservations("precious").await.unwrap();
     assert_eq!(held.len(), 1);
     assert_eq!(
         (held[0].lease, held[0].holder.as_str()),
         (lease.id, "holder")
     );
-    let task = h.env.get_task(id).unwrap();
+    let task = h.env.get_task(id).await.unwrap();
     assert_eq!(task.state, TaskState::Claimed);
     assert_eq!(task.claimed_by.as_deref(), Some("holder"));
     h.env
@@ -180,13 +181,13 @@ async fn crash_and_check(h: &Harness, mode: &str, limits: Limits) -> String {
         .await;
     let why = crashed(&end).to_string();
     assert!(
-        h.env.list_reservations(&resource).unwrap().is_empty(),
+        h.env.list_reservations(&resource).await.unwrap().is_empty(),
         "{mode}: lease still held"
     );
-    let task = h.env.get_task(id).unwrap();
+    let task = h.env.get_task(id).await.unwrap();
     assert_eq!(task.state, TaskState::Ready, "{mode}: task not put back");
     assert_eq!(task.attempts, 1);
-    let row = h.agent_row(&name);
+    let row = h.agent_row(&name).await;
     assert_eq!(row.state, "crashed");
     assert_eq!(row.end_reason.as_deref(), Some(why.as_str()));
     why
@@ -213,7 +214,7 @@ async fn a_panic_is_recorded_with_its_message_and_a_backtrace() {
         kinds: vec!["agent.ended".into()],
         ..Default::default()
     };
-    let events = h.env.read_events(0, &ended, 10).unwrap();
+    let events = h.env.read_events(0, &ended, 10).await.unwrap();
     assert!(events[0].detail.contains("deliberate panic"));
 }
 
@@ -275,6 +276,7 @@ async fn an_endless_loop_is_ended_by_its_cpu_limit_while_others_progress() {
     assert_eq!(
         h.env
             .list_tasks(Some("greetings"), Some(TaskState::Done), 100)
+            .await
             .unwrap()
             .len(),
         20
@@ -285,8 +287,14 @@ async fn an_endless_loop_is_ended_by_its_cpu_limit_while_others_progress() {
         .unwrap();
     let why = crashed(&end);
     assert!(why.contains("CPU limit"), "{why}");
-    assert!(h.env.list_reservations("res/loop").unwrap().is_empty());
-    assert_eq!(h.env.get_task(id).unwrap().state, TaskState::Ready);
+    assert!(
+        h.env
+            .list_reservations("res/loop")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(h.env.get_task(id).await.unwrap().state, TaskState::Ready);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -320,7 +328,7 @@ async fn restart_never_runs_once() {
         "{end:?}"
     );
     assert_eq!(h.host.counters().restarts, 0);
-    assert_eq!(h.agent_row("c").state, "failed");
+    assert_eq!(h.agent_row("c").await.state, "failed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -366,7 +374,7 @@ async fn on_failure_restarts_with_backoff_until_a_crash_loop_gives_up() {
     crashed(&end);
     let c = h.host.counters();
     assert_eq!((c.crashed, c.restarts, c.gave_up), (4, 3, 1));
-    let row = h.agent_row("c");
+    let row = h.agent_row("c").await;
     assert_eq!(row.state, "failed");
     assert_eq!(row.restarts, 3);
     assert!(row.end_reason.unwrap().contains("crash loop"));
@@ -374,7 +382,7 @@ async fn on_failure_restarts_with_backoff_until_a_crash_loop_gives_up() {
         kinds: vec!["agent.gave-up".into()],
         ..Default::default()
     };
-    assert_eq!(h.env.read_events(0, &gave_up, 10).unwrap().len(), 1);
+    assert_eq!(h.env.read_events(0, &gave_up, 10).await.unwrap().len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -394,8 +402,9 @@ async fn always_restarts_a_clean_exit_until_stopped() {
         ),
     );
     let env = h.env.clone();
-    wait_until(|| {
+    wait_until(async || {
         env.list_tasks(Some("work"), Some(TaskState::Done), 10)
+            .await
             .unwrap()
             .len()
             == 3
@@ -424,23 +433,29 @@ async fn stopping_an_agent_releases_its_lease_and_returns_its_task() {
         ),
     );
     let env = h.env.clone();
-    wait_until(|| !env.list_reservations("res/held").unwrap().is_empty()).await;
+    wait_until(async || !env.list_reservations("res/held").await.unwrap().is_empty()).await;
     tokio::time::sleep(Duration::from_millis(3000)).await;
     assert_eq!(
-        h.env.list_reservations("res/held").unwrap().len(),
+        h.env.list_reservations("res/held").await.unwrap().len(),
         1,
         "keepalive renews the lease of a live agent"
     );
     handle.stop();
     assert_eq!(handle.join().await, RunEnd::Stopped);
-    assert!(h.env.list_reservations("res/held").unwrap().is_empty());
-    assert_eq!(h.env.get_task(id).unwrap().state, TaskState::Ready);
-    assert_eq!(h.agent_row("c").state, "stopped");
+    assert!(
+        h.env
+            .list_reservations("res/held")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(h.env.get_task(id).await.unwrap().state, TaskState::Ready);
+    assert_eq!(h.agent_row("c").await.state, "stopped");
 }
 
-async fn wait_until(mut cond: impl FnMut() -> bool) {
+async fn wait_until(mut cond: impl AsyncFnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !cond() {
+    while !cond().await {
         assert!(
             tokio::time::Instant::now() < deadline,
             "condition not met within 30s"
@@ -525,11 +540,12 @@ async fn huge_payloads_are_refused_and_nothing_is_stored() {
     let h = harness().await;
     let end = intrude(&h, "huge-payload", &[], Limits::default()).await;
     assert_eq!(end, RunEnd::Exited, "the intruder reports what got through");
-    let stats = h.env.stats().unwrap();
+    let stats = h.env.stats().await.unwrap();
     assert_eq!((stats.learnings, stats.values), (0, 0), "{stats:?}");
     assert!(
         h.env
             .list_tasks(Some("intruder"), None, 10)
+            .await
             .unwrap()
             .is_empty()
     );
@@ -544,28 +560,30 @@ async fn sql_and_full_text_attacks_are_taken_as_plain_text_and_every_write_is_it
     let v = h
         .env
         .get_value("' OR '1'='1")
+        .await
         .unwrap()
         .expect("stored as plain text");
     assert_eq!(v.value, "v");
     assert!(
         h.env
             .get_value("x'); DROP TABLE tasks; --")
+            .await
             .unwrap()
             .is_some()
     );
     let id = h.push("still-works", "{}").await;
-    assert_eq!(h.env.get_task(id).unwrap().state, TaskState::Ready);
-    assert_eq!(support::integrity_check(h.env.path()), "ok");
+    assert_eq!(h.env.get_task(id).await.unwrap().state, TaskState::Ready);
+    assert_eq!(support::integrity_check(h.env.file().unwrap()), "ok");
     // No identity can be named in a call: every change it made is recorded
     // under the identity its host gave it.
-    let me = h.agent_row("intruder-injection").id;
+    let me = h.agent_row("intruder-injection").await.id;
     let filter = EventFilter {
         kinds: ["task.", "value.", "learning.", "signal.", "lease."]
             .map(String::from)
             .to_vec(),
         subject_prefix: String::new(),
     };
-    let events = h.env.read_events(0, &filter, 10_000).unwrap();
+    let events = h.env.read_events(0, &filter, 10_000).await.unwrap();
     let by_others: Vec<_> = events
         .iter()
         .filter(|e| e.agent != me && e.agent != "test" && e.agent != "env")
@@ -625,14 +643,18 @@ async fn a_flood_is_stopped_at_its_quota_with_the_quota_as_the_reason() {
         let end = h.run("intruder", spec).await;
         let why = crashed(&end);
         assert!(why.contains(reason), "{what}: {why}");
-        let recorded = h.agent_row(&name).end_reason.unwrap_or_default();
+        let recorded = h.agent_row(&name).await.end_reason.unwrap_or_default();
         assert!(recorded.contains(reason), "{what}: recorded {recorded:?}");
     }
-    let stats = h.env.stats().unwrap();
+    let stats = h.env.stats().await.unwrap();
     assert_eq!(stats.learnings, 100, "{stats:?}");
     assert_eq!(stats.values, 200, "{stats:?}");
     assert_eq!(
-        h.env.list_tasks(Some("flood"), None, 10_000).unwrap().len(),
+        h.env
+            .list_tasks(Some("flood"), None, 10_000)
+            .await
+            .unwrap()
+            .len(),
         300
     );
 }
@@ -673,6 +695,7 @@ async fn a_caller_past_its_rate_is_throttled_while_others_keep_going() {
         assert!(
             h.env
                 .get_value(&format!("greetings/{name}"))
+                .await
                 .unwrap()
                 .is_some()
         );
@@ -681,7 +704,7 @@ async fn a_caller_past_its_rate_is_throttled_while_others_keep_going() {
     assert!(crashed(&end).contains("wall-clock limit"), "{end:?}");
     // At most a burst of one second's calls plus the rate over the run (the
     // hello agent's three greetings are values too).
-    let written = h.env.stats().unwrap().values - 3;
+    let written = h.env.stats().await.unwrap().values - 3;
     // Slack for a late timer; a quota that did not hold would write thousands.
     let most = u64::from(rate) + (f64::from(rate) * wall.as_secs_f64()) as u64 + 50;
     assert!(
@@ -704,7 +727,7 @@ async fn endless_recursion_traps_and_ends_only_its_own_run() {
         "{why}"
     );
     let h2 = h.push("after", "{}").await;
-    assert_eq!(h.env.get_task(h2).unwrap().state, TaskState::Ready);
+    assert_eq!(h.env.get_task(h2).await.unwrap().state, TaskState::Ready);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -723,9 +746,14 @@ async fn an_agent_stopped_at_a_per_run_quota_is_not_restarted() {
     let end = h.run("intruder", spec).await;
     assert!(crashed(&end).contains("quota of 50 task pushes"), "{end:?}");
     // One run's worth, not one per restart.
-    let pushed = h.env.list_tasks(Some("flood"), None, 1_000).unwrap().len();
+    let pushed = h
+        .env
+        .list_tasks(Some("flood"), None, 1_000)
+        .await
+        .unwrap()
+        .len();
     assert_eq!(pushed, 50);
-    let row = h.agent_row("flood-again");
+    let row = h.agent_row("flood-again").await;
     assert_eq!(row.restarts, 0);
     assert!(
         row.end_reason

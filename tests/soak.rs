@@ -18,7 +18,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{KillOnDrop, agent, integrity_check, run_host, wait_for};
+use support::{KillOnDrop, agent, block, integrity_check, run_host, wait_for};
 use wawe::env::{AgentId, Env, EnvOptions, EventFilter, PushOptions, TaskState};
 
 fn size(var: &str, default: usize) -> usize {
@@ -94,8 +94,7 @@ fn a_chaos_soak_loses_nothing_and_its_history_checks_out() {
     });
     // SIGKILL a host whenever more work got done, and start another.
     let done = |env: &Env| {
-        env.list_tasks(None, Some(TaskState::Done), 1_000_000)
-            .map_or(0, |t| t.len())
+        block(env.list_tasks(None, Some(TaskState::Done), 1_000_000)).map_or(0, |t| t.len())
     };
     for k in 0..kills {
         let progress = (k + 1) * tasks / (kills + 2);
@@ -121,7 +120,7 @@ fn a_chaos_soak_loses_nothing_and_its_history_checks_out() {
         kinds: vec!["agent.ended".into()],
         ..Default::default()
     };
-    let ends = env.read_events(0, &filter, 1_000_000).unwrap();
+    let ends = block(env.read_events(0, &filter, 1_000_000)).unwrap();
     let ended = |name: &str, why: &str| {
         ends.iter()
             .any(|e| e.subject.starts_with(&format!("agent/{name}.")) && e.detail.contains(why))
@@ -137,7 +136,7 @@ fn a_chaos_soak_loses_nothing_and_its_history_checks_out() {
         assert!(ended(name, why), "no {name} ended with {why:?}");
     }
     // Every host has exited: nothing may still be held.
-    assert!(env.list_reservations("").unwrap().is_empty());
+    assert!(block(env.list_reservations("")).unwrap().is_empty());
     drop(env);
 
     let sum = support::history::check(&db);
@@ -249,8 +248,7 @@ fn everything_acknowledged_before_a_sigkill_is_there_after_reopening() {
 
     let env = Env::open_existing(&db, EnvOptions::default()).unwrap();
     for (id, payload) in &acked {
-        let task = env
-            .get_task(*id)
+        let task = block(env.get_task(*id))
             .unwrap_or_else(|e| panic!("task {id} was acknowledged but is gone: {e}"));
         assert_eq!(&task.payload, payload);
     }

@@ -3,7 +3,7 @@
 //! `NAME.toml` settings of a watched folder.
 //!
 //! ```toml
-//! env = "demo.db"                 # default: wawe.db beside the manifest
+//! env = "demo.db"                 # default: wawe.db beside the manifest; or postgres://…
 //! durability = "normal"           # or "full"
 //!
 //! [agents.worker]
@@ -31,14 +31,15 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::env::Durability;
+use crate::env::{Durability, EnvLocation};
 use crate::runtime::{Limits, RestartPolicy};
 
 /// A parsed swarm manifest, with paths resolved against its folder.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Manifest {
-    /// The environment file.
-    pub env: PathBuf,
+    /// The environment: a file (relative to the manifest's folder) or a
+    /// `postgres://` URL.
+    pub env: EnvLocation,
     /// Commit durability.
     pub durability: Durability,
     /// The agents, by name.
@@ -70,7 +71,7 @@ pub struct ManifestError(String);
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawManifest {
-    env: Option<PathBuf>,
+    env: Option<String>,
     durability: Option<DurabilityName>,
     #[serde(default)]
     agents: BTreeMap<String, Spanned<AgentSettings>>,
@@ -265,7 +266,7 @@ impl Manifest {
             agents.push(plan);
         }
         Ok(Manifest {
-            env: base.join(raw.env.unwrap_or_else(|| PathBuf::from("wawe.db"))),
+            env: EnvLocation::relative_to(raw.env.as_deref().unwrap_or("wawe.db"), base),
             durability: match raw.durability {
                 Some(DurabilityName::Full) => Durability::Full,
                 _ => Durability::Normal,
@@ -308,7 +309,7 @@ n = 5
 "#,
         )
         .unwrap();
-        assert_eq!(m.env, Path::new("swarm/state.db"));
+        assert_eq!(m.env, EnvLocation::File("swarm/state.db".into()));
         assert_eq!(m.durability, Durability::Full);
         let w = &m.agents[0];
         assert_eq!(w.module, Path::new("swarm/w.wasm"));
@@ -330,7 +331,7 @@ n = 5
     #[test]
     fn defaults_apply_when_fields_are_left_out() {
         let m = parse("[agents.a]\nmodule = \"a.wasm\"\n").unwrap();
-        assert_eq!(m.env, Path::new("swarm/wawe.db"));
+        assert_eq!(m.env, EnvLocation::File("swarm/wawe.db".into()));
         assert_eq!(m.agents[0].replicas, 1);
         assert_eq!(m.agents[0].restart, RestartPolicy::OnFailure);
         assert_eq!(m.agents[0].limits, Limits::default());

@@ -213,7 +213,7 @@ proptest! {
             "{recorded:?}"
         );
         for text in [&query, &body, &topic] {
-            let found = t.env.search_learnings(text, 10);
+            let found = rt.block_on(t.env.search_learnings(text, 10));
             prop_assert!(
                 matches!(found, Ok(_) | Err(EnvError::InvalidArgument(_))),
                 "search {text:?}: {found:?}"
@@ -229,7 +229,7 @@ proptest! {
                 .find(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_alphanumeric()))
         {
             // Among all matches (unless there are more than a search returns).
-            let found = t.env.search_learnings(word, 1_000).unwrap();
+            let found = rt.block_on(t.env.search_learnings(word, 1_000)).unwrap();
             let id = recorded.unwrap();
             prop_assert!(
                 found.iter().any(|l| l.id == id) || found.len() == 1_000,
@@ -251,6 +251,14 @@ fn a_word_glued_to_an_emoji_is_found_as_typed() {
     let body = "🕴rH<N{🕴< and more";
     rt.block_on(t.env.record_learning(&AgentId::new("a"), "t", body, &[]))
         .unwrap();
-    assert_eq!(t.env.search_learnings("🕴rH", 5).unwrap().len(), 1);
-    assert_eq!(t.env.search_learnings("more", 5).unwrap().len(), 1);
+    assert_eq!(
+        rt.block_on(t.env.search_learnings("🕴rH", 5)).unwrap().len(),
+        1
+    );
+    assert_eq!(
+        rt.block_on(t.env.search_learnings("more", 5))
+            .unwrap()
+            .len(),
+        1
+    );
 }

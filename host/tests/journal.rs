@@ -1,5 +1,6 @@
 //! The journal, waiting, group commit, and opening files.
 
+#[macro_use]
 mod common;
 
 use std::sync::Arc;
@@ -10,14 +11,16 @@ use wawe::env::{
     Env, EnvError, EnvOptions, EventFilter, ManualClock, Mode, OpenError, PushOptions,
 };
 
-#[tokio::test]
 async fn every_change_appends_exactly_one_event_and_failures_none() {
     let t = open();
     let (a, b) = (agent("a"), agent("b"));
     let env = &t.env;
-    let mut seq = env.latest_seq().unwrap();
-    let expect = |kind: &str, seq: &mut u64| {
-        let events = env.read_events(*seq, &EventFilter::default(), 100).unwrap();
+    let mut seq = env.latest_seq().await.unwrap();
+    let expect = async |kind: &str, seq: &mut u64| {
+        let events = env
+            .read_events(*seq, &EventFilter::default(), 100)
+            .await
+            .unwrap();
         assert_eq!(events.len(), 1, "after {kind}: {events:?}");
         assert_eq!(events[0].kind, kind);
         *seq = events[0].seq;
@@ -26,42 +29,45 @@ async fn every_change_appends_exactly_one_event_and_failures_none() {
         .reserve(&a, &res(&["r"]), Mode::Exclusive, 10_000, 0)
         .await
         .unwrap();
-    expect("lease.granted", &mut seq);
+    expect("lease.granted", &mut seq).await;
     env.renew(&a, lease.id, 10_000).await.unwrap();
-    expect("lease.renewed", &mut seq);
+    expect("lease.renewed", &mut seq).await;
     env.reserve(&b, &res(&["r"]), Mode::Exclusive, 10_000, 0)
         .await
         .unwrap_err();
     env.release(&a, lease.id).await.unwrap();
-    expect("lease.released", &mut seq);
+    expect("lease.released", &mut seq).await;
     let id = env
         .push(&a, "q", "x", PushOptions::default())
         .await
         .unwrap()
         .id;
-    expect("task.pushed", &mut seq);
+    expect("task.pushed", &mut seq).await;
     let c = env.claim(&b, "q", 10_000, 0).await.unwrap().unwrap();
-    expect("task.claimed", &mut seq);
+    expect("task.claimed", &mut seq).await;
     env.complete(&a, id, c.token, "").await.unwrap_err();
     env.extend(&b, id, c.token, 10_000).await.unwrap();
-    expect("task.extended", &mut seq);
+    expect("task.extended", &mut seq).await;
     env.complete(&b, id, c.token, "done").await.unwrap();
-    expect("task.completed", &mut seq);
+    expect("task.completed", &mut seq).await;
     let l = env.record_learning(&a, "t", "body", &[]).await.unwrap();
-    expect("learning.recorded", &mut seq);
+    expect("learning.recorded", &mut seq).await;
     env.endorse(&b, l).await.unwrap();
-    expect("learning.endorsed", &mut seq);
+    expect("learning.endorsed", &mut seq).await;
     env.deposit(&a, "trail", 1.0, None).await.unwrap();
-    expect("signal.deposited", &mut seq);
+    expect("signal.deposited", &mut seq).await;
     env.put_value(&a, "k", "v", None, None).await.unwrap();
-    expect("value.put", &mut seq);
+    expect("value.put", &mut seq).await;
     env.put_value(&a, "k", "v", Some(5), None)
         .await
         .unwrap_err();
     env.delete_value(&a, "k", None, None).await.unwrap();
-    expect("value.deleted", &mut seq);
-    assert_eq!(env.latest_seq().unwrap(), seq);
-    let events = env.read_events(0, &EventFilter::default(), 100).unwrap();
+    expect("value.deleted", &mut seq).await;
+    assert_eq!(env.latest_seq().await.unwrap(), seq);
+    let events = env
+        .read_events(0, &EventFilter::default(), 100)
+        .await
+        .unwrap();
     assert!(events.iter().all(
         |e| !e.agent.is_empty() && serde_json::from_str::<serde_json::Value>(&e.detail).is_ok()
     ));
@@ -75,7 +81,6 @@ async fn every_change_appends_exactly_one_event_and_failures_none() {
     );
 }
 
-#[tokio::test]
 async fn events_filter_by_kind_prefix_and_subject_prefix() {
     let t = open();
     let a = agent("a");
@@ -94,25 +99,25 @@ async fn events_filter_by_kind_prefix_and_subject_prefix() {
         kinds: vec!["task.".into()],
         ..Default::default()
     };
-    assert_eq!(t.env.read_events(0, &tasks, 100).unwrap().len(), 2);
+    assert_eq!(t.env.read_events(0, &tasks, 100).await.unwrap().len(), 2);
     let one = EventFilter {
         subject_prefix: format!("task/{id}"),
         ..Default::default()
     };
-    assert_eq!(t.env.read_events(0, &one, 100).unwrap().len(), 1);
+    assert_eq!(t.env.read_events(0, &one, 100).await.unwrap().len(), 1);
     assert_eq!(
         t.env
             .read_events(0, &EventFilter::default(), 2)
+            .await
             .unwrap()
             .len(),
         2
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blocked_wait_is_woken_by_a_change() {
     let t = open();
-    let after = t.env.latest_seq().unwrap();
+    let after = t.env.latest_seq().await.unwrap();
     let env = t.env.clone();
     let filter = EventFilter {
         kinds: vec!["value.".into()],
@@ -142,11 +147,10 @@ async fn a_blocked_wait_is_woken_by_a_change() {
     assert_eq!(events[0].kind, "value.put");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wait_is_woken_by_a_commit_through_another_connection() {
     let t = open();
     let other = Env::open_with_clock(
-        t.env.path(),
+        t.env.location(),
         EnvOptions::default(),
         Arc::new(t.clock.clone()),
     )
@@ -167,18 +171,20 @@ async fn a_wait_is_woken_by_a_commit_through_another_connection() {
     assert_eq!(claimed.unwrap().id, id);
 }
 
-#[tokio::test]
 async fn a_wait_with_nothing_to_see_returns_empty_at_its_timeout() {
     let t = open();
     let events = t
         .env
-        .wait_events(t.env.latest_seq().unwrap(), &EventFilter::default(), 30)
+        .wait_events(
+            t.env.latest_seq().await.unwrap(),
+            &EventFilter::default(),
+            30,
+        )
         .await
         .unwrap();
     assert!(events.is_empty());
 }
 
-#[tokio::test]
 async fn retention_prunes_old_events_and_never_reuses_sequence_numbers() {
     let t = common::open_with(EnvOptions {
         event_retention_ms: 1_000,
@@ -188,16 +194,19 @@ async fn retention_prunes_old_events_and_never_reuses_sequence_numbers() {
     t.env.put_value(&a, "k", "1", None, None).await.unwrap();
     t.clock.advance(2_000);
     t.env.put_value(&a, "k", "2", None, None).await.unwrap();
-    let before = t.env.latest_seq().unwrap();
+    let before = t.env.latest_seq().await.unwrap();
     assert_eq!(t.env.prune_events().await.unwrap(), 1);
-    let left = t.env.read_events(0, &EventFilter::default(), 100).unwrap();
+    let left = t
+        .env
+        .read_events(0, &EventFilter::default(), 100)
+        .await
+        .unwrap();
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].seq, before);
     t.env.put_value(&a, "k", "3", None, None).await.unwrap();
-    assert_eq!(t.env.latest_seq().unwrap(), before + 1);
+    assert_eq!(t.env.latest_seq().await.unwrap(), before + 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_commit_keeps_each_operations_own_outcome() {
     let t = open();
     let a = agent("a");
@@ -227,7 +236,14 @@ async fn group_commit_keeps_each_operations_own_outcome() {
         }
     }
     assert_eq!(wins, 1);
-    assert_eq!(t.env.list_tasks(Some("q"), None, 1_000).unwrap().len(), 100);
+    assert_eq!(
+        t.env
+            .list_tasks(Some("q"), None, 1_000)
+            .await
+            .unwrap()
+            .len(),
+        100
+    );
     // And they were committed together: fewer transactions than operations.
     assert!(
         t.env.commits() < t.env.operations(),
@@ -237,10 +253,9 @@ async fn group_commit_keeps_each_operations_own_outcome() {
     );
 }
 
-#[tokio::test]
 async fn an_answered_write_is_already_committed() {
     let t = open();
-    let other = Env::open(t.env.path(), EnvOptions::default()).unwrap();
+    let other = Env::open(t.env.location(), EnvOptions::default()).unwrap();
     for i in 0..50 {
         let id = t
             .env
@@ -248,8 +263,78 @@ async fn an_answered_write_is_already_committed() {
             .await
             .unwrap()
             .id;
-        assert_eq!(other.get_task(id).unwrap().payload, i.to_string());
+        assert_eq!(other.get_task(id).await.unwrap().payload, i.to_string());
     }
+}
+
+/// Several hosts (each its own connections and writer) commit at once while
+/// a follower reads the journal after the last sequence number it saw: it
+/// sees every event exactly once, in order, with no gap. (On PostgreSQL,
+/// numbers drawn from a plain sequence would commit out of order and the
+/// follower would skip some.)
+async fn a_follower_sees_every_event_once_in_commit_order_under_concurrent_writers() {
+    const HOSTS: usize = 4;
+    const PUSHES: usize = 150;
+    let t = open();
+    let start = t.env.latest_seq().await.unwrap();
+    let mut writers = Vec::new();
+    for h in 0..HOSTS {
+        let env = Env::open_with_clock(
+            t.env.location(),
+            EnvOptions::default(),
+            Arc::new(t.clock.clone()),
+        )
+        .unwrap();
+        writers.push(tokio::spawn(async move {
+            let me = agent(&format!("host{h}"));
+            let mut pushing = Vec::new();
+            for i in 0..PUSHES {
+                let env = env.clone();
+                let me = me.clone();
+                pushing.push(tokio::spawn(async move {
+                    env.push(&me, "q", &i.to_string(), PushOptions::default())
+                        .await
+                        .unwrap()
+                }));
+                if i % 10 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            for p in pushing {
+                p.await.unwrap();
+            }
+        }));
+    }
+    let mut seen = Vec::new();
+    let mut after = start;
+    while seen.len() < HOSTS * PUSHES {
+        let events = t
+            .env
+            .wait_events(after, &EventFilter::default(), 10_000)
+            .await
+            .unwrap();
+        assert!(!events.is_empty(), "the journal stopped growing");
+        for e in events {
+            assert_eq!(
+                e.seq,
+                after + 1,
+                "after {after} came {}: a gap or a repeat",
+                e.seq
+            );
+            after = e.seq;
+            seen.push(e);
+        }
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    let all = t
+        .env
+        .read_events(start, &EventFilter::default(), 10_000)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), HOSTS * PUSHES);
+    assert_eq!(all, seen);
 }
 
 fn snapshot(path: &std::path::Path) -> Vec<u8> {
@@ -283,20 +368,13 @@ fn a_database_of_another_application_is_refused_untouched() {
     assert_eq!(snapshot(&path), before);
 }
 
-fn make_env_file(dir: &tempfile::TempDir) -> std::path::PathBuf {
+async fn make_env_file(dir: &tempfile::TempDir) -> std::path::PathBuf {
     let path = dir.path().join("env.db");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
+    let env = Env::open(&path, EnvOptions::default()).unwrap();
+    env.push(&agent("a"), "q", "keep me", PushOptions::default())
+        .await
         .unwrap();
-    rt.block_on(async {
-        let env = Env::open(&path, EnvOptions::default()).unwrap();
-        env.push(&agent("a"), "q", "keep me", PushOptions::default())
-            .await
-            .unwrap();
-        env.close();
-    });
-    drop(rt);
+    env.close();
     // Fold the WAL into the main file so the file alone holds everything.
     let c = rusqlite::Connection::open(&path).unwrap();
     c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE); PRAGMA journal_mode = DELETE;")
@@ -304,10 +382,10 @@ fn make_env_file(dir: &tempfile::TempDir) -> std::path::PathBuf {
     path
 }
 
-#[test]
-fn a_database_from_a_newer_wawe_is_refused_untouched() {
+#[tokio::test]
+async fn a_database_from_a_newer_wawe_is_refused_untouched() {
     let dir = tempfile::tempdir().unwrap();
-    let path = make_env_file(&dir);
+    let path = make_env_file(&dir).await;
     {
         let c = rusqlite::Connection::open(&path).unwrap();
         c.execute_batch(&format!(
@@ -323,10 +401,10 @@ fn a_database_from_a_newer_wawe_is_refused_untouched() {
     assert_eq!(snapshot(&path), before);
 }
 
-#[test]
-fn a_corrupt_database_is_refused_untouched() {
+#[tokio::test]
+async fn a_corrupt_database_is_refused_untouched() {
     let dir = tempfile::tempdir().unwrap();
-    let path = make_env_file(&dir);
+    let path = make_env_file(&dir).await;
     let mut bytes = snapshot(&path);
     let page = 4096;
     assert!(bytes.len() > 3 * page);
@@ -345,24 +423,24 @@ fn a_corrupt_database_is_refused_untouched() {
     assert_eq!(snapshot(&path), bytes);
 }
 
-#[test]
-fn an_environment_reopens_with_its_data() {
+#[tokio::test]
+async fn an_environment_reopens_with_its_data() {
     let dir = tempfile::tempdir().unwrap();
-    let path = make_env_file(&dir);
+    let path = make_env_file(&dir).await;
     let env =
         Env::open_with_clock(&path, EnvOptions::default(), Arc::new(ManualClock::new(0))).unwrap();
-    let tasks = env.list_tasks(None, None, 10).unwrap();
+    let tasks = env.list_tasks(None, None, 10).await.unwrap();
     assert_eq!(tasks.len(), 1);
     assert_eq!(tasks[0].payload, "keep me");
 }
 
-#[test]
-fn an_empty_file_becomes_an_environment() {
+#[tokio::test]
+async fn an_empty_file_becomes_an_environment() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("empty.db");
     std::fs::write(&path, b"").unwrap();
     let env = Env::open(&path, EnvOptions::default()).unwrap();
-    assert_eq!(env.stats().unwrap().events, 0);
+    assert_eq!(env.stats().await.unwrap().events, 0);
 }
 
 #[tokio::test]
@@ -372,7 +450,7 @@ async fn the_wal_grows_under_a_long_reader_and_is_cut_back_after_it_ends() {
     let a = agent("a");
     t.env.put_value(&a, "k", "0", None, None).await.unwrap();
     // A reader that holds its snapshot keeps checkpoints from finishing.
-    let reader = rusqlite::Connection::open(t.env.path()).unwrap();
+    let reader = rusqlite::Connection::open(t.env.file().unwrap()).unwrap();
     reader
         .execute_batch("BEGIN; SELECT count(*) FROM events;")
         .unwrap();
@@ -460,7 +538,7 @@ async fn the_wal_stays_bounded_under_writes_that_never_pause() {
 
 /// The write-ahead log file of `env`.
 fn wal_of(env: &Env) -> std::path::PathBuf {
-    let mut p = env.path().as_os_str().to_owned();
+    let mut p = env.file().unwrap().as_os_str().to_owned();
     p.push("-wal");
     p.into()
 }
@@ -494,3 +572,15 @@ fn with_wal_limit() -> (common::TestEnv, std::path::PathBuf) {
     let wal = wal_of(&t.env);
     (t, wal)
 }
+
+every_backend!(
+    every_change_appends_exactly_one_event_and_failures_none,
+    events_filter_by_kind_prefix_and_subject_prefix,
+    a_blocked_wait_is_woken_by_a_change,
+    a_wait_is_woken_by_a_commit_through_another_connection,
+    a_wait_with_nothing_to_see_returns_empty_at_its_timeout,
+    retention_prunes_old_events_and_never_reuses_sequence_numbers,
+    group_commit_keeps_each_operations_own_outcome,
+    an_answered_write_is_already_committed,
+    a_follower_sees_every_event_once_in_commit_order_under_concurrent_writers,
+);

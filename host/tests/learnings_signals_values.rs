@@ -1,11 +1,11 @@
 //! Learnings, signals and shared values.
 
+#[macro_use]
 mod common;
 
 use common::{agent, open};
 use wawe::env::{EnvError, EnvOptions};
 
-#[tokio::test]
 async fn search_ranks_by_relevance() {
     let t = open();
     let a = agent("a");
@@ -28,14 +28,13 @@ async fn search_ranks_by_relevance() {
         .record_learning(&a, "misc", "nothing to see here", &[])
         .await
         .unwrap();
-    let found = t.env.search_learnings("sqlite cache", 10).unwrap();
+    let found = t.env.search_learnings("sqlite cache", 10).await.unwrap();
     let ids: Vec<u64> = found.iter().map(|l| l.id).collect();
     assert_eq!(ids, [strong, weak]);
     assert!(found[0].score > found[1].score);
     assert_eq!(found[0].tags, ["sqlite"]);
 }
 
-#[tokio::test]
 async fn endorsements_raise_rank_and_count_once_per_other_agent() {
     let t = open();
     let (a, b, c) = (agent("a"), agent("b"), agent("c"));
@@ -51,14 +50,14 @@ async fn endorsements_raise_rank_and_count_once_per_other_agent() {
         .unwrap();
     // Equal text: the newer wins the tie.
     assert_eq!(
-        t.env.search_learnings("flaky network", 10).unwrap()[0].id,
+        t.env.search_learnings("flaky network", 10).await.unwrap()[0].id,
         second
     );
     assert_eq!(t.env.endorse(&b, first).await.unwrap(), 1);
     assert_eq!(t.env.endorse(&b, first).await.unwrap(), 1);
     assert_eq!(t.env.endorse(&c, first).await.unwrap(), 2);
     assert_eq!(
-        t.env.search_learnings("flaky network", 10).unwrap()[0].id,
+        t.env.search_learnings("flaky network", 10).await.unwrap()[0].id,
         first
     );
     assert!(matches!(
@@ -71,7 +70,6 @@ async fn endorsements_raise_rank_and_count_once_per_other_agent() {
     ));
 }
 
-#[tokio::test]
 async fn old_unconfirmed_learnings_fade_behind_fresh_ones() {
     let t = open();
     let a = agent("a");
@@ -86,12 +84,11 @@ async fn old_unconfirmed_learnings_fade_behind_fresh_ones() {
         .record_learning(&a, "t", "use the fast linker", &[])
         .await
         .unwrap();
-    let found = t.env.search_learnings("linker", 10).unwrap();
+    let found = t.env.search_learnings("linker", 10).await.unwrap();
     assert_eq!(found.iter().map(|l| l.id).collect::<Vec<_>>(), [fresh, old]);
     assert!(found[1].score < found[0].score / 10.0);
 }
 
-#[tokio::test]
 async fn search_text_is_words_never_query_syntax() {
     let t = open();
     let a = agent("a");
@@ -108,36 +105,37 @@ async fn search_text_is_words_never_query_syntax() {
         "') DROP TABLE learnings; --",
         "a*",
     ] {
-        let r = t.env.search_learnings(hostile, 10);
+        let r = t.env.search_learnings(hostile, 10).await;
         assert!(
             r.is_ok() || matches!(r, Err(EnvError::InvalidArgument(_))),
             "{hostile}: {r:?}"
         );
     }
     assert_eq!(
-        t.env.search_learnings("near AND gate", 10).unwrap()[0].id,
+        t.env.search_learnings("near AND gate", 10).await.unwrap()[0].id,
         id
     );
     assert!(matches!(
-        t.env.search_learnings("  ;; ", 10),
+        t.env.search_learnings("  ;; ", 10).await,
         Err(EnvError::InvalidArgument(_))
     ));
-    assert_eq!(t.env.recent_learnings(Some("t"), 10).unwrap().len(), 1);
+    assert_eq!(
+        t.env.recent_learnings(Some("t"), 10).await.unwrap().len(),
+        1
+    );
 }
 
-#[tokio::test]
 async fn recent_lists_newest_first_by_topic() {
     let t = open();
     let a = agent("a");
     let one = t.env.record_learning(&a, "x", "one", &[]).await.unwrap();
     t.env.record_learning(&a, "y", "other", &[]).await.unwrap();
     let two = t.env.record_learning(&a, "x", "two", &[]).await.unwrap();
-    let recent = t.env.recent_learnings(Some("x"), 10).unwrap();
+    let recent = t.env.recent_learnings(Some("x"), 10).await.unwrap();
     assert_eq!(recent.iter().map(|l| l.id).collect::<Vec<_>>(), [two, one]);
-    assert_eq!(t.env.recent_learnings(Some("x"), 1).unwrap().len(), 1);
+    assert_eq!(t.env.recent_learnings(Some("x"), 1).await.unwrap().len(), 1);
 }
 
-#[tokio::test]
 async fn signal_strength_decays_by_half_life_when_read() {
     let t = open();
     let a = agent("a");
@@ -149,14 +147,14 @@ async fn signal_strength_decays_by_half_life_when_read() {
         8.0
     );
     t.clock.advance(1_000);
-    assert!((t.env.sense("food/north").unwrap() - 4.0).abs() < 1e-9);
+    assert!((t.env.sense("food/north").await.unwrap() - 4.0).abs() < 1e-9);
     t.clock.advance(2_000);
-    assert!((t.env.sense("food/north").unwrap() - 1.0).abs() < 1e-9);
+    assert!((t.env.sense("food/north").await.unwrap() - 1.0).abs() < 1e-9);
     // A deposit adds to the decayed strength and keeps the trail's half-life.
     assert!((t.env.deposit(&a, "food/north", 1.0, None).await.unwrap() - 2.0).abs() < 1e-9);
     t.clock.advance(1_000);
-    assert!((t.env.sense("food/north").unwrap() - 1.0).abs() < 1e-9);
-    assert_eq!(t.env.sense("never/laid").unwrap(), 0.0);
+    assert!((t.env.sense("food/north").await.unwrap() - 1.0).abs() < 1e-9);
+    assert_eq!(t.env.sense("never/laid").await.unwrap(), 0.0);
     // Strength never goes below zero.
     assert_eq!(
         t.env.deposit(&a, "food/north", -100.0, None).await.unwrap(),
@@ -164,7 +162,6 @@ async fn signal_strength_decays_by_half_life_when_read() {
     );
 }
 
-#[tokio::test]
 async fn strongest_orders_trails_under_a_prefix_by_decayed_strength() {
     let t = open();
     let a = agent("a");
@@ -179,7 +176,7 @@ async fn strongest_orders_trails_under_a_prefix_by_decayed_strength() {
     t.env.deposit(&a, "food/c", 1.0, None).await.unwrap();
     t.env.deposit(&a, "water/x", 100.0, None).await.unwrap();
     t.clock.advance(2_000); // food/a decays to 2.5; food/b barely moves
-    let top = t.env.strongest("food/", 2).unwrap();
+    let top = t.env.strongest("food/", 2).await.unwrap();
     assert_eq!(
         top.iter().map(|s| s.trail.as_str()).collect::<Vec<_>>(),
         ["food/b", "food/a"]
@@ -191,7 +188,6 @@ async fn strongest_orders_trails_under_a_prefix_by_decayed_strength() {
     ));
 }
 
-#[tokio::test]
 async fn compare_and_swap_refuses_the_wrong_version() {
     let t = open();
     let (a, b) = (agent("a"), agent("b"));
@@ -217,7 +213,7 @@ async fn compare_and_swap_refuses_the_wrong_version() {
             actual: Some(2)
         })
     );
-    let v = t.env.get_value("k").unwrap().unwrap();
+    let v = t.env.get_value("k").await.unwrap().unwrap();
     assert_eq!((v.value.as_str(), v.version), ("2", 2));
     assert_eq!(t.env.put_value(&a, "k", "3", None, None).await.unwrap(), 3);
     assert_eq!(
@@ -228,15 +224,14 @@ async fn compare_and_swap_refuses_the_wrong_version() {
         })
     );
     t.env.delete_value(&a, "k", Some(3), None).await.unwrap();
-    assert_eq!(t.env.get_value("k").unwrap(), None);
+    assert_eq!(t.env.get_value("k").await.unwrap(), None);
     assert!(matches!(
         t.env.delete_value(&a, "k", None, None).await,
         Err(EnvError::NotFound(_))
     ));
-    assert_eq!(t.env.list_values("").unwrap().len(), 0);
+    assert_eq!(t.env.list_values("").await.unwrap().len(), 0);
 }
 
-#[tokio::test]
 async fn versions_and_fences_survive_a_delete() {
     let t = open();
     let (a, b) = (agent("a"), agent("b"));
@@ -267,7 +262,7 @@ async fn versions_and_fences_survive_a_delete() {
         .delete_value(&b, "k", Some(1), Some(new.token))
         .await
         .unwrap();
-    assert_eq!(t.env.get_value("k").unwrap(), None);
+    assert_eq!(t.env.get_value("k").await.unwrap(), None);
     // ...nor write after the delete: the fence outlives it.
     assert_eq!(
         t.env
@@ -290,7 +285,6 @@ async fn versions_and_fences_survive_a_delete() {
     );
 }
 
-#[tokio::test]
 async fn oversized_values_and_names_are_refused() {
     let t = common::open_with(EnvOptions {
         max_payload_bytes: 10,
@@ -315,3 +309,16 @@ async fn oversized_values_and_names_are_refused() {
         Err(EnvError::InvalidArgument(_))
     ));
 }
+
+every_backend!(
+    search_ranks_by_relevance,
+    endorsements_raise_rank_and_count_once_per_other_agent,
+    old_unconfirmed_learnings_fade_behind_fresh_ones,
+    search_text_is_words_never_query_syntax,
+    recent_lists_newest_first_by_topic,
+    signal_strength_decays_by_half_life_when_read,
+    strongest_orders_trails_under_a_prefix_by_decayed_strength,
+    compare_and_swap_refuses_the_wrong_version,
+    versions_and_fences_survive_a_delete,
+    oversized_values_and_names_are_refused,
+);

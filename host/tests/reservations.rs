@@ -1,6 +1,7 @@
 //! Reservations: the conflict rule, all-or-none grants, expiry, fencing
 //! tokens and fair waiting.
 
+#[macro_use]
 mod common;
 
 use std::time::Duration;
@@ -10,7 +11,6 @@ use wawe::env::{EnvError, EventFilter, Mode};
 
 const TTL: u64 = 10_000;
 
-#[tokio::test]
 async fn conflict_matrix_mode_by_overlap_by_holder() {
     // (held, wanted, held mode, wanted mode, same holder?) -> conflict?
     let overlapping = [
@@ -63,7 +63,6 @@ async fn conflict_matrix_mode_by_overlap_by_holder() {
     }
 }
 
-#[tokio::test]
 async fn reserve_grants_all_resources_or_none() {
     let t = open();
     let (a, b) = (agent("a"), agent("b"));
@@ -78,15 +77,14 @@ async fn reserve_grants_all_resources_or_none() {
         .unwrap_err();
     assert!(matches!(err, EnvError::Conflict { ref resource, .. } if resource == "y"));
     // Nothing of the refused request is held: x and z are free.
-    assert!(t.env.list_reservations("x").unwrap().is_empty());
-    assert!(t.env.list_reservations("z").unwrap().is_empty());
+    assert!(t.env.list_reservations("x").await.unwrap().is_empty());
+    assert!(t.env.list_reservations("z").await.unwrap().is_empty());
     t.env
         .reserve(&agent("c"), &res(&["x", "z"]), Mode::Exclusive, TTL, 0)
         .await
         .unwrap();
 }
 
-#[tokio::test]
 async fn expired_lease_is_invisible_at_once_without_a_sweep() {
     let t = open();
     let (a, b) = (agent("a"), agent("b"));
@@ -102,7 +100,7 @@ async fn expired_lease_is_invisible_at_once_without_a_sweep() {
             .is_err()
     );
     t.clock.advance(1_000);
-    assert!(t.env.list_reservations("").unwrap().is_empty());
+    assert!(t.env.list_reservations("").await.unwrap().is_empty());
     let granted = t
         .env
         .reserve(&b, &res(&["r"]), Mode::Exclusive, TTL, 0)
@@ -120,7 +118,6 @@ async fn expired_lease_is_invisible_at_once_without_a_sweep() {
     ));
 }
 
-#[tokio::test]
 async fn sweep_journals_each_expired_lease() {
     let t = open();
     t.env
@@ -134,11 +131,10 @@ async fn sweep_journals_each_expired_lease() {
         kinds: vec!["lease.expired".into()],
         ..Default::default()
     };
-    assert_eq!(t.env.read_events(0, &filter, 100).unwrap().len(), 1);
+    assert_eq!(t.env.read_events(0, &filter, 100).await.unwrap().len(), 1);
     assert_eq!(t.env.sweep().await.unwrap().leases_expired, 0);
 }
 
-#[tokio::test]
 async fn fencing_tokens_only_grow_across_leases_and_holders() {
     let t = open();
     let mut last = 0;
@@ -155,7 +151,6 @@ async fn fencing_tokens_only_grow_across_leases_and_holders() {
     }
 }
 
-#[tokio::test]
 async fn stale_fencing_token_is_refused_by_a_guarded_write() {
     let t = open();
     let (a, b) = (agent("a"), agent("b"));
@@ -180,7 +175,7 @@ async fn stale_fencing_token_is_refused_by_a_guarded_write() {
         .await
         .unwrap_err();
     assert_eq!(err, EnvError::StaleToken(old.token));
-    assert_eq!(t.env.get_value("cfg").unwrap().unwrap().value, "new");
+    assert_eq!(t.env.get_value("cfg").await.unwrap().unwrap().value, "new");
     // A token that was never issued is refused too, so it cannot lock others out.
     let forged = t
         .env
@@ -189,7 +184,6 @@ async fn stale_fencing_token_is_refused_by_a_guarded_write() {
     assert!(matches!(forged, Err(EnvError::InvalidArgument(_))));
 }
 
-#[tokio::test]
 async fn renew_extends_only_the_callers_live_lease() {
     let t = open();
     let (a, b) = (agent("a"), agent("b"));
@@ -215,7 +209,6 @@ async fn renew_extends_only_the_callers_live_lease() {
     ));
 }
 
-#[tokio::test]
 async fn another_agents_lease_cannot_be_released() {
     let t = open();
     let (a, b) = (agent("a"), agent("b"));
@@ -228,10 +221,9 @@ async fn another_agents_lease_cannot_be_released() {
         t.env.release(&b, lease.id).await,
         Err(EnvError::NotFound(_))
     ));
-    assert_eq!(t.env.list_reservations("r").unwrap().len(), 1);
+    assert_eq!(t.env.list_reservations("r").await.unwrap().len(), 1);
 }
 
-#[tokio::test]
 async fn list_shows_holders_by_resource_prefix() {
     let t = open();
     t.env
@@ -242,7 +234,7 @@ async fn list_shows_holders_by_resource_prefix() {
         .reserve(&agent("b"), &res(&["doc/x"]), Mode::Exclusive, TTL, 0)
         .await
         .unwrap();
-    let src = t.env.list_reservations("src/").unwrap();
+    let src = t.env.list_reservations("src/").await.unwrap();
     assert_eq!(
         src.iter().map(|h| h.resource.as_str()).collect::<Vec<_>>(),
         ["src/a", "src/b"]
@@ -251,10 +243,9 @@ async fn list_shows_holders_by_resource_prefix() {
         src.iter()
             .all(|h| h.holder == "a" && h.mode == Mode::Shared)
     );
-    assert_eq!(t.env.list_reservations("").unwrap().len(), 3);
+    assert_eq!(t.env.list_reservations("").await.unwrap().len(), 3);
 }
 
-#[tokio::test]
 async fn malformed_requests_are_refused_with_a_reason() {
     let t = open();
     let a = agent("a");
@@ -278,7 +269,6 @@ async fn malformed_requests_are_refused_with_a_reason() {
     assert!(matches!(e, EnvError::TooLarge { .. }));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiting_reserve_is_woken_by_a_release() {
     let t = open();
     let (a, b) = (agent("a"), agent("b"));
@@ -303,7 +293,6 @@ async fn waiting_reserve_is_woken_by_a_release() {
     assert!(granted.token > lease.token);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiters_are_served_first_come_first_served() {
     let t = open();
     let (a, b, c) = (agent("a"), agent("b"), agent("c"));
@@ -335,11 +324,10 @@ async fn waiters_are_served_first_come_first_served() {
         .unwrap()
         .unwrap()
         .unwrap();
-    assert_eq!(t.env.list_reservations("r").unwrap()[0].holder, "b");
+    assert_eq!(t.env.list_reservations("r").await.unwrap()[0].holder, "b");
     assert!(granted.token > lease.token);
 }
 
-#[tokio::test]
 async fn a_wait_that_times_out_reports_the_conflict_and_leaves_no_queue_entry() {
     let t = open();
     let (a, b, c) = (agent("a"), agent("b"), agent("c"));
@@ -362,7 +350,6 @@ async fn a_wait_that_times_out_reports_the_conflict_and_leaves_no_queue_entry() 
         .unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_holder_is_not_queued_behind_a_waiter_that_waits_for_it() {
     let t = open();
     let (p, q) = (agent("p"), agent("q"));
@@ -391,7 +378,6 @@ async fn a_holder_is_not_queued_behind_a_waiter_that_waits_for_it() {
     waiting.abort();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiter_that_goes_away_leaves_the_queue() {
     let t = open();
     let (a, b, c) = (agent("a"), agent("b"), agent("c"));
@@ -416,3 +402,21 @@ async fn a_waiter_that_goes_away_leaves_the_queue() {
         .await;
     assert!(granted.is_ok(), "{granted:?}");
 }
+
+every_backend!(
+    conflict_matrix_mode_by_overlap_by_holder,
+    reserve_grants_all_resources_or_none,
+    expired_lease_is_invisible_at_once_without_a_sweep,
+    sweep_journals_each_expired_lease,
+    fencing_tokens_only_grow_across_leases_and_holders,
+    stale_fencing_token_is_refused_by_a_guarded_write,
+    renew_extends_only_the_callers_live_lease,
+    another_agents_lease_cannot_be_released,
+    list_shows_holders_by_resource_prefix,
+    malformed_requests_are_refused_with_a_reason,
+    waiting_reserve_is_woken_by_a_release,
+    waiters_are_served_first_come_first_served,
+    a_wait_that_times_out_reports_the_conflict_and_leaves_no_queue_entry,
+    a_holder_is_not_queued_behind_a_waiter_that_waits_for_it,
+    a_waiter_that_goes_away_leaves_the_queue,
+);

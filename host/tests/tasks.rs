@@ -1,6 +1,7 @@
 //! Task queues: claim order, delay, dedupe, dependencies, tokens, retries,
 //! dead letters and waiting.
 
+#[macro_use]
 mod common;
 
 use std::time::Duration;
@@ -17,7 +18,6 @@ fn prio(priority: i32) -> PushOptions {
     }
 }
 
-#[tokio::test]
 async fn claim_takes_highest_priority_then_oldest() {
     let t = open();
     let p = agent("producer");
@@ -34,7 +34,6 @@ async fn claim_takes_highest_priority_then_oldest() {
     assert_eq!(order, [high1, high2, mid, low]);
 }
 
-#[tokio::test]
 async fn queues_are_separate() {
     let t = open();
     t.env.push(&agent("p"), "a", "x", prio(0)).await.unwrap();
@@ -54,7 +53,6 @@ async fn queues_are_separate() {
     );
 }
 
-#[tokio::test]
 async fn delayed_task_is_not_claimable_before_its_time() {
     let t = open();
     let opts = PushOptions {
@@ -78,7 +76,6 @@ async fn delayed_task_is_not_claimable_before_its_time() {
     );
 }
 
-#[tokio::test]
 async fn dedupe_key_returns_the_live_task_and_frees_when_it_ends() {
     let t = open();
     let p = agent("p");
@@ -91,7 +88,10 @@ async fn dedupe_key_returns_the_live_task_and_frees_when_it_ends() {
     assert!(!first.deduplicated);
     assert!(second.deduplicated);
     assert_eq!(first.id, second.id);
-    assert_eq!(t.env.list_tasks(Some("q"), None, 100).unwrap().len(), 1);
+    assert_eq!(
+        t.env.list_tasks(Some("q"), None, 100).await.unwrap().len(),
+        1
+    );
     // Another queue has its own keys.
     assert!(
         !t.env
@@ -109,7 +109,6 @@ async fn dedupe_key_returns_the_live_task_and_frees_when_it_ends() {
     assert_ne!(third.id, first.id);
 }
 
-#[tokio::test]
 async fn dependent_task_becomes_ready_only_when_all_dependencies_are_done() {
     let t = open();
     let (p, w) = (agent("p"), agent("w"));
@@ -121,25 +120,24 @@ async fn dependent_task_becomes_ready_only_when_all_dependencies_are_done() {
         ..Default::default()
     };
     let c = t.env.push(&p, "q", "c", opts).await.unwrap().id;
-    assert_eq!(t.env.get_task(c).unwrap().state, TaskState::Blocked);
-    assert_eq!(t.env.get_task(c).unwrap().depends_on, [a, b]);
+    assert_eq!(t.env.get_task(c).await.unwrap().state, TaskState::Blocked);
+    assert_eq!(t.env.get_task(c).await.unwrap().depends_on, [a, b]);
     let first = t.env.claim(&w, "q", LEASE, 0).await.unwrap().unwrap();
     assert_eq!(
         first.id, a,
         "the blocked high-priority task must not be claimed"
     );
     t.env.complete(&w, first.id, first.token, "").await.unwrap();
-    assert_eq!(t.env.get_task(c).unwrap().state, TaskState::Blocked);
+    assert_eq!(t.env.get_task(c).await.unwrap().state, TaskState::Blocked);
     let second = t.env.claim(&w, "q", LEASE, 0).await.unwrap().unwrap();
     t.env
         .complete(&w, second.id, second.token, "")
         .await
         .unwrap();
-    assert_eq!(t.env.get_task(c).unwrap().state, TaskState::Ready);
+    assert_eq!(t.env.get_task(c).await.unwrap().state, TaskState::Ready);
     assert_eq!(t.env.claim(&w, "q", LEASE, 0).await.unwrap().unwrap().id, c);
 }
 
-#[tokio::test]
 async fn a_dead_dependency_cancels_its_dependents_transitively() {
     let t = open();
     let (p, w) = (agent("p"), agent("w"));
@@ -177,9 +175,9 @@ async fn a_dead_dependency_cancels_its_dependents_transitively() {
         .fail(&w, claimed.id, claimed.token, "broken input", false)
         .await
         .unwrap();
-    assert_eq!(t.env.get_task(a).unwrap().state, TaskState::Dead);
-    assert_eq!(t.env.get_task(b).unwrap().state, TaskState::Cancelled);
-    assert_eq!(t.env.get_task(c).unwrap().state, TaskState::Cancelled);
+    assert_eq!(t.env.get_task(a).await.unwrap().state, TaskState::Dead);
+    assert_eq!(t.env.get_task(b).await.unwrap().state, TaskState::Cancelled);
+    assert_eq!(t.env.get_task(c).await.unwrap().state, TaskState::Cancelled);
     // A task pushed onto a dead dependency starts cancelled.
     let d = t
         .env
@@ -195,10 +193,9 @@ async fn a_dead_dependency_cancels_its_dependents_transitively() {
         .await
         .unwrap()
         .id;
-    assert_eq!(t.env.get_task(d).unwrap().state, TaskState::Cancelled);
+    assert_eq!(t.env.get_task(d).await.unwrap().state, TaskState::Cancelled);
 }
 
-#[tokio::test]
 async fn unknown_dependency_is_refused() {
     let t = open();
     let e = t
@@ -214,10 +211,9 @@ async fn unknown_dependency_is_refused() {
         )
         .await;
     assert!(matches!(e, Err(EnvError::NotFound(_))));
-    assert!(t.env.list_tasks(None, None, 10).unwrap().is_empty());
+    assert!(t.env.list_tasks(None, None, 10).await.unwrap().is_empty());
 }
 
-#[tokio::test]
 async fn stale_token_is_refused_so_a_task_completes_once() {
     let t = open();
     let (p, w1, w2) = (agent("p"), agent("w1"), agent("w2"));
@@ -256,12 +252,11 @@ async fn stale_token_is_refused_so_a_task_completes_once() {
         t.env.complete(&w2, id, second.token, "again").await,
         Err(EnvError::StaleToken(second.token))
     );
-    let task = t.env.get_task(id).unwrap();
+    let task = t.env.get_task(id).await.unwrap();
     assert_eq!(task.state, TaskState::Done);
     assert_eq!(task.result.as_deref(), Some("ok"));
 }
 
-#[tokio::test]
 async fn extend_keeps_a_claim_alive() {
     let t = open();
     let (p, w, other) = (agent("p"), agent("w"), agent("o"));
@@ -275,7 +270,6 @@ async fn extend_keeps_a_claim_alive() {
     t.env.complete(&w, c.id, c.token, "").await.unwrap();
 }
 
-#[tokio::test]
 async fn failures_back_off_exponentially_then_dead_letter() {
     let opts = EnvOptions {
         retry_base_ms: 1_000,
@@ -305,7 +299,7 @@ async fn failures_back_off_exponentially_then_dead_letter() {
             .fail(&w, id, c.token, &format!("boom {attempt}"), true)
             .await
             .unwrap();
-        let task = t.env.get_task(id).unwrap();
+        let task = t.env.get_task(id).await.unwrap();
         assert_eq!(task.state, TaskState::Ready);
         let delay = task.not_before - t.env.now_ms();
         assert!(
@@ -321,13 +315,12 @@ async fn failures_back_off_exponentially_then_dead_letter() {
     let c = t.env.claim(&w, "q", LEASE, 0).await.unwrap().unwrap();
     assert_eq!(c.attempt, 3);
     t.env.fail(&w, id, c.token, "boom 3", true).await.unwrap();
-    let task = t.env.get_task(id).unwrap();
+    let task = t.env.get_task(id).await.unwrap();
     assert_eq!(task.state, TaskState::Dead);
     assert_eq!(task.last_error.as_deref(), Some("boom 3"));
     assert_eq!(task.attempts, 3);
 }
 
-#[tokio::test]
 async fn a_lapsed_claim_counts_as_a_failed_attempt() {
     let t = open();
     let (p, w) = (agent("p"), agent("w"));
@@ -349,12 +342,11 @@ async fn a_lapsed_claim_counts_as_a_failed_attempt() {
     t.clock.advance(1_000);
     let swept = t.env.sweep().await.unwrap();
     assert_eq!(swept.claims_lapsed, 1);
-    let task = t.env.get_task(id).unwrap();
+    let task = t.env.get_task(id).await.unwrap();
     assert_eq!(task.state, TaskState::Dead);
     assert!(task.last_error.unwrap().contains("lapsed"));
 }
 
-#[tokio::test]
 async fn an_ended_agent_releases_leases_and_its_tasks_go_back() {
     let t = open();
     let p = agent("p");
@@ -380,20 +372,19 @@ async fn an_ended_agent_releases_leases_and_its_tasks_go_back() {
         .agent_ended(&w, AgentEnd::Crashed, "panicked at 'oops'")
         .await
         .unwrap();
-    assert!(t.env.list_reservations("").unwrap().is_empty());
-    let task = t.env.get_task(id).unwrap();
+    assert!(t.env.list_reservations("").await.unwrap().is_empty());
+    let task = t.env.get_task(id).await.unwrap();
     assert_eq!(task.state, TaskState::Ready);
     assert!(task.last_error.unwrap().contains("oops"));
     assert_eq!(
         t.env.complete(&w, id, c.token, "").await,
         Err(EnvError::StaleToken(c.token))
     );
-    let agents = t.env.list_agents().unwrap();
+    let agents = t.env.list_agents().await.unwrap();
     assert_eq!(agents[0].state, "crashed");
     assert_eq!(agents[0].end_reason.as_deref(), Some("panicked at 'oops'"));
 }
 
-#[tokio::test]
 async fn oversized_payload_is_refused() {
     let opts = EnvOptions {
         max_payload_bytes: 100,
@@ -415,7 +406,6 @@ async fn oversized_payload_is_refused() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiting_claim_is_woken_by_a_push() {
     let t = open();
     let env = t.env.clone();
@@ -437,7 +427,6 @@ async fn a_waiting_claim_is_woken_by_a_push() {
     assert_eq!(claimed.id, id);
 }
 
-#[tokio::test]
 async fn a_waiting_claim_returns_none_when_its_wait_ends() {
     let t = open();
     assert!(
@@ -449,7 +438,6 @@ async fn a_waiting_claim_returns_none_when_its_wait_ends() {
     );
 }
 
-#[tokio::test]
 async fn a_stopped_agents_task_goes_back_at_once_without_using_an_attempt() {
     let t = open();
     let host = t.env.register_host("box", 1, 10_000).await.unwrap();
@@ -477,7 +465,7 @@ async fn a_stopped_agents_task_goes_back_at_once_without_using_an_attempt() {
         .agent_ended(&w, AgentEnd::Stopped, "its host stopped")
         .await
         .unwrap();
-    let task = t.env.get_task(id).unwrap();
+    let task = t.env.get_task(id).await.unwrap();
     assert_eq!((task.state, task.attempts), (TaskState::Ready, 0));
     assert_eq!(
         t.env
@@ -490,7 +478,6 @@ async fn a_stopped_agents_task_goes_back_at_once_without_using_an_attempt() {
     );
 }
 
-#[tokio::test]
 async fn ttls_beyond_a_day_are_refused() {
     let t = open();
     let a = agent("a");
@@ -520,7 +507,6 @@ async fn ttls_beyond_a_day_are_refused() {
     );
 }
 
-#[tokio::test]
 async fn a_silent_host_is_reaped_once_its_agents_lost_their_leases_ended_and_tasks_back() {
     let t = open();
     let dead = t.env.register_host("box-a", 1, 5_000).await.unwrap();
@@ -553,7 +539,7 @@ async fn a_silent_host_is_reaped_once_its_agents_lost_their_leases_ended_and_tas
     t.env.keepalive(&alive).await.unwrap();
     // Two hosts sweeping: the first reaps, the second finds nothing to do.
     let other = wawe::env::Env::open_with_clock(
-        t.env.path(),
+        t.env.location(),
         wawe::env::EnvOptions::default(),
         std::sync::Arc::new(t.clock.clone()),
     )
@@ -563,24 +549,45 @@ async fn a_silent_host_is_reaped_once_its_agents_lost_their_leases_ended_and_tas
         first.unwrap().hosts_reaped + second.unwrap().hosts_reaped,
         1
     );
-    assert!(t.env.list_reservations("").unwrap().is_empty());
-    let task = t.env.get_task(id).unwrap();
+    assert!(t.env.list_reservations("").await.unwrap().is_empty());
+    let task = t.env.get_task(id).await.unwrap();
     assert_eq!(task.state, TaskState::Ready);
     assert!(task.last_error.unwrap().contains("went silent"));
     assert_eq!(
         t.env.complete(&w, id, c.token, "late").await,
         Err(EnvError::StaleToken(c.token))
     );
-    let hosts = t.env.list_hosts().unwrap();
+    let hosts = t.env.list_hosts().await.unwrap();
     let state = |id: &str| hosts.iter().find(|h| h.id == id).unwrap().state.clone();
     assert_eq!(
         (state(&dead).as_str(), state(&alive).as_str()),
         ("lost", "alive")
     );
-    assert_eq!(t.env.list_agents().unwrap()[0].state, "lost");
+    assert_eq!(t.env.list_agents().await.unwrap()[0].state, "lost");
     // A reaped host cannot carry on as if nothing happened.
     assert!(matches!(
         t.env.keepalive(&dead).await,
         Err(EnvError::NotFound(_))
     ));
 }
+
+every_backend!(
+    claim_takes_highest_priority_then_oldest,
+    queues_are_separate,
+    delayed_task_is_not_claimable_before_its_time,
+    dedupe_key_returns_the_live_task_and_frees_when_it_ends,
+    dependent_task_becomes_ready_only_when_all_dependencies_are_done,
+    a_dead_dependency_cancels_its_dependents_transitively,
+    unknown_dependency_is_refused,
+    stale_token_is_refused_so_a_task_completes_once,
+    extend_keeps_a_claim_alive,
+    failures_back_off_exponentially_then_dead_letter,
+    a_lapsed_claim_counts_as_a_failed_attempt,
+    an_ended_agent_releases_leases_and_its_tasks_go_back,
+    oversized_payload_is_refused,
+    a_waiting_claim_is_woken_by_a_push,
+    a_waiting_claim_returns_none_when_its_wait_ends,
+    a_stopped_agents_task_goes_back_at_once_without_using_an_attempt,
+    ttls_beyond_a_day_are_refused,
+    a_silent_host_is_reaped_once_its_agents_lost_their_leases_ended_and_tasks_back,
+);

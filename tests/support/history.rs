@@ -4,6 +4,7 @@
 //! nothing lost, nothing done twice, no stale token accepted, no conflicting
 //! leases at once, nothing left held by the dead, and a sound file.
 
+use super::block;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
@@ -40,9 +41,7 @@ fn all_events(env: &Env) -> Vec<Event> {
     let mut out = Vec::new();
     let mut after = 0;
     loop {
-        let page = env
-            .read_events(after, &EventFilter::default(), 10_000)
-            .unwrap();
+        let page = block(env.read_events(after, &EventFilter::default(), 10_000)).unwrap();
         let Some(last) = page.last() else { break };
         after = last.seq;
         out.extend(page);
@@ -231,7 +230,7 @@ pub fn check(db: &Path) -> Summary {
     }
 
     // The tables agree with the journal, and every task ended.
-    let tasks = env.list_tasks(None, None, 1_000_000).unwrap();
+    let tasks = block(env.list_tasks(None, None, 1_000_000)).unwrap();
     assert_eq!(tasks.len(), state.len(), "tasks in the table vs pushed");
     for t in &tasks {
         assert_eq!(
@@ -252,8 +251,8 @@ pub fn check(db: &Path) -> Summary {
         let want = u32::from(t.state == TaskState::Done);
         assert_eq!(n, want, "task {} completed {n} times", t.id);
     }
-    let holdings = env.list_reservations("").unwrap();
-    let agents = env.list_agents().unwrap();
+    let holdings = block(env.list_reservations("")).unwrap();
+    let agents = block(env.list_agents()).unwrap();
     for h in &holdings {
         let agent = agents.iter().find(|a| a.id == h.holder);
         assert!(

@@ -22,6 +22,17 @@ pub fn agent(name: &str) -> PathBuf {
     })
 }
 
+/// Run an environment call from a test that is not async itself.
+pub fn block<F: std::future::Future>(f: F) -> F::Output {
+    thread_local! {
+        static RT: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime for blocking calls");
+    }
+    RT.with(|rt| rt.block_on(f))
+}
+
 /// The compile cache the tests share, so each module compiles once a run.
 pub fn cache_dir() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("wawe-cache")

@@ -90,7 +90,7 @@ pub async fn reservations(
             scenario,
             mode: "wasm",
             rate,
-            waited: env.reservations_queued()?,
+            waited: env.reservations_queued().await?,
         });
         env.close();
 
@@ -115,7 +115,7 @@ pub async fn reservations(
             scenario,
             mode: "native",
             rate,
-            waited: env.reservations_queued()?,
+            waited: env.reservations_queued().await?,
         });
         env.close();
     }

@@ -91,7 +91,7 @@ pub async fn tasks(
             ])
         })
         .await?;
-        check_all_done(&env, total)?;
+        check_all_done(&env, total).await?;
         env.close();
         Some(rate)
     } else {
@@ -157,14 +157,14 @@ async fn run_native(
         Ok(())
     })
     .await?;
-    check_all_done(&env, total)?;
+    check_all_done(&env, total).await?;
     env.close();
     Ok(rate)
 }
 
 /// The run counts only if every task it pushed ended done.
-fn check_all_done(env: &Env, total: u64) -> anyhow::Result<()> {
-    let done = env.work_counts()?.tasks_in(TaskState::Done);
+async fn check_all_done(env: &Env, total: u64) -> anyhow::Result<()> {
+    let done = env.work_counts().await?.tasks_in(TaskState::Done);
     anyhow::ensure!(
         done == total,
         "only {done} of {total} tasks ended done: the run does not count"

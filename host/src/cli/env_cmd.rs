@@ -269,25 +269,25 @@ pub async fn run(args: EnvArgs) -> anyhow::Result<()> {
         _ => Env::open_existing(path, opts)?,
     };
     match args.command {
-        EnvCommand::Agents => agents(&env, out),
-        EnvCommand::Hosts => hosts(&env, out),
-        EnvCommand::Reservations { prefix } => reservations(&env, out, &prefix),
-        EnvCommand::Tasks(args) => tasks(&env, out, args),
-        EnvCommand::Task { id } => task(&env, out, id),
-        EnvCommand::Learnings(args) => learnings(&env, out, args),
-        EnvCommand::Signals { prefix, limit } => signals(&env, out, &prefix, limit),
-        EnvCommand::Values { prefix } => values(&env, out, &prefix),
+        EnvCommand::Agents => agents(&env, out).await,
+        EnvCommand::Hosts => hosts(&env, out).await,
+        EnvCommand::Reservations { prefix } => reservations(&env, out, &prefix).await,
+        EnvCommand::Tasks(args) => tasks(&env, out, args).await,
+        EnvCommand::Task { id } => task(&env, out, id).await,
+        EnvCommand::Learnings(args) => learnings(&env, out, args).await,
+        EnvCommand::Signals { prefix, limit } => signals(&env, out, &prefix, limit).await,
+        EnvCommand::Values { prefix } => values(&env, out, &prefix).await,
         EnvCommand::Events(args) => events(&env, out, args).await,
-        EnvCommand::Stats => stats(&env, out),
+        EnvCommand::Stats => stats(&env, out).await,
         EnvCommand::Sweep => sweep(&env, out).await,
         EnvCommand::Push(args) => push(&env, out, args).await,
     }
 }
 
 /// `wawe env agents`.
-fn agents(env: &Env, out: Out) -> anyhow::Result<()> {
+async fn agents(env: &Env, out: Out) -> anyhow::Result<()> {
     let now = env.now_ms();
-    let agents = env.list_agents().context("cannot list agents")?;
+    let agents = env.list_agents().await.context("cannot list agents")?;
     if out.is_json() {
         return Ok(out.json_lines(&agents)?);
     }
@@ -320,13 +320,13 @@ fn agents(env: &Env, out: Out) -> anyhow::Result<()> {
 }
 
 /// `wawe env hosts`.
-fn hosts(env: &Env, out: Out) -> anyhow::Result<()> {
+async fn hosts(env: &Env, out: Out) -> anyhow::Result<()> {
     let now = env.now_ms();
-    let hosts = env.list_hosts().context("cannot list hosts")?;
+    let hosts = env.list_hosts().await.context("cannot list hosts")?;
     if out.is_json() {
         return Ok(out.json_lines(&hosts)?);
     }
-    let agents = env.list_agents().context("cannot list agents")?;
+    let agents = env.list_agents().await.context("cannot list agents")?;
     let mut t = output::table([
         "host",
         "hostname",
@@ -363,10 +363,11 @@ fn hosts(env: &Env, out: Out) -> anyhow::Result<()> {
 }
 
 /// `wawe env reservations`.
-fn reservations(env: &Env, out: Out, prefix: &str) -> anyhow::Result<()> {
+async fn reservations(env: &Env, out: Out, prefix: &str) -> anyhow::Result<()> {
     let now = env.now_ms();
     let holdings = env
         .list_reservations(prefix)
+        .await
         .context("cannot list reservations")?;
     if out.is_json() {
         return Ok(out.json_lines(&holdings)?);
@@ -387,10 +388,11 @@ fn reservations(env: &Env, out: Out, prefix: &str) -> anyhow::Result<()> {
 }
 
 /// `wawe env tasks`.
-fn tasks(env: &Env, out: Out, args: TasksArgs) -> anyhow::Result<()> {
+async fn tasks(env: &Env, out: Out, args: TasksArgs) -> anyhow::Result<()> {
     let now = env.now_ms();
     let tasks = env
         .list_tasks(args.queue.as_deref(), args.state, args.limit)
+        .await
         .context("cannot list tasks")?;
     if out.is_json() {
         return Ok(out.json_lines(&tasks)?);
@@ -421,8 +423,8 @@ fn tasks(env: &Env, out: Out, args: TasksArgs) -> anyhow::Result<()> {
 }
 
 /// `wawe env task ID`.
-fn task(env: &Env, out: Out, id: u64) -> anyhow::Result<()> {
-    let task = env.get_task(id).map_err(|e| match e {
+async fn task(env: &Env, out: Out, id: u64) -> anyhow::Result<()> {
+    let task = env.get_task(id).await.map_err(|e| match e {
         EnvError::NotFound(_) => {
             anyhow!("task {id} does not exist: `wawe env tasks` lists the tasks there are")
         }
@@ -436,7 +438,7 @@ fn task(env: &Env, out: Out, id: u64) -> anyhow::Result<()> {
 }
 
 /// `wawe env learnings`.
-fn learnings(env: &Env, out: Out, args: LearningsArgs) -> anyhow::Result<()> {
+async fn learnings(env: &Env, out: Out, args: LearningsArgs) -> anyhow::Result<()> {
     let now = env.now_ms();
     let learnings = match &args.search {
         Some(text) => {
@@ -448,6 +450,7 @@ fn learnings(env: &Env, out: Out, args: LearningsArgs) -> anyhow::Result<()> {
             };
             let mut found = env
                 .search_learnings(text, wanted)
+                .await
                 .context("cannot search learnings")?;
             if let Some(topic) = &args.topic {
                 found.retain(|l| &l.topic == topic);
@@ -457,6 +460,7 @@ fn learnings(env: &Env, out: Out, args: LearningsArgs) -> anyhow::Result<()> {
         }
         None => env
             .recent_learnings(args.topic.as_deref(), args.limit)
+            .await
             .context("cannot list learnings")?,
     };
     if out.is_json() {
@@ -489,9 +493,10 @@ fn learnings(env: &Env, out: Out, args: LearningsArgs) -> anyhow::Result<()> {
 }
 
 /// `wawe env signals`.
-fn signals(env: &Env, out: Out, prefix: &str, limit: u32) -> anyhow::Result<()> {
+async fn signals(env: &Env, out: Out, prefix: &str, limit: u32) -> anyhow::Result<()> {
     let trails = env
         .strongest(prefix, limit)
+        .await
         .context("cannot list signals")?;
     if out.is_json() {
         return Ok(out.json_lines(&trails)?);
@@ -505,9 +510,12 @@ fn signals(env: &Env, out: Out, prefix: &str, limit: u32) -> anyhow::Result<()> 
 }
 
 /// `wawe env values`.
-fn values(env: &Env, out: Out, prefix: &str) -> anyhow::Result<()> {
+async fn values(env: &Env, out: Out, prefix: &str) -> anyhow::Result<()> {
     let now = env.now_ms();
-    let values = env.list_values(prefix).context("cannot list values")?;
+    let values = env
+        .list_values(prefix)
+        .await
+        .context("cannot list values")?;
     if out.is_json() {
         return Ok(out.json_lines(&values)?);
     }
@@ -607,9 +615,10 @@ struct StatsLine {
 }
 
 /// `wawe env stats`.
-fn stats(env: &Env, out: Out) -> anyhow::Result<()> {
+async fn stats(env: &Env, out: Out) -> anyhow::Result<()> {
     let s = env
         .stats()
+        .await
         .context("cannot count the environment's contents")?;
     if out.is_json() {
         let per_state = |counts: &[(String, u64)]| -> serde_json::Map<String, Value> {
@@ -706,7 +715,7 @@ async fn push(env: &Env, out: Out, args: PushArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot push to queue {:?}", args.queue))?;
     // Best effort: the push has happened even if this read fails.
-    let state = env.get_task(pushed.id).ok().map(|t| t.state);
+    let state = env.get_task(pushed.id).await.ok().map(|t| t.state);
     if out.is_json() {
         return Ok(out.json_line(&PushLine {
             id: pushed.id,
@@ -756,6 +765,7 @@ async fn events(env: &Env, out: Out, args: EventsArgs) -> anyhow::Result<()> {
         let want = u32::try_from(limit - events.len() as u64).unwrap_or(u32::MAX);
         let page = env
             .read_events(after, &filter, want)
+            .await
             .context("cannot read the journal")?;
         let Some(last) = page.last() else { break };
         after = last.seq;

@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 
 use super::DurabilityArg;
-use crate::env::{Durability, Env, EnvOptions, Stats, TaskState};
+use crate::env::{Durability, Env, EnvLocation, EnvOptions, Stats, TaskState};
 use crate::manifest::{AgentPlan, AgentSettings, Manifest};
 use crate::runtime::{Limits, Module, RestartPolicy, Runtime, RuntimeOptions};
 use crate::swarm::{Endings, FolderChange, Swarm, watch_folder};
@@ -22,10 +22,11 @@ pub struct RunArgs {
     /// replaced: restarted on the new code; removed: stopped).
     pub target: PathBuf,
 
-    /// The environment file. Default: the manifest's `env` (else `wawe.db`
-    /// beside it); for a module or folder, `wawe.db` in the current directory.
-    #[arg(long, env = "WAWE_ENV")]
-    pub env: Option<PathBuf>,
+    /// The environment: a file, or a `postgres://USER@HOST/DB?schema=NAME`
+    /// URL. Default: the manifest's `env` (else `wawe.db` beside it); for a
+    /// module or folder, `wawe.db` in the current directory.
+    #[arg(long, env = "WAWE_ENV", value_name = "FILE|URL")]
+    pub env: Option<EnvLocation>,
 
     /// Replicas of a single module.
     #[arg(long, default_value_t = 1, value_name = "N")]
@@ -43,8 +44,9 @@ pub struct RunArgs {
     #[arg(long, value_enum)]
     pub durability: Option<DurabilityArg>,
 
-    /// Start from an empty environment: delete the environment file first
-    /// (only if it is a wawe environment; anything else is refused).
+    /// Start from an empty environment: delete the environment file (or drop
+    /// the PostgreSQL schema) first, only if it is a wawe environment that no
+    /// live host is using; anything else is refused.
     #[arg(long)]
     pub reset: bool,
 
@@ -91,7 +93,7 @@ fn key_value(s: &str) -> Result<(String, String), String> {
 /// What `wawe run` ended with, for the summary.
 #[derive(Debug, serde::Serialize)]
 struct Summary<'a> {
-    env: &'a Path,
+    env: String,
     agents: &'a Endings,
     runs: crate::runtime::CountersSnapshot,
     tasks: &'a [(String, u64)],
@@ -120,7 +122,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         modules.push(load(&runtime, &p.module).await?);
     }
     if args.reset {
-        reset_env(&env_path)?;
+        reset_env(&env_path).await?;
     }
     let env = open_env(&env_path, durability)?;
     let host = runtime.start(env.clone()).await?;
@@ -137,7 +139,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         tokio::select! {
             _ = &mut signal => break true,
-            _ = tokio::time::sleep(Duration::from_millis(200)) => progress.draw(&swarm),
+            _ = tokio::time::sleep(Duration::from_millis(200)) => progress.draw(&swarm).await,
         }
     };
     finish(swarm, &env, &args, interrupted, progress).await
@@ -154,10 +156,10 @@ async fn finish(
 ) -> anyhow::Result<()> {
     progress.clear();
     let (endings, runs) = swarm.shutdown().await?;
-    let stats = env.stats()?;
+    let stats = env.stats().await?;
     env.close();
     let summary = Summary {
-        env: env.path(),
+        env: env.location().to_string(),
         agents: &endings,
         runs,
         tasks: &stats.tasks,
@@ -180,7 +182,7 @@ async fn finish(
 
 fn print_summary(s: &Summary<'_>, stats: &Stats, interrupted: bool) {
     let how = if interrupted { "stopped" } else { "finished" };
-    println!("swarm {how} on {}", s.env.display());
+    println!("swarm {how} on {}", s.env);
     println!(
         "  agent runs: {} exited, {} failed, {} crashed, {} stopped; {} restarts{}",
         s.runs.exited,
@@ -226,8 +228,8 @@ fn print_summary(s: &Summary<'_>, stats: &Stats, interrupted: bool) {
     }
 }
 
-/// The environment path, durability and agent plans of a manifest or module.
-fn plan(args: &RunArgs) -> anyhow::Result<(PathBuf, Durability, Vec<AgentPlan>)> {
+/// The environment, durability and agent plans of a manifest or module.
+fn plan(args: &RunArgs) -> anyhow::Result<(EnvLocation, Durability, Vec<AgentPlan>)> {
     let target = &args.target;
     if !target.exists() {
         bail!(
@@ -250,7 +252,7 @@ fn plan(args: &RunArgs) -> anyhow::Result<(PathBuf, Durability, Vec<AgentPlan>)>
             limits: Limits::default(),
             config: args.config.clone(),
         };
-        let env = args.env.clone().unwrap_or_else(|| PathBuf::from("wawe.db"));
+        let env = args.env.clone().unwrap_or_else(|| "wawe.db".into());
         return Ok((env, flag_durability.unwrap_or_default(), vec![plan]));
     }
     let manifest = Manifest::from_file(target)?;
@@ -269,43 +271,36 @@ fn module_name(path: &Path) -> anyhow::Result<String> {
         .with_context(|| format!("{} has no usable file name", path.display()))
 }
 
-/// Delete the wawe environment at `path` (with its WAL files), if there is one.
-fn reset_env(path: &Path) -> anyhow::Result<()> {
-    if !path.exists() {
-        return Ok(());
-    }
-    // Refuses anything that is not a wawe environment, and checks no other
-    // process is writing to it right now.
-    let env = Env::open_existing(path, EnvOptions::default())?;
+/// Delete the wawe environment at `at`, if there is one and no live host
+/// uses it.
+async fn reset_env(at: &EnvLocation) -> anyhow::Result<()> {
+    // Refuses anything that is not a wawe environment.
+    let env = match Env::open_existing(at, EnvOptions::default()) {
+        Ok(env) => env,
+        Err(crate::env::OpenError::Missing { .. }) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
     let now = env.now_ms();
     let live: Vec<String> = env
-        .list_hosts()?
+        .list_hosts()
+        .await?
         .into_iter()
         .filter(|h| h.state == "alive" && h.last_heartbeat + h.ttl_ms > now)
         .map(|h| h.id)
         .collect();
-    env.close();
     if !live.is_empty() {
+        env.close();
         bail!(
-            "not resetting {}: host(s) {} are running on it; stop them first",
-            path.display(),
+            "not resetting {at}: host(s) {} are running on it; stop them first",
             live.join(", ")
         );
     }
-    drop(env);
-    for suffix in ["", "-wal", "-shm"] {
-        let mut file = path.as_os_str().to_owned();
-        file.push(suffix);
-        match std::fs::remove_file(&file) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("cannot delete {}", path.display())),
-        }
-    }
-    Ok(())
+    env.destroy()
+        .await
+        .with_context(|| format!("cannot reset {at}"))
 }
 
-fn open_env(path: &Path, durability: Durability) -> anyhow::Result<Env> {
+fn open_env(path: &EnvLocation, durability: Durability) -> anyhow::Result<Env> {
     let opts = EnvOptions {
         durability,
         ..EnvOptions::default()
@@ -316,12 +311,12 @@ fn open_env(path: &Path, durability: Durability) -> anyhow::Result<Env> {
 /// Run every module of a folder and follow the folder until interrupted.
 async fn run_folder(runtime: &Runtime, args: &RunArgs) -> anyhow::Result<()> {
     let dir = &args.target;
-    let env_path = args.env.clone().unwrap_or_else(|| PathBuf::from("wawe.db"));
+    let env_path = args.env.clone().unwrap_or_else(|| "wawe.db".into());
     let durability = args.durability.map(Durability::from).unwrap_or_default();
     let mut changes =
         watch_folder(dir).with_context(|| format!("cannot watch {}", dir.display()))?;
     if args.reset {
-        reset_env(&env_path)?;
+        reset_env(&env_path).await?;
     }
     let env = open_env(&env_path, durability)?;
     let host = runtime.start(env.clone()).await?;
@@ -337,7 +332,7 @@ async fn run_folder(runtime: &Runtime, args: &RunArgs) -> anyhow::Result<()> {
                 progress.clear();
                 apply(runtime, &mut swarm, change).await;
             }
-            _ = tokio::time::sleep(Duration::from_millis(200)) => progress.draw(&swarm),
+            _ = tokio::time::sleep(Duration::from_millis(200)) => progress.draw(&swarm).await,
         }
     }
     finish(swarm, &env, args, true, progress).await
@@ -434,12 +429,12 @@ impl Progress {
         }
     }
 
-    fn draw(&self, swarm: &Swarm) {
+    async fn draw(&self, swarm: &Swarm) {
         if !self.on {
             return;
         }
         let c = swarm.host().counters();
-        let Ok(work) = swarm.host().env().work_counts() else {
+        let Ok(work) = swarm.host().env().work_counts().await else {
             return;
         };
         let n = |state| work.tasks_in(state);

@@ -158,6 +158,58 @@ pub enum OpenError {
         /// What SQLite reported.
         detail: String,
     },
+    /// A `postgres://` URL that cannot be read.
+    #[error("the environment URL {url} is not usable: {detail}")]
+    BadUrl {
+        /// The URL, without its password.
+        url: String,
+        /// What is wrong and how to write it.
+        detail: String,
+    },
+    /// No PostgreSQL server answered.
+    #[error(
+        "cannot reach PostgreSQL at {url} ({detail}); start the server, or check the host \
+         and port in the URL"
+    )]
+    Unreachable {
+        /// The URL, without its password.
+        url: String,
+        /// What the connection attempt reported.
+        detail: String,
+    },
+    /// The server refused the login.
+    #[error(
+        "PostgreSQL at {url} refused the login ({detail}); check the user and password in \
+         the URL, and the server's pg_hba.conf"
+    )]
+    LoginRefused {
+        /// The URL, without its password.
+        url: String,
+        /// What the server said.
+        detail: String,
+    },
+    /// The database named in the URL does not exist.
+    #[error(
+        "PostgreSQL at {url} has no database {database:?}; create it (createdb {database}) \
+         or name an existing one in the URL"
+    )]
+    NoDatabase {
+        /// The URL, without its password.
+        url: String,
+        /// The database named.
+        database: String,
+    },
+    /// The schema holds tables of some other application.
+    #[error(
+        "schema {schema:?} at {url} holds tables that are not a wawe environment; it was left \
+         untouched: name another schema with ?schema=NAME"
+    )]
+    ForeignSchema {
+        /// The URL, without its password.
+        url: String,
+        /// The schema.
+        schema: String,
+    },
     /// Anything else SQLite or the file system reported.
     #[error("cannot open {path}: {detail}")]
     Other {

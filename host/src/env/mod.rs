@@ -5,13 +5,18 @@
 //! one transaction, attributed to the caller's host-assigned [`AgentId`], and
 //! appends what it changed to the journal in that same transaction.
 //!
-//! The embedded backend is SQLite ([`Env`]); nothing here knows about
-//! WebAssembly.
+//! [`Env`] is the one type everything above uses. Behind it sits a backend:
+//! SQLite, the embedded default (one file, one machine), or PostgreSQL (one
+//! database shared by hosts on many machines). Argument checks, the waiting
+//! loops and the ranking and decay arithmetic live here, written once; each
+//! backend ([`sqlite`], `postgres`) holds only its storage. Nothing here
+//! knows about WebAssembly.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
 //! use wawe::env::{AgentId, Env, EnvOptions, PushOptions};
 //!
+//! // A file path, or a URL such as "postgres://127.0.0.1/db?schema=team_a".
 //! let env = Env::open("swarm.db", EnvOptions::default())?;
 //! let me = AgentId::new("worker.0@h1");
 //! env.push(&me, "builds", "{\"crate\":\"wawe\"}", PushOptions::default()).await?;
@@ -21,92 +26,214 @@
 //! # Ok(()) }
 //! ```
 
+/// Run `$body` on the environment's backend, bound to `$s`: the one place
+/// an [`Env`] call meets the backend it dispatches to. Both arms must type-check
+/// alike, so a backend missing an operation of the contract does not compile.
+macro_rules! store {
+    ($env:expr, $s:ident => $body:expr) => {
+        match &$env.inner.backend {
+            $crate::env::store::Backend::Sqlite($s) => $body,
+            $crate::env::store::Backend::Postgres($s) => $body,
+        }
+    };
+}
+
+mod agents;
 mod clock;
 mod error;
+mod journal;
+mod learnings;
+mod limits;
+mod location;
+mod options;
 pub mod policy;
+mod postgres;
+mod reservations;
 mod resource;
+mod signals;
 mod sqlite;
+mod store;
+mod tasks;
 mod types;
+mod values;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{EnvError, EnvResult, OpenError};
+pub use location::{DEFAULT_SCHEMA, EnvLocation};
+pub use options::{Durability, EnvOptions};
 pub use resource::{overlaps, validate_resource};
-pub use sqlite::{Env, SCHEMA_VERSION, Swept};
+pub use sqlite::SCHEMA_VERSION;
 pub use types::*;
 
-/// How hard each commit is pushed to disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Durability {
-    /// `synchronous=NORMAL` in WAL mode: a commit survives a process crash;
-    /// the last commits may be lost if the machine loses power.
-    #[default]
-    Normal,
-    /// `synchronous=FULL`: every commit is on disk before it is acknowledged.
-    Full,
+use limits::MAX_WAIT_MS;
+use store::Backend;
+
+/// An open environment. Cheap to clone; clones share the backend's
+/// connections, its writer and its change notifications.
+#[derive(Clone)]
+pub struct Env {
+    inner: Arc<Inner>,
 }
 
-impl Durability {
-    /// `normal` or `full`, as flags and reports spell it.
-    pub fn name(self) -> &'static str {
-        match self {
-            Durability::Normal => "normal",
-            Durability::Full => "full",
+struct Inner {
+    location: EnvLocation,
+    backend: Backend,
+}
+
+impl Env {
+    /// Open the environment at `at` (a file path or a `postgres://` URL),
+    /// creating it if it does not exist.
+    ///
+    /// Anything that is not a wawe environment, comes from a newer wawe or is
+    /// damaged is refused and left untouched.
+    pub fn open(at: impl Into<EnvLocation>, opts: EnvOptions) -> Result<Env, OpenError> {
+        Self::open_inner(at.into(), opts, None, true)
+    }
+
+    /// Like [`Env::open`], reading time from `clock` (tests use a
+    /// [`ManualClock`]). On PostgreSQL the clock given here replaces the
+    /// database's clock, which decides otherwise.
+    pub fn open_with_clock(
+        at: impl Into<EnvLocation>,
+        opts: EnvOptions,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Env, OpenError> {
+        Self::open_inner(at.into(), opts, Some(clock), true)
+    }
+
+    /// Open an environment that already exists; a missing one is
+    /// [`OpenError::Missing`] and nothing is created (for tools that only look).
+    pub fn open_existing(at: impl Into<EnvLocation>, opts: EnvOptions) -> Result<Env, OpenError> {
+        Self::open_inner(at.into(), opts, None, false)
+    }
+
+    fn open_inner(
+        location: EnvLocation,
+        opts: EnvOptions,
+        clock: Option<Arc<dyn Clock>>,
+        may_create: bool,
+    ) -> Result<Env, OpenError> {
+        let backend = match &location {
+            EnvLocation::File(path) => Backend::Sqlite(sqlite::SqliteStore::open(
+                path,
+                opts,
+                clock.unwrap_or_else(|| Arc::new(SystemClock)),
+                may_create,
+            )?),
+            EnvLocation::Postgres(url) => {
+                Backend::Postgres(postgres::PgStore::open(url, opts, clock, may_create)?)
+            }
+        };
+        Ok(Env {
+            inner: Arc::new(Inner { location, backend }),
+        })
+    }
+
+    /// Where this environment lives.
+    pub fn location(&self) -> &EnvLocation {
+        &self.inner.location
+    }
+
+    /// The file this environment lives in, for a SQLite environment.
+    pub fn file(&self) -> Option<&std::path::Path> {
+        self.inner.location.as_file()
+    }
+
+    /// Which backend holds it: `sqlite` or `postgres`.
+    pub fn backend_name(&self) -> &'static str {
+        match &self.inner.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
         }
+    }
+
+    /// The settings it was opened with.
+    pub fn options(&self) -> &EnvOptions {
+        store!(self, s => s.options())
+    }
+
+    /// The environment's current time (ms since the epoch): on PostgreSQL the
+    /// database's clock, as last seen from this host.
+    pub fn now_ms(&self) -> u64 {
+        store!(self, s => s.now_ms())
+    }
+
+    /// How many transactions this environment's writer has committed: with
+    /// group commit, fewer than the write operations it ran.
+    pub fn commits(&self) -> u64 {
+        store!(self, s => s.tally().commits())
+    }
+
+    /// How many write operations this environment's writer has run, kept
+    /// or rolled back (not those refused unrun because their batch broke).
+    pub fn operations(&self) -> u64 {
+        store!(self, s => s.tally().operations())
+    }
+
+    /// Flush outstanding writes and stop the writer; later calls fail with
+    /// `Unavailable`. Dropping the last clone closes too.
+    pub fn close(&self) {
+        store!(self, s => s.close())
+    }
+
+    /// Delete the whole environment: the file (with its write-ahead log), or
+    /// the PostgreSQL schema with everything in it. Refused while this host
+    /// holds other clones of it open.
+    pub async fn destroy(self) -> EnvResult<()> {
+        let inner = Arc::try_unwrap(self.inner).map_err(|_| {
+            EnvError::invalid(
+                "the environment is still in use here; close every other handle first",
+            )
+        })?;
+        match inner.backend {
+            Backend::Sqlite(s) => s.destroy(),
+            Backend::Postgres(s) => s.destroy().await,
+        }
+    }
+
+    /// Copy committed pages from SQLite's write-ahead log into the database
+    /// (a no-op on PostgreSQL, which checkpoints itself).
+    pub async fn checkpoint(&self) -> EnvResult<()> {
+        store!(self, s => s.checkpoint().await)
+    }
+
+    /// A receiver that sees the newest journal sequence number after every
+    /// commit, from this process or another one sharing the environment.
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
+        store!(self, s => s.subscribe())
+    }
+
+    /// Sleep until the environment changes after `rx` last looked, or `until`.
+    /// Returns false when `until` came first.
+    pub(crate) async fn changed_before(rx: &mut watch::Receiver<u64>, until: Instant) -> bool {
+        matches!(
+            tokio::time::timeout_at(until, rx.changed()).await,
+            Ok(Ok(()))
+        )
+    }
+
+    /// The real instant at which the environment clock will read `at_ms`.
+    pub(crate) fn instant_at(&self, at_ms: u64) -> Instant {
+        let ms = at_ms.saturating_sub(self.now_ms()).min(MAX_WAIT_MS);
+        Instant::now() + Duration::from_millis(ms)
+    }
+
+    /// The instant a wait of `wait_ms` (capped at [`MAX_WAIT_MS`]) ends.
+    pub(crate) fn wait_until(wait_ms: u64) -> Instant {
+        Instant::now() + Duration::from_millis(wait_ms.min(MAX_WAIT_MS))
     }
 }
 
-/// Settings of an open environment: limits, defaults and durability.
-#[derive(Debug, Clone)]
-pub struct EnvOptions {
-    /// How commits reach the disk.
-    pub durability: Durability,
-    /// How long to wait for another process's lock before giving up.
-    pub busy_timeout_ms: u64,
-    /// The largest payload, body, value or result accepted, in bytes.
-    pub max_payload_bytes: usize,
-    /// The longest name (queue, resource, topic, trail, key), in bytes.
-    pub max_name_bytes: usize,
-    /// The most resources one `reserve` may name.
-    pub max_resources: usize,
-    /// Attempts of a task that does not set its own.
-    pub default_max_attempts: u32,
-    /// Backoff before the second attempt; doubles per attempt.
-    pub retry_base_ms: u64,
-    /// Backoff never grows beyond this.
-    pub retry_max_ms: u64,
-    /// Half-life of a new signal trail that does not set its own.
-    pub signal_half_life_ms: u64,
-    /// Half-life of a learning's freshness in search ranking.
-    pub learning_half_life_ms: u64,
-    /// Events older than this are pruned by [`Env::sweep`].
-    pub event_retention_ms: u64,
-    /// Operations at most committed together by the writer.
-    pub max_batch: usize,
-    /// How often to look for commits made by other processes, while
-    /// something waits: the added latency of a wake across processes.
-    pub change_check_interval_ms: u64,
-    /// The write-ahead log is cut back to this size after each checkpoint
-    /// (a long reader can make it grow meanwhile; it never stays large).
-    pub wal_size_limit_bytes: u64,
-}
-
-impl Default for EnvOptions {
-    fn default() -> Self {
-        Self {
-            durability: Durability::Normal,
-            busy_timeout_ms: 5_000,
-            max_payload_bytes: 1 << 20,
-            max_name_bytes: 1024,
-            max_resources: 64,
-            default_max_attempts: 3,
-            retry_base_ms: 1_000,
-            retry_max_ms: 300_000,
-            signal_half_life_ms: 60_000,
-            learning_half_life_ms: 7 * 24 * 3_600_000,
-            event_retention_ms: 7 * 24 * 3_600_000,
-            max_batch: 256,
-            change_check_interval_ms: 2,
-            wal_size_limit_bytes: 64 << 20,
-        }
+impl std::fmt::Debug for Env {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Env")
+            .field("location", &self.inner.location)
+            .finish()
     }
 }

@@ -448,3 +448,17 @@ pub struct Stats {
     /// The newest event's sequence number.
     pub last_seq: u64,
 }
+
+/// What [`Env::sweep`](super::Env::sweep) cleaned up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Swept {
+    /// Leases that had expired.
+    pub leases_expired: u64,
+    /// Claims that had lapsed (their tasks went back or died).
+    pub claims_lapsed: u64,
+    /// Events deleted for being older than the retention setting.
+    pub events_pruned: u64,
+    /// Hosts found silent past their ttl and reaped: their agents ended as
+    /// lost, their leases released, their claimed tasks put back.
+    pub hosts_reaped: u64,
+}

@@ -117,7 +117,7 @@ impl reservations::Host for AgentState {
 
     async fn list(&mut self, prefix: String) -> Res<Vec<reservations::Holding>> {
         self.charge(Call::Read).await?;
-        let r = self.env.list_reservations(&prefix);
+        let r = self.env.list_reservations(&prefix).await;
         Ok(r.map(|v| v.into_iter().map(Into::into).collect())
             .map_err(Into::into))
     }
@@ -224,7 +224,7 @@ impl tasks::Host for AgentState {
 
     async fn get(&mut self, id: u64) -> Res<tasks::Task> {
         self.charge(Call::Read).await?;
-        answer(self.env.get_task(id))
+        answer(self.env.get_task(id).await)
     }
 }
 
@@ -260,12 +260,12 @@ impl learnings::Host for AgentState {
 
     async fn search(&mut self, text: String, limit: u32) -> Res<Vec<learnings::Learning>> {
         self.charge(Call::Read).await?;
-        list(self.env.search_learnings(&text, limit))
+        list(self.env.search_learnings(&text, limit).await)
     }
 
     async fn recent(&mut self, topic: String, limit: u32) -> Res<Vec<learnings::Learning>> {
         self.charge(Call::Read).await?;
-        list(self.env.recent_learnings(Some(&topic), limit))
+        list(self.env.recent_learnings(Some(&topic), limit).await)
     }
 
     async fn endorse(&mut self, id: u64) -> Res<u32> {
@@ -295,19 +295,19 @@ impl signals::Host for AgentState {
 
     async fn sense(&mut self, trail: String) -> Res<f64> {
         self.charge(Call::Read).await?;
-        answer(self.env.sense(&trail))
+        answer(self.env.sense(&trail).await)
     }
 
     async fn strongest(&mut self, prefix: String, n: u32) -> Res<Vec<signals::TrailStrength>> {
         self.charge(Call::Read).await?;
-        list(self.env.strongest(&prefix, n))
+        list(self.env.strongest(&prefix, n).await)
     }
 }
 
 impl values::Host for AgentState {
     async fn get(&mut self, key: String) -> Res<Option<values::Versioned>> {
         self.charge(Call::Read).await?;
-        let r = self.env.get_value(&key);
+        let r = self.env.get_value(&key).await;
         Ok(r.map(|v| {
             v.map(|v| values::Versioned {
                 value: v.value,
@@ -375,7 +375,7 @@ impl events::Host for AgentState {
         limit: u32,
     ) -> Res<Vec<events::Event>> {
         self.charge(Call::Read).await?;
-        list(self.env.read_events(after, &filter_in(filter), limit))
+        list(self.env.read_events(after, &filter_in(filter), limit).await)
     }
 
     async fn wait(
@@ -394,7 +394,7 @@ impl events::Host for AgentState {
 
     async fn latest(&mut self) -> Res<u64> {
         self.charge(Call::Read).await?;
-        answer(self.env.latest_seq())
+        answer(self.env.latest_seq().await)
     }
 }
 

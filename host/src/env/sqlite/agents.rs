@@ -4,22 +4,9 @@
 use rusqlite::{OptionalExtension, params};
 use serde_json::json;
 
-use super::{Env, Tx, i, reservations, tasks, u};
-use crate::env::{AgentEnd, AgentId, AgentInfo, EnvError, EnvResult, HostInfo};
-
-/// What [`Env::sweep`] cleaned up.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Swept {
-    /// Leases that had expired.
-    pub leases_expired: u64,
-    /// Claims that had lapsed (their tasks went back or died).
-    pub claims_lapsed: u64,
-    /// Events deleted for being older than the retention setting.
-    pub events_pruned: u64,
-    /// Hosts found silent past their ttl and reaped: their agents ended as
-    /// lost, their leases released, their claimed tasks put back.
-    pub hosts_reaped: u64,
-}
+use super::{SqliteStore, Tx, reservations, tasks};
+use crate::env::limits::{i, u};
+use crate::env::{AgentEnd, AgentId, AgentInfo, EnvError, EnvResult, HostInfo, Swept};
 
 /// Reap every host silent past its ttl. Safe when several hosts sweep at
 /// once: each reap happens in one transaction that first checks the host is
@@ -101,9 +88,13 @@ fn agent_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AgentInfo> {
     })
 }
 
-impl Env {
-    /// Record this host process; returns its id (unique for the life of the environment).
-    pub async fn register_host(&self, hostname: &str, pid: u32, ttl_ms: u64) -> EnvResult<String> {
+impl SqliteStore {
+    pub(crate) async fn register_host(
+        &self,
+        hostname: &str,
+        pid: u32,
+        ttl_ms: u64,
+    ) -> EnvResult<String> {
         let hostname = hostname.to_owned();
         self.write(move |tx| {
             let n: i64 = tx
@@ -126,12 +117,7 @@ impl Env {
         .await
     }
 
-    /// A host's sign of life: heartbeat the host and its running agents, and
-    /// renew every live lease of those agents to its full ttl from now (the
-    /// keepalive that keeps a long job from losing its lease). Returns the
-    /// shortest ttl among those leases, so the host knows how soon to come
-    /// back. Liveness is not journaled: it changes nothing others act on.
-    pub async fn keepalive(&self, host: &str) -> EnvResult<Option<u64>> {
+    pub(crate) async fn keepalive(&self, host: &str) -> EnvResult<Option<u64>> {
         let host = host.to_owned();
         self.write(move |tx| {
             let alive = tx
@@ -167,10 +153,8 @@ impl Env {
         .await
     }
 
-    /// Record that the host gave up restarting `agent` (a crash loop): it
-    /// stays ended, marked failed, with `reason`.
-    pub async fn agent_gave_up(&self, agent: &AgentId, reason: &str) -> EnvResult<()> {
-        let (agent, reason) = (agent.as_str().to_owned(), reason.to_owned());
+    pub(crate) async fn agent_gave_up(&self, agent: &str, reason: &str) -> EnvResult<()> {
+        let (agent, reason) = (agent.to_owned(), reason.to_owned());
         self.write(move |tx| {
             tx.conn
                 .prepare_cached(
@@ -190,8 +174,7 @@ impl Env {
         .await
     }
 
-    /// Record that `host` stopped cleanly, ending its agents as stopped.
-    pub async fn host_stopped(&self, host: &str) -> EnvResult<()> {
+    pub(crate) async fn host_stopped(&self, host: &str) -> EnvResult<()> {
         let host = host.to_owned();
         self.write(move |tx| {
             let agents: Vec<String> = tx
@@ -214,17 +197,13 @@ impl Env {
         .await
     }
 
-    /// Record that agent `name` replica `replica` of module `digest` starts on
-    /// `host`; returns its identity `name.replica@host`. A restart keeps the
-    /// identity and counts the restart.
-    pub async fn agent_started(
+    pub(crate) async fn agent_started(
         &self,
         host: &str,
         name: &str,
         replica: u32,
         digest: &str,
     ) -> EnvResult<AgentId> {
-        super::check_name("agent name", name, self.options())?;
         let (host, name, digest) = (host.to_owned(), name.to_owned(), digest.to_owned());
         self.write(move |tx| {
             let id = format!("{name}.{replica}@{host}");
@@ -250,36 +229,32 @@ impl Env {
         .await
     }
 
-    /// Record how `agent` ended; releases its leases and puts its claimed tasks
-    /// back at once. Ending an agent that is not running changes nothing.
-    pub async fn agent_ended(&self, agent: &AgentId, end: AgentEnd, reason: &str) -> EnvResult<()> {
-        let (agent, reason) = (agent.as_str().to_owned(), reason.to_owned());
+    pub(crate) async fn agent_ended(
+        &self,
+        agent: &str,
+        end: AgentEnd,
+        reason: &str,
+    ) -> EnvResult<()> {
+        let (agent, reason) = (agent.to_owned(), reason.to_owned());
         self.write(move |tx| end_agent(tx, &agent, end, &reason))
             .await
     }
 
-    /// Reap hosts silent past their ttl, expire leases and lapsed claims,
-    /// prune events past retention, and checkpoint the write-ahead log.
-    /// Expired leases never block anyone even before a sweep; the sweep
-    /// journals their end and puts lapsed tasks back.
-    pub async fn sweep(&self) -> EnvResult<Swept> {
-        let mut swept = self
-            .write(|tx| {
-                Ok(Swept {
-                    hosts_reaped: reap_silent_hosts(tx)?,
-                    leases_expired: reservations::expire(tx)?,
-                    claims_lapsed: tasks::requeue_expired(tx, None)?,
-                    events_pruned: 0,
-                })
+    /// Reap silent hosts, expire leases and put lapsed claims back, in one
+    /// transaction.
+    pub(crate) async fn sweep(&self) -> EnvResult<Swept> {
+        self.write(|tx| {
+            Ok(Swept {
+                hosts_reaped: reap_silent_hosts(tx)?,
+                leases_expired: reservations::expire(tx)?,
+                claims_lapsed: tasks::requeue_expired(tx, None)?,
+                events_pruned: 0,
             })
-            .await?;
-        swept.events_pruned = self.prune_events().await?;
-        self.checkpoint()?;
-        Ok(swept)
+        })
+        .await
     }
 
-    /// Every agent the environment has seen, newest first.
-    pub fn list_agents(&self) -> EnvResult<Vec<AgentInfo>> {
+    pub(crate) async fn list_agents(&self) -> EnvResult<Vec<AgentInfo>> {
         self.read(|conn, _| {
             Ok(conn
                 .prepare_cached(
@@ -291,8 +266,7 @@ impl Env {
         })
     }
 
-    /// Every host the environment has seen, newest first.
-    pub fn list_hosts(&self) -> EnvResult<Vec<HostInfo>> {
+    pub(crate) async fn list_hosts(&self) -> EnvResult<Vec<HostInfo>> {
         self.read(|conn, _| {
             Ok(conn
                 .prepare_cached(

@@ -8,11 +8,9 @@ use std::time::Duration;
 use rusqlite::{Connection, params};
 use tokio::sync::watch;
 
-use super::{Env, i, u};
+use super::SqliteStore;
+use crate::env::limits::{i, u};
 use crate::env::{EnvResult, Event, EventFilter};
-
-/// The most events one read returns.
-const MAX_READ: u32 = 10_000;
 
 pub(crate) fn append(
     conn: &Connection,
@@ -40,10 +38,7 @@ fn read_after(
     filter: &EventFilter,
     limit: u32,
 ) -> EnvResult<(Vec<Event>, u64)> {
-    if limit == 0 {
-        return Ok((Vec::new(), after));
-    }
-    let limit = limit.min(MAX_READ) as usize;
+    let limit = limit as usize;
     let mut stmt = conn.prepare_cached(
         "SELECT seq, at, agent, kind, subject, detail FROM events WHERE seq > ?1 ORDER BY seq",
     )?;
@@ -122,51 +117,23 @@ pub(crate) fn watch_other_processes(
     }
 }
 
-impl Env {
-    /// Up to `limit` events after sequence number `after` matching `filter`, oldest first.
-    pub fn read_events(
+impl SqliteStore {
+    /// Up to `limit` events after `after` matching `filter`, and the last
+    /// sequence number looked at.
+    pub(crate) async fn read_events(
         &self,
         after: u64,
         filter: &EventFilter,
         limit: u32,
-    ) -> EnvResult<Vec<Event>> {
-        self.read(|conn, _| read_after(conn, after, filter, limit).map(|(events, _)| events))
+    ) -> EnvResult<(Vec<Event>, u64)> {
+        self.read(|conn, _| read_after(conn, after, filter, limit))
     }
 
-    /// The newest event's sequence number (0 for an empty journal).
-    pub fn latest_seq(&self) -> EnvResult<u64> {
+    pub(crate) async fn latest_seq(&self) -> EnvResult<u64> {
         self.read(|conn, _| latest(conn))
     }
 
-    /// Wait until an event after `after` matches `filter` or `timeout_ms`
-    /// passes; returns the matching events (empty on timeout). Sleeps until a
-    /// commit happens, in this process or another; never polls the journal.
-    pub async fn wait_events(
-        &self,
-        after: u64,
-        filter: &EventFilter,
-        timeout_ms: u64,
-    ) -> EnvResult<Vec<Event>> {
-        let until = Env::wait_until(timeout_ms);
-        let mut rx = self.subscribe();
-        let mut after = after;
-        loop {
-            rx.borrow_and_update();
-            let (found, scanned) =
-                self.read(|conn, _| read_after(conn, after, filter, MAX_READ))?;
-            if !found.is_empty() {
-                return Ok(found);
-            }
-            after = scanned;
-            if !Env::changed_before(&mut rx, until).await {
-                return Ok(Vec::new());
-            }
-        }
-    }
-
-    /// Delete events older than the retention setting; returns how many.
-    /// Sequence numbers are never reused.
-    pub async fn prune_events(&self) -> EnvResult<u64> {
+    pub(crate) async fn prune_events(&self) -> EnvResult<u64> {
         self.write(|tx| {
             let cutoff = tx.now.saturating_sub(tx.opts.event_retention_ms);
             let n = tx

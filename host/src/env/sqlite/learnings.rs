@@ -4,38 +4,20 @@
 use rusqlite::{Connection, params};
 use serde_json::json;
 
-use super::{Env, check_name, check_payload, i, u};
-use crate::env::policy::rank;
-use crate::env::{AgentId, EnvError, EnvResult, Learning};
+use super::SqliteStore;
+use crate::env::limits::{i, u};
+use crate::env::store::Candidate;
+use crate::env::{EnvError, EnvResult, Learning};
 
-/// Candidates taken from the full-text index before re-ranking.
-const CANDIDATES: u32 = 200;
-/// Most words of a search that are used.
-const MAX_TERMS: usize = 32;
-/// The longest search text, in bytes (a piece of it with no ASCII separator
-/// can hold any number of words, so the word cap alone does not bound it).
-const MAX_SEARCH_BYTES: usize = 4096;
-
-/// Most learnings one call returns.
-const MAX_LIMIT: u32 = 1_000;
-
-/// Turn free text into an FTS5 query that can only match words: the text is
-/// cut at ASCII punctuation and spaces (so `AND`, `NEAR`, `*`, `:` and quotes
-/// mean nothing), each piece is quoted, and the pieces are OR-ed, so documents
+/// The words of a search as an FTS5 query that can only match words: each
+/// is quoted (a phrase to the tokenizer) and they are OR-ed, so documents
 /// matching more of them rank higher.
-///
-/// Pieces are cut only where FTS5's tokenizer surely cuts too (every ASCII
-/// character but letters and digits); the rest of a piece is left to that
-/// tokenizer as a quoted phrase, so a piece is split exactly as the same text
-/// in a stored body is (its Unicode tables differ from Rust's).
-pub(crate) fn fts_query(text: &str) -> Option<String> {
-    let terms: Vec<String> = text
-        .split(|c: char| c.is_ascii() && !c.is_ascii_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .take(MAX_TERMS)
+pub(crate) fn fts_query(terms: &[String]) -> String {
+    terms
+        .iter()
         .map(|w| format!("\"{w}\""))
-        .collect();
-    (!terms.is_empty()).then(|| terms.join(" OR "))
+        .collect::<Vec<_>>()
+        .join(" OR ")
 }
 
 const COLUMNS: &str =
@@ -60,55 +42,35 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Learning, u64)> {
     ))
 }
 
-fn search(
-    conn: &Connection,
-    now: u64,
-    query: &str,
-    limit: u32,
-    half_life: u64,
-) -> EnvResult<Vec<Learning>> {
+fn candidates(conn: &Connection, query: &str, n: u32) -> EnvResult<Vec<Candidate>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS}, -bm25(learnings_fts) FROM learnings_fts f
          JOIN learnings l ON l.id = f.rowid
          WHERE learnings_fts MATCH ?1 ORDER BY bm25(learnings_fts) LIMIT ?2"
     ))?;
-    let mut found = stmt
-        .query_map(params![query, CANDIDATES.max(limit)], |r| {
-            let (mut learning, fresh_since) = row(r)?;
-            let relevance: f64 = r.get(8)?;
-            learning.score = rank(
-                relevance,
-                learning.endorsements,
-                now.saturating_sub(fresh_since),
-                half_life,
-            );
-            Ok(learning)
+    Ok(stmt
+        .query_map(params![query, n], |r| {
+            let (learning, fresh_since) = row(r)?;
+            Ok(Candidate {
+                learning,
+                relevance: r.get(8)?,
+                fresh_since,
+            })
         })?
-        .collect::<Result<Vec<_>, _>>()?;
-    found.sort_by(|a, b| b.score.total_cmp(&a.score).then(b.id.cmp(&a.id)));
-    found.truncate(limit as usize);
-    Ok(found)
+        .collect::<Result<Vec<_>, _>>()?)
 }
 
-impl Env {
-    /// Record a learning under `topic`; returns its id.
-    pub async fn record_learning(
+impl SqliteStore {
+    pub(crate) async fn record_learning(
         &self,
-        who: &AgentId,
+        agent: &str,
         topic: &str,
         body: &str,
         tags: &[String],
     ) -> EnvResult<u64> {
-        let limits = self.options();
-        check_name("topic", topic, limits)?;
-        check_payload("body", body, limits)?;
-        for t in tags {
-            check_name("tag", t, limits)?;
-        }
         let tags_json = json!(tags).to_string();
-        check_payload("tags", &tags_json, limits)?;
         let (agent, topic, body, tag_words) = (
-            who.as_str().to_owned(),
+            agent.to_owned(),
             topic.to_owned(),
             body.to_owned(),
             tags.join(" "),
@@ -139,40 +101,34 @@ impl Env {
         .await
     }
 
-    /// Up to `limit` learnings matching the words of `text`, best first.
-    pub fn search_learnings(&self, text: &str, limit: u32) -> EnvResult<Vec<Learning>> {
-        if text.len() > MAX_SEARCH_BYTES {
-            return Err(EnvError::TooLarge {
-                what: "search text".into(),
-                limit: MAX_SEARCH_BYTES as u64,
-                actual: text.len() as u64,
-            });
-        }
-        let query = fts_query(text)
-            .ok_or_else(|| EnvError::invalid("the search text has no words to look for"))?;
-        let half_life = self.options().learning_half_life_ms;
-        self.read(|conn, now| search(conn, now, &query, limit.min(MAX_LIMIT), half_life))
+    /// The best `n` full-text matches of `terms`, before ranking.
+    pub(crate) async fn search_candidates(
+        &self,
+        terms: &[String],
+        n: u32,
+    ) -> EnvResult<Vec<Candidate>> {
+        let query = fts_query(terms);
+        self.read(|conn, _| candidates(conn, &query, n))
     }
 
-    /// The newest `limit` learnings of `topic` (of every topic when `None`).
-    pub fn recent_learnings(&self, topic: Option<&str>, limit: u32) -> EnvResult<Vec<Learning>> {
+    pub(crate) async fn recent_learnings(
+        &self,
+        topic: Option<&str>,
+        limit: u32,
+    ) -> EnvResult<Vec<Learning>> {
         self.read(|conn, _| {
             let mut stmt = conn.prepare_cached(&format!(
                 "SELECT {COLUMNS} FROM learnings l WHERE (?1 IS NULL OR l.topic = ?1)
                  ORDER BY l.id DESC LIMIT ?2"
             ))?;
             Ok(stmt
-                .query_map(params![topic, limit.min(MAX_LIMIT)], |r| {
-                    row(r).map(|(l, _)| l)
-                })?
+                .query_map(params![topic, limit], |r| row(r).map(|(l, _)| l))?
                 .collect::<Result<Vec<_>, _>>()?)
         })
     }
 
-    /// Endorse another agent's learning; returns its endorsement count.
-    /// Endorsing twice counts once.
-    pub async fn endorse(&self, who: &AgentId, id: u64) -> EnvResult<u32> {
-        let agent = who.as_str().to_owned();
+    pub(crate) async fn endorse(&self, agent: &str, id: u64) -> EnvResult<u32> {
+        let agent = agent.to_owned();
         self.write(move |tx| {
             let author: Option<String> = rusqlite::OptionalExtension::optional(
                 tx.conn

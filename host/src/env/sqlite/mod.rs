@@ -27,23 +27,17 @@ use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode};
 use tokio::sync::watch;
-use tokio::time::Instant;
 
-pub use agents::Swept;
 pub use schema::SCHEMA_VERSION;
 
-use crate::env::{Clock, EnvError, EnvOptions, EnvResult, OpenError, SystemClock};
+use crate::env::store::Tally;
+use crate::env::{Clock, EnvError, EnvOptions, EnvResult, OpenError};
 
 const MAX_IDLE_READERS: usize = 8;
 
-/// An open environment backed by a SQLite file. Cheap to clone; clones share
-/// the writer, the readers and the change notifications.
-#[derive(Clone)]
-pub struct Env {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
+/// An environment in a SQLite file: the writer thread, the readers and the
+/// change notifications.
+pub(crate) struct SqliteStore {
     path: PathBuf,
     opts: EnvOptions,
     clock: Arc<dyn Clock>,
@@ -54,7 +48,7 @@ struct Inner {
     readers: Mutex<Vec<Connection>>,
     changed: watch::Sender<u64>,
     /// What the writer did, for benchmarks and diagnostics.
-    tally: Arc<writer::Tally>,
+    tally: Arc<Tally>,
     stop_watcher: Arc<AtomicBool>,
     watcher: Mutex<Option<JoinHandle<()>>>,
 }
@@ -99,36 +93,17 @@ impl Tx<'_> {
     }
 }
 
-impl Env {
-    /// Open the environment at `path`, creating it if the file does not exist.
+impl SqliteStore {
+    /// Open (or, when `may_create`, create) the environment in the file at `path`.
     ///
     /// A file that is not a SQLite database, belongs to another application,
     /// comes from a newer wawe or is corrupt is refused and left untouched.
-    pub fn open(path: impl AsRef<Path>, opts: EnvOptions) -> Result<Env, OpenError> {
-        Self::open_with_clock(path, opts, Arc::new(SystemClock))
-    }
-
-    /// Like [`Env::open`], reading time from `clock` (tests use a [`crate::env::ManualClock`]).
-    pub fn open_with_clock(
-        path: impl AsRef<Path>,
-        opts: EnvOptions,
-        clock: Arc<dyn Clock>,
-    ) -> Result<Env, OpenError> {
-        Self::open_inner(path.as_ref(), opts, clock, true)
-    }
-
-    /// Open an environment that already exists; a missing or empty file is
-    /// [`OpenError::Missing`] and nothing is created (for tools that only look).
-    pub fn open_existing(path: impl AsRef<Path>, opts: EnvOptions) -> Result<Env, OpenError> {
-        Self::open_inner(path.as_ref(), opts, Arc::new(SystemClock), false)
-    }
-
-    fn open_inner(
+    pub(crate) fn open(
         path: &Path,
         opts: EnvOptions,
         clock: Arc<dyn Clock>,
         may_create: bool,
-    ) -> Result<Env, OpenError> {
+    ) -> Result<SqliteStore, OpenError> {
         let path = path.to_path_buf();
         let create = open::inspect(&path, &opts)?;
         if create && !may_create {
@@ -140,7 +115,7 @@ impl Env {
         }
         let (changed, _) = watch::channel(0u64);
         let (tx, rx) = std::sync::mpsc::channel();
-        let tally = Arc::new(writer::Tally::default());
+        let tally = Arc::new(Tally::default());
         let (poke, pokes) = checkpointer::channel();
         // Every connection is open before any thread starts, so a failed
         // open leaves nothing running.
@@ -191,48 +166,31 @@ impl Env {
                     detail: format!("cannot start the change watcher: {e}"),
                 })?
         };
-        Ok(Env {
-            inner: Arc::new(Inner {
-                path,
-                opts,
-                clock,
-                jobs: Mutex::new(Some(tx)),
-                writer: Mutex::new(Some(writer)),
-                checkpointer: Mutex::new(Some(checkpointer)),
-                readers: Mutex::new(Vec::new()),
-                changed,
-                tally,
-                stop_watcher,
-                watcher: Mutex::new(Some(watcher)),
-            }),
+        Ok(SqliteStore {
+            path,
+            opts,
+            clock,
+            jobs: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(writer)),
+            checkpointer: Mutex::new(Some(checkpointer)),
+            readers: Mutex::new(Vec::new()),
+            changed,
+            tally,
+            stop_watcher,
+            watcher: Mutex::new(Some(watcher)),
         })
     }
 
-    /// The file this environment lives in.
-    pub fn path(&self) -> &Path {
-        &self.inner.path
+    pub(crate) fn options(&self) -> &EnvOptions {
+        &self.opts
     }
 
-    /// The settings it was opened with.
-    pub fn options(&self) -> &EnvOptions {
-        &self.inner.opts
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
     }
 
-    /// The environment's current time (ms since the epoch).
-    pub fn now_ms(&self) -> u64 {
-        self.inner.clock.now_ms()
-    }
-
-    /// How many transactions this environment's writer has committed: with
-    /// group commit, fewer than the write operations it ran.
-    pub fn commits(&self) -> u64 {
-        self.inner.tally.commits.load(Ordering::Relaxed)
-    }
-
-    /// How many write operations this environment's writer has run, kept
-    /// or rolled back (not those refused unrun because their batch broke).
-    pub fn operations(&self) -> u64 {
-        self.inner.tally.operations.load(Ordering::Relaxed)
+    pub(crate) fn tally(&self) -> &Tally {
+        &self.tally
     }
 
     /// Run `op` in the writer's next batch; resolves after its commit.
@@ -243,7 +201,7 @@ impl Env {
     {
         let (job, answer) = writer::job(op);
         {
-            let jobs = self.inner.jobs.lock().expect("writer handle poisoned");
+            let jobs = self.jobs.lock().expect("writer handle poisoned");
             let sender = jobs
                 .as_ref()
                 .ok_or_else(|| EnvError::Unavailable("the environment is closed".into()))?;
@@ -259,7 +217,7 @@ impl Env {
     /// Copy committed pages from the write-ahead log into the database
     /// without waiting for readers (`PASSIVE`); with the journal size limit
     /// set on every connection, this keeps the WAL from growing without bound.
-    pub fn checkpoint(&self) -> EnvResult<()> {
+    pub(crate) async fn checkpoint(&self) -> EnvResult<()> {
         let conn = self.reader()?;
         conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
         self.give_back(conn);
@@ -267,16 +225,11 @@ impl Env {
     }
 
     fn reader(&self) -> EnvResult<Connection> {
-        let pooled = self
-            .inner
-            .readers
-            .lock()
-            .expect("reader pool poisoned")
-            .pop();
+        let pooled = self.readers.lock().expect("reader pool poisoned").pop();
         match pooled {
             Some(c) => Ok(c),
             None => {
-                let c = open::connect(&self.inner.path, &self.inner.opts)
+                let c = open::connect(&self.path, &self.opts)
                     .map_err(|e| EnvError::Unavailable(e.to_string()))?;
                 c.execute_batch("PRAGMA query_only = ON")?;
                 Ok(c)
@@ -285,7 +238,7 @@ impl Env {
     }
 
     fn give_back(&self, conn: Connection) {
-        let mut pool = self.inner.readers.lock().expect("reader pool poisoned");
+        let mut pool = self.readers.lock().expect("reader pool poisoned");
         if pool.len() < MAX_IDLE_READERS {
             pool.push(conn);
         }
@@ -298,13 +251,7 @@ impl Env {
         F: FnOnce(&mut Tx<'_>) -> EnvResult<()> + Send + 'static,
     {
         let (job, _answer) = writer::job(op);
-        if let Some(sender) = self
-            .inner
-            .jobs
-            .lock()
-            .expect("writer handle poisoned")
-            .as_ref()
-        {
+        if let Some(sender) = self.jobs.lock().expect("writer handle poisoned").as_ref() {
             let _ = sender.send(job);
         }
     }
@@ -326,41 +273,35 @@ impl Env {
         Ok(value)
     }
 
+    /// Close, then delete the file and its write-ahead log.
+    pub(crate) fn destroy(self) -> EnvResult<()> {
+        self.close();
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = self.path.as_os_str().to_owned();
+            file.push(suffix);
+            match std::fs::remove_file(&file) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(EnvError::Unavailable(format!(
+                        "cannot delete {}: {e}",
+                        PathBuf::from(file).display()
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// A receiver that sees the newest journal sequence number after every
     /// commit, from this process or another one sharing the file.
     pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
-        self.inner.changed.subscribe()
-    }
-
-    /// Sleep until the environment changes after `rx` last looked, or `until`.
-    /// Returns false when `until` came first.
-    pub(crate) async fn changed_before(rx: &mut watch::Receiver<u64>, until: Instant) -> bool {
-        matches!(
-            tokio::time::timeout_at(until, rx.changed()).await,
-            Ok(Ok(()))
-        )
-    }
-
-    /// The real instant at which the environment clock will read `at_ms`.
-    pub(crate) fn instant_at(&self, at_ms: u64) -> Instant {
-        let ms = at_ms.saturating_sub(self.now_ms()).min(MAX_WAIT_MS);
-        Instant::now() + Duration::from_millis(ms)
-    }
-
-    /// The instant a wait of `wait_ms` (capped at [`MAX_WAIT_MS`]) ends.
-    pub(crate) fn wait_until(wait_ms: u64) -> Instant {
-        Instant::now() + Duration::from_millis(wait_ms.min(MAX_WAIT_MS))
+        self.changed.subscribe()
     }
 
     /// Flush outstanding writes and stop the writer; later calls fail with
-    /// `Unavailable`. Dropping the last clone closes too.
-    pub fn close(&self) {
-        self.inner.close();
-    }
-}
-
-impl Inner {
-    fn close(&self) {
+    /// `Unavailable`.
+    pub(crate) fn close(&self) {
         self.jobs.lock().expect("writer handle poisoned").take();
         if let Some(handle) = self.writer.lock().expect("writer handle poisoned").take() {
             let _ = handle.join();
@@ -381,17 +322,9 @@ impl Inner {
     }
 }
 
-impl Drop for Inner {
+impl Drop for SqliteStore {
     fn drop(&mut self) {
         self.close();
-    }
-}
-
-impl std::fmt::Debug for Env {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Env")
-            .field("path", &self.inner.path)
-            .finish()
     }
 }
 
@@ -423,64 +356,6 @@ impl From<rusqlite::Error> for EnvError {
     }
 }
 
-/// Convert a stored integer to u64 (stored values are never negative).
-pub(crate) fn u(v: i64) -> u64 {
-    v.max(0) as u64
-}
-
-/// Convert a u64 for storage, saturating at i64::MAX.
-pub(crate) fn i(v: u64) -> i64 {
-    v.min(i64::MAX as u64) as i64
-}
-
-/// The longest any wait lasts (reserve, claim, events): an hour.
-pub(crate) const MAX_WAIT_MS: u64 = 3_600_000;
-
-/// The longest ttl of a lease or claim: a day. Longer holds are renewed.
-pub(crate) const MAX_TTL_MS: u64 = 86_400_000;
-
-/// Check a lease or claim ttl: above 0 and at most [`MAX_TTL_MS`].
-pub(crate) fn check_ttl(what: &str, ttl_ms: u64) -> EnvResult<()> {
-    if ttl_ms == 0 || ttl_ms > MAX_TTL_MS {
-        return Err(EnvError::invalid(format!(
-            "a {what} needs a ttl between 1 ms and {MAX_TTL_MS} ms (a day), not {ttl_ms} ms"
-        )));
-    }
-    Ok(())
-}
-
-/// Check a name (queue, topic, trail, key) against the length limit.
-pub(crate) fn check_name(what: &str, name: &str, opts: &EnvOptions) -> EnvResult<()> {
-    if name.is_empty() {
-        return Err(EnvError::invalid(format!("the {what} must not be empty")));
-    }
-    if name.len() > opts.max_name_bytes {
-        return Err(EnvError::TooLarge {
-            what: what.into(),
-            limit: opts.max_name_bytes as u64,
-            actual: name.len() as u64,
-        });
-    }
-    if name.chars().any(|c| c.is_control()) {
-        return Err(EnvError::invalid(format!(
-            "the {what} {name:?} contains a control character"
-        )));
-    }
-    Ok(())
-}
-
-/// Check a payload (body, value, result) against the size limit.
-pub(crate) fn check_payload(what: &str, data: &str, opts: &EnvOptions) -> EnvResult<()> {
-    if data.len() > opts.max_payload_bytes {
-        return Err(EnvError::TooLarge {
-            what: what.into(),
-            limit: opts.max_payload_bytes as u64,
-            actual: data.len() as u64,
-        });
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -491,7 +366,7 @@ pub(crate) mod tests {
     pub(crate) fn assert_no_scan_or_sort(sqls: &[&str]) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("plans.db");
-        let env = Env::open(&path, EnvOptions::default()).unwrap();
+        let env = crate::env::Env::open(&path, EnvOptions::default()).unwrap();
         let conn = open::connect(&path, env.options()).unwrap();
         for sql in sqls {
             let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();

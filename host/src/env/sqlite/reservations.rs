@@ -3,27 +3,13 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::json;
-use tokio::time::Instant;
 
-use super::{Env, MAX_WAIT_MS, Tx, check_ttl, i, u};
-use crate::env::resource::{covering_dirs, dir_range_end, overlaps, validate_resource};
-use crate::env::{AgentId, EnvError, EnvResult, Holding, Lease, Mode};
-
-/// What one attempt to reserve found.
-enum Attempt {
-    Granted(Lease),
-    /// Blocked by `conflict`; worth trying again at `retry_at` (a lease
-    /// expiring) or on the next change.
-    Blocked {
-        conflict: EnvError,
-        waiter: Option<u64>,
-        retry_at: Option<u64>,
-    },
-}
-
-fn conflicts(held: Mode, wanted: Mode) -> bool {
-    held == Mode::Exclusive || wanted == Mode::Exclusive
-}
+use super::{SqliteStore, Tx};
+use crate::env::limits::{i, u};
+use crate::env::reservations::{FirstConflict, conflicts, lookups, waiter_goes_first};
+use crate::env::resource::overlaps;
+use crate::env::store::Attempt;
+use crate::env::{EnvError, EnvResult, Holding, Lease, Mode};
 
 /// The first live lease of someone else that conflicts with `resources` in
 /// `mode`, and the earliest expiry among all conflicting leases.
@@ -44,65 +30,32 @@ fn lease_conflict(
          JOIN leases l ON l.id = lr.lease
          WHERE lr.resource >= ?1 AND lr.resource < ?2 AND l.expires_at > ?3 AND l.agent != ?4",
     )?;
-    let mut found: Option<(EnvError, u64)> = None;
-    let mut consider = |resource: String, holder: String, held: String, expires: i64| {
-        let expires = u(expires);
-        if !conflicts(Mode::parse(&held), mode) {
-            return;
-        }
-        match &mut found {
-            Some((_, earliest)) => *earliest = (*earliest).min(expires),
-            None => {
-                found = Some((
-                    EnvError::Conflict {
-                        holder,
-                        resource,
-                        expires_at: expires,
-                    },
-                    expires,
-                ))
-            }
-        }
+    let row = |r: &rusqlite::Row<'_>| -> rusqlite::Result<(String, String, String, i64)> {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
     };
+    let mut found = FirstConflict::default();
     for wanted in resources {
-        let mut names = covering_dirs(wanted);
-        names.push(wanted.clone());
-        if let Some(base) = wanted.strip_suffix('/') {
-            names.push(base.to_string());
-        }
-        names.sort();
-        names.dedup();
+        let (names, under) = lookups(wanted);
         for name in &names {
-            let rows = exact.query_map(params![name, i(now), agent], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-            })?;
-            for row in rows {
-                let (res, holder, held, exp): (String, String, String, i64) = row?;
+            for held in exact.query_map(params![name, i(now), agent], row)? {
+                let (res, holder, held_mode, exp) = held?;
                 if overlaps(&res, wanted) {
-                    consider(res, holder, held, exp);
+                    found.consider(res, holder, Mode::parse(&held_mode), u(exp), mode);
                 }
             }
         }
-        if wanted.ends_with('/') {
-            let end = dir_range_end(wanted);
-            let rows = range.query_map(params![wanted, end, i(now), agent], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-            })?;
-            for row in rows {
-                let (res, holder, held, exp): (String, String, String, i64) = row?;
-                consider(res, holder, held, exp);
+        if let Some((start, end)) = under {
+            for held in range.query_map(params![start, end, i(now), agent], row)? {
+                let (res, holder, held_mode, exp) = held?;
+                found.consider(res, holder, Mode::parse(&held_mode), u(exp), mode);
             }
         }
     }
-    Ok(found)
+    Ok(found.found())
 }
 
 /// The first live waiter queued before `waiter` (or any, for a newcomer) by
-/// someone else whose request conflicts with this one: FIFO fairness.
-///
-/// A waiter that is itself blocked by one of the requester's own leases is
-/// skipped: it cannot be served before the requester lets go, so making the
-/// requester wait for it would be a deadlock.
+/// someone else whose request goes first: FIFO fairness.
 fn waiter_conflict(
     conn: &Connection,
     now: u64,
@@ -119,33 +72,22 @@ fn waiter_conflict(
     let mut rows = stmt.query(params![before, i(now), agent])?;
     let mut own: Option<Vec<(String, Mode)>> = None;
     while let Some(r) = rows.next()? {
-        let holder: String = r.get(0)?;
         let queued = Mode::parse(&r.get::<_, String>(1)?);
         if !conflicts(queued, mode) {
             continue;
         }
         let theirs: Vec<String> = serde_json::from_str(&r.get::<_, String>(2)?).unwrap_or_default();
-        let Some(clash) = theirs
-            .iter()
-            .find(|t| resources.iter().any(|w| overlaps(t, w)))
-        else {
-            continue;
-        };
         let own = match &mut own {
             Some(own) => own,
             None => own.insert(live_holdings_of(conn, now, agent)?),
         };
-        let blocked_by_us = own.iter().any(|(held, held_mode)| {
-            conflicts(*held_mode, queued) && theirs.iter().any(|t| overlaps(held, t))
-        });
-        if blocked_by_us {
-            continue;
+        if let Some(clash) = waiter_goes_first(&theirs, queued, resources, mode, own) {
+            return Ok(Some(EnvError::Conflict {
+                holder: r.get(0)?,
+                resource: clash.clone(),
+                expires_at: u(r.get(3)?),
+            }));
         }
-        return Ok(Some(EnvError::Conflict {
-            holder,
-            resource: clash.clone(),
-            expires_at: u(r.get(3)?),
-        }));
     }
     Ok(None)
 }
@@ -338,23 +280,26 @@ pub(crate) fn expire(tx: &mut Tx<'_>) -> EnvResult<u64> {
     Ok(expired.len() as u64)
 }
 
-/// A caller's place in the reservation queue; leaving it (a grant, a timeout,
-/// an error, or the caller's future being dropped) removes it so nobody
-/// queues behind a waiter that is gone.
-struct QueuePlace<'a> {
-    env: &'a Env,
-    agent: String,
-    waiter: Option<u64>,
-}
+impl SqliteStore {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn reserve_once(
+        &self,
+        agent: &str,
+        resources: &[String],
+        mode: Mode,
+        ttl_ms: u64,
+        waiter: Option<u64>,
+        queue_until: Option<u64>,
+    ) -> EnvResult<Attempt> {
+        let (agent, res) = (agent.to_owned(), resources.to_vec());
+        self.write(move |tx| attempt(tx, &agent, &res, mode, ttl_ms, waiter, queue_until))
+            .await
+    }
 
-impl Drop for QueuePlace<'_> {
-    fn drop(&mut self) {
-        let Some(waiter) = self.waiter.take() else {
-            return;
-        };
-        let agent = std::mem::take(&mut self.agent);
-        // Fire and forget: the writer removes the entry in its next batch.
-        self.env.send_detached(move |tx| {
+    /// Leave the reservation queue without waiting for the answer (from `Drop`).
+    pub(crate) fn leave_queue(&self, agent: &str, waiter: u64) {
+        let agent = agent.to_owned();
+        self.send_detached(move |tx| {
             let n = tx
                 .conn
                 .prepare_cached("DELETE FROM reservation_waiters WHERE id = ?1")?
@@ -370,82 +315,9 @@ impl Drop for QueuePlace<'_> {
             Ok(())
         });
     }
-}
 
-impl Env {
-    /// Reserve all of `resources` in `mode` for `ttl_ms`, or none of them,
-    /// waiting up to `wait_ms` for conflicts to clear (first come, first served).
-    ///
-    /// Fails with [`EnvError::Conflict`] naming a holder in the way when the
-    /// wait ends without a grant.
-    pub async fn reserve(
-        &self,
-        who: &AgentId,
-        resources: &[String],
-        mode: Mode,
-        ttl_ms: u64,
-        wait_ms: u64,
-    ) -> EnvResult<Lease> {
-        let opts = self.options();
-        if resources.is_empty() {
-            return Err(EnvError::invalid("reserve needs at least one resource"));
-        }
-        if resources.len() > opts.max_resources {
-            return Err(EnvError::TooLarge {
-                what: "resource list".into(),
-                limit: opts.max_resources as u64,
-                actual: resources.len() as u64,
-            });
-        }
-        check_ttl("lease", ttl_ms)?;
-        for r in resources {
-            validate_resource(r, opts.max_name_bytes)?;
-        }
-        let mut wanted = resources.to_vec();
-        wanted.sort();
-        wanted.dedup();
-
-        let wait_ms = wait_ms.min(MAX_WAIT_MS);
-        let until = Env::wait_until(wait_ms);
-        let queue_until = (wait_ms > 0).then(|| self.now_ms().saturating_add(wait_ms));
-        let mut place = QueuePlace {
-            env: self,
-            agent: who.as_str().to_owned(),
-            waiter: None,
-        };
-        let mut rx = self.subscribe();
-        loop {
-            rx.borrow_and_update();
-            let (agent, res, waiter) = (who.as_str().to_owned(), wanted.clone(), place.waiter);
-            let result = self
-                .write(move |tx| attempt(tx, &agent, &res, mode, ttl_ms, waiter, queue_until))
-                .await?;
-            let (conflict, retry_at) = match result {
-                Attempt::Granted(lease) => {
-                    place.waiter = None; // the grant removed it
-                    return Ok(lease);
-                }
-                Attempt::Blocked {
-                    conflict,
-                    waiter: w,
-                    retry_at,
-                } => {
-                    place.waiter = w;
-                    (conflict, retry_at)
-                }
-            };
-            if Instant::now() >= until {
-                return Err(conflict);
-            }
-            let wake = retry_at.map_or(until, |at| self.instant_at(at).min(until));
-            Env::changed_before(&mut rx, wake).await;
-        }
-    }
-
-    /// Extend one of the caller's live leases to `ttl_ms` from now.
-    pub async fn renew(&self, who: &AgentId, lease: u64, ttl_ms: u64) -> EnvResult<Lease> {
-        check_ttl("lease", ttl_ms)?;
-        let agent = who.as_str().to_owned();
+    pub(crate) async fn renew(&self, agent: &str, lease: u64, ttl_ms: u64) -> EnvResult<Lease> {
+        let agent = agent.to_owned();
         self.write(move |tx| {
             let expires = tx.now.saturating_add(ttl_ms);
             let n = tx
@@ -471,9 +343,8 @@ impl Env {
         .await
     }
 
-    /// End one of the caller's live leases now.
-    pub async fn release(&self, who: &AgentId, lease: u64) -> EnvResult<()> {
-        let agent = who.as_str().to_owned();
+    pub(crate) async fn release(&self, agent: &str, lease: u64) -> EnvResult<()> {
+        let agent = agent.to_owned();
         self.write(move |tx| {
             let n = tx
                 .conn
@@ -497,8 +368,7 @@ impl Env {
         .await
     }
 
-    /// Every live holding whose resource starts with `prefix`, by resource.
-    pub fn list_reservations(&self, prefix: &str) -> EnvResult<Vec<Holding>> {
+    pub(crate) async fn list_reservations(&self, prefix: &str) -> EnvResult<Vec<Holding>> {
         self.read(|conn, now| {
             let mut stmt = conn.prepare_cached(
                 "SELECT lr.resource, l.id, l.agent, l.mode, l.token, l.expires_at

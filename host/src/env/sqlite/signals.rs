@@ -3,30 +3,20 @@
 use rusqlite::{OptionalExtension, params};
 use serde_json::json;
 
-use super::{Env, check_name, i, u};
+use super::SqliteStore;
+use crate::env::limits::{i, u};
 use crate::env::policy::decayed;
-use crate::env::{AgentId, EnvError, EnvResult, TrailStrength};
+use crate::env::{EnvResult, TrailStrength};
 
-impl Env {
-    /// Add `amount` to `trail` after decaying what was there (never below 0);
-    /// returns the new strength. `half_life_ms` sets the trail's half-life.
-    pub async fn deposit(
+impl SqliteStore {
+    pub(crate) async fn deposit(
         &self,
-        who: &AgentId,
+        agent: &str,
         trail: &str,
         amount: f64,
         half_life_ms: Option<u64>,
     ) -> EnvResult<f64> {
-        check_name("trail", trail, self.options())?;
-        if !amount.is_finite() {
-            return Err(EnvError::invalid(
-                "a deposit amount must be a finite number",
-            ));
-        }
-        if half_life_ms == Some(0) {
-            return Err(EnvError::invalid("a half-life must be above 0 ms"));
-        }
-        let (agent, trail) = (who.as_str().to_owned(), trail.to_owned());
+        let (agent, trail) = (agent.to_owned(), trail.to_owned());
         self.write(move |tx| {
             let old: Option<(f64, i64, i64)> = tx
                 .conn
@@ -56,8 +46,7 @@ impl Env {
         .await
     }
 
-    /// The strength of `trail` now (0 for a trail never laid).
-    pub fn sense(&self, trail: &str) -> EnvResult<f64> {
+    pub(crate) async fn sense(&self, trail: &str) -> EnvResult<f64> {
         self.read(|conn, now| {
             let row: Option<(f64, i64, i64)> = conn
                 .prepare_cached(
@@ -71,8 +60,7 @@ impl Env {
         })
     }
 
-    /// The `n` strongest trails starting with `prefix`, strongest first.
-    pub fn strongest(&self, prefix: &str, n: u32) -> EnvResult<Vec<TrailStrength>> {
+    pub(crate) async fn strongest(&self, prefix: &str, n: u32) -> EnvResult<Vec<TrailStrength>> {
         self.read(|conn, now| {
             let mut stmt = conn.prepare_cached(
                 "SELECT trail, strength, half_life_ms, updated_at FROM signals

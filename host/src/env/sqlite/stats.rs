@@ -2,7 +2,8 @@
 
 use rusqlite::{Connection, OptionalExtension};
 
-use super::{Env, i, u};
+use super::SqliteStore;
+use crate::env::limits::{i, u};
 use crate::env::{EnvResult, Stats, TaskState, WorkCounts};
 
 /// Tasks per state and live leases: cheap (index counts), unlike counting
@@ -24,15 +25,13 @@ fn work_counts(conn: &Connection, now: u64) -> EnvResult<WorkCounts> {
     })
 }
 
-impl Env {
-    /// Tasks per state and live leases, for progress displays.
-    pub fn work_counts(&self) -> EnvResult<WorkCounts> {
+impl SqliteStore {
+    pub(crate) async fn work_counts(&self) -> EnvResult<WorkCounts> {
         self.read(work_counts)
     }
 
-    /// How many reservations have queued behind a conflict since the
-    /// environment was created (each queued request got a waiter id).
-    pub fn reservations_queued(&self) -> EnvResult<u64> {
+    /// Each queued request got a waiter id.
+    pub(crate) async fn reservations_queued(&self) -> EnvResult<u64> {
         self.read(|conn, _| {
             let n: Option<i64> = conn
                 .prepare_cached(
@@ -44,8 +43,7 @@ impl Env {
         })
     }
 
-    /// Row counts per table and state, read in one consistent snapshot.
-    pub fn stats(&self) -> EnvResult<Stats> {
+    pub(crate) async fn stats(&self) -> EnvResult<Stats> {
         self.read(|conn, now| {
             let count = |sql: &str| -> EnvResult<u64> {
                 Ok(u(conn.prepare_cached(sql)?.query_row([], |r| r.get(0))?))

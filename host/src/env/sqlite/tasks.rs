@@ -4,11 +4,11 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::json;
-use tokio::time::Instant;
 
-use super::{Env, Tx, check_name, check_payload, check_ttl, i, u};
+use super::{SqliteStore, Tx};
+use crate::env::limits::{i, u};
 use crate::env::policy::backoff_ms;
-use crate::env::{AgentId, Claimed, EnvError, EnvResult, PushOptions, Pushed, Task, TaskState};
+use crate::env::{Claimed, EnvError, EnvResult, PushOptions, Pushed, Task, TaskState};
 
 /// The next task to claim: the highest priority, oldest first, through the
 /// partial index of ready tasks (no sort).
@@ -47,10 +47,8 @@ fn push(
     opts: &PushOptions,
 ) -> EnvResult<Pushed> {
     let mut state = TaskState::Ready;
-    let mut deps = opts.depends_on.clone();
-    deps.sort_unstable();
-    deps.dedup();
-    for dep in &deps {
+    let deps = &opts.depends_on;
+    for dep in deps {
         let dep_state: Option<String> = tx
             .conn
             .prepare_cached("SELECT state FROM tasks WHERE id = ?1")?
@@ -110,7 +108,7 @@ fn push(
     let mut add = tx
         .conn
         .prepare_cached("INSERT INTO task_deps (task, depends_on) VALUES (?1, ?2)")?;
-    for dep in &deps {
+    for dep in deps {
         add.execute(params![id, i(*dep)])?;
     }
     tx.journal(
@@ -438,92 +436,43 @@ fn task_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Task> {
     })
 }
 
-impl Env {
-    /// Add a task to `queue`. With a live task of the same dedupe key in the
-    /// queue, returns that one (`deduplicated`); with a dependency already
-    /// dead or cancelled, the task starts cancelled.
-    pub async fn push(
+impl SqliteStore {
+    pub(crate) async fn push(
         &self,
-        who: &AgentId,
+        agent: &str,
         queue: &str,
         payload: &str,
         opts: PushOptions,
     ) -> EnvResult<Pushed> {
-        let limits = self.options();
-        check_name("queue name", queue, limits)?;
-        check_payload("payload", payload, limits)?;
-        if let Some(key) = &opts.dedupe_key {
-            check_name("dedupe key", key, limits)?;
-        }
-        if opts.depends_on.len() > limits.max_resources {
-            return Err(EnvError::TooLarge {
-                what: "depends-on list".into(),
-                limit: limits.max_resources as u64,
-                actual: opts.depends_on.len() as u64,
-            });
-        }
-        let (agent, queue, payload) = (
-            who.as_str().to_owned(),
-            queue.to_owned(),
-            payload.to_owned(),
-        );
+        let (agent, queue, payload) = (agent.to_owned(), queue.to_owned(), payload.to_owned());
         self.write(move |tx| push(tx, &agent, &queue, &payload, &opts))
             .await
     }
 
-    /// Take the highest-priority ready task of `queue` (oldest first among
-    /// equals) for `lease_ms`, waiting up to `wait_ms` for one.
-    pub async fn claim(
+    pub(crate) async fn claim_once(
         &self,
-        who: &AgentId,
+        agent: &str,
         queue: &str,
         lease_ms: u64,
-        wait_ms: u64,
     ) -> EnvResult<Option<Claimed>> {
-        check_name("queue name", queue, self.options())?;
-        check_ttl("claim", lease_ms)?;
-        let until = Env::wait_until(wait_ms);
-        let mut rx = self.subscribe();
-        // The first attempt goes straight to the writer (the common case: a
-        // task is there). After a wake, a read first tells whether anything
-        // is claimable, so wakes for other queues cost no write.
-        let mut due_now = true;
-        loop {
-            rx.borrow_and_update();
-            if due_now {
-                let (agent, q) = (who.as_str().to_owned(), queue.to_owned());
-                if let Some(c) = self
-                    .write(move |tx| claim(tx, &agent, &q, lease_ms))
-                    .await?
-                {
-                    return Ok(Some(c));
-                }
-            }
-            if Instant::now() >= until {
-                return Ok(None);
-            }
-            let later;
-            (due_now, later) = self.read(|conn, now| next_due(conn, queue, now))?;
-            if due_now {
-                continue;
-            }
-            let wake = later
-                .filter(|&at| at > self.now_ms())
-                .map_or(until, |at| self.instant_at(at).min(until));
-            Env::changed_before(&mut rx, wake).await;
-        }
+        let (agent, queue) = (agent.to_owned(), queue.to_owned());
+        self.write(move |tx| claim(tx, &agent, &queue, lease_ms))
+            .await
     }
 
-    /// Finish a task the caller holds with `token`.
-    pub async fn complete(
+    /// Whether a task of `queue` is claimable now, else when one may next be.
+    pub(crate) async fn next_due(&self, queue: &str) -> EnvResult<(bool, Option<u64>)> {
+        self.read(|conn, now| next_due(conn, queue, now))
+    }
+
+    pub(crate) async fn complete(
         &self,
-        who: &AgentId,
+        agent: &str,
         id: u64,
         token: u64,
         result: &str,
     ) -> EnvResult<()> {
-        check_payload("result", result, self.options())?;
-        let (agent, result) = (who.as_str().to_owned(), result.to_owned());
+        let (agent, result) = (agent.to_owned(), result.to_owned());
         self.write(move |tx| {
             guard(tx, &agent, id, token)?;
             tx.conn
@@ -543,18 +492,15 @@ impl Env {
         .await
     }
 
-    /// Give up on a task the caller holds: retried after a backoff while
-    /// attempts remain and `retry` is set, else dead.
-    pub async fn fail(
+    pub(crate) async fn fail(
         &self,
-        who: &AgentId,
+        agent: &str,
         id: u64,
         token: u64,
         error: &str,
         retry: bool,
     ) -> EnvResult<()> {
-        check_payload("error", error, self.options())?;
-        let (agent, error) = (who.as_str().to_owned(), error.to_owned());
+        let (agent, error) = (agent.to_owned(), error.to_owned());
         self.write(move |tx| {
             let held = guard(tx, &agent, id, token)?;
             let now = tx.now;
@@ -563,16 +509,14 @@ impl Env {
         .await
     }
 
-    /// Extend the caller's claim on a task to `lease_ms` from now; returns the new expiry.
-    pub async fn extend(
+    pub(crate) async fn extend(
         &self,
-        who: &AgentId,
+        agent: &str,
         id: u64,
         token: u64,
         lease_ms: u64,
     ) -> EnvResult<u64> {
-        check_ttl("claim", lease_ms)?;
-        let agent = who.as_str().to_owned();
+        let agent = agent.to_owned();
         self.write(move |tx| {
             guard(tx, &agent, id, token)?;
             let expires = tx.now.saturating_add(lease_ms);
@@ -592,16 +536,11 @@ impl Env {
         .await
     }
 
-    /// Look a task up.
-    pub fn get_task(&self, id: u64) -> EnvResult<Task> {
-        self.read(|conn, _| {
-            load_task(conn, id)?
-                .ok_or_else(|| EnvError::not_found(format!("task {id} does not exist")))
-        })
+    pub(crate) async fn get_task(&self, id: u64) -> EnvResult<Option<Task>> {
+        self.read(|conn, _| load_task(conn, id))
     }
 
-    /// Tasks in id order, optionally only of `queue` and/or in `state`, at most `limit`.
-    pub fn list_tasks(
+    pub(crate) async fn list_tasks(
         &self,
         queue: Option<&str>,
         state: Option<TaskState>,

@@ -4,7 +4,7 @@
 
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, Sender};
 
 use rusqlite::Connection;
@@ -12,6 +12,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::Tx;
 use super::checkpointer::Poke;
+use crate::env::store::Tally;
 use crate::env::{Clock, EnvError, EnvOptions, EnvResult};
 
 /// A unit of work for the writer: runs inside the batch's transaction.
@@ -84,15 +85,6 @@ where
 
 /// The handle callers send jobs through.
 pub(crate) type JobSender = Sender<Box<dyn Job>>;
-
-/// Counts of the writer's work.
-#[derive(Default)]
-pub(crate) struct Tally {
-    /// Transactions committed.
-    pub(crate) commits: AtomicU64,
-    /// Operations run (kept or rolled back).
-    pub(crate) operations: AtomicU64,
-}
 
 /// Run one of the writer's own statements, prepared once (they run for
 /// every operation: parsing them each time would cost more than many an
