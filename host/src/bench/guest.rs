@@ -83,7 +83,7 @@ pub(super) async fn run_all(
 /// environment at `path`, each doing `units` units of work in all: the
 /// environment (for checks afterwards) and how fast it went.
 pub(super) async fn run_fresh(
-    path: &Path,
+    path: &crate::env::EnvLocation,
     opts: EnvOptions,
     dir: &Path,
     agents: u32,

@@ -4,7 +4,9 @@
 //! with one transaction per operation), `reservations` (reserve + release
 //! churn, disjoint and overlapping), `spawn` (instantiation time and memory
 //! per live agent) and `wake` (push until a waiting claim holds the task, in
-//! this process and another). Each result names the durability it ran at.
+//! this process and another). Each result names the durability and the
+//! backend it ran on: SQLite files in a temp dir, or, given `--env
+//! postgres://…`, fresh schemas on that server (dropped afterwards).
 //! BENCHMARKS.md has the figures.
 
 mod guest;
@@ -18,11 +20,95 @@ pub use spawn::{SpawnReport, SpawnRun, spawn};
 pub use tasks::{Mode, TasksReport, Throughput, tasks};
 pub use wake::{WakeReport, run_waiter, wake};
 
+/// Where a workload makes its fresh environments: files in a temp dir (the
+/// embedded default), or schemas on a PostgreSQL server.
+pub struct Place {
+    dir: tempfile::TempDir,
+    server: Option<String>,
+}
+
+impl Place {
+    /// Files in a new temp dir, or schemas on `server` (a `postgres://` URL).
+    pub fn new(server: Option<crate::env::EnvLocation>) -> anyhow::Result<Place> {
+        let server = match server {
+            None => None,
+            Some(crate::env::EnvLocation::Postgres(url)) => Some(url),
+            Some(crate::env::EnvLocation::File(p)) => anyhow::bail!(
+                "--env takes a postgres:// URL ({} is a file): on SQLite, benchmarks make \
+                 fresh files in a temp dir of their own",
+                p.display()
+            ),
+        };
+        Ok(Place {
+            dir: tempfile::tempdir()?,
+            server,
+        })
+    }
+
+    /// A scratch directory (the compile cache of the bench agent).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// `sqlite` or `postgres`.
+    pub fn backend(&self) -> &'static str {
+        if self.server.is_some() {
+            "postgres"
+        } else {
+            "sqlite"
+        }
+    }
+
+    /// Where a fresh environment named `name` goes; on PostgreSQL a schema
+    /// left from an earlier run under that name is dropped first.
+    pub async fn fresh(&self, name: &str) -> anyhow::Result<crate::env::EnvLocation> {
+        let Some(server) = &self.server else {
+            return Ok(crate::env::EnvLocation::File(
+                self.dir.path().join(format!("{name}.db")),
+            ));
+        };
+        let schema: String = format!("wawe_bench_{name}")
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let url = url::Url::parse(server)?;
+        let mut url = url.clone();
+        let kept: Vec<(String, String)> = url
+            .query_pairs()
+            .filter(|(k, _)| k != "schema")
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        url.query_pairs_mut()
+            .clear()
+            .extend_pairs(kept)
+            .append_pair("schema", &schema);
+        let at = crate::env::EnvLocation::Postgres(url.to_string());
+        match crate::env::Env::open_existing(&at, crate::env::EnvOptions::default()) {
+            Ok(old) => old.destroy().await?,
+            Err(crate::env::OpenError::Missing { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(at)
+    }
+}
+
+/// A run is over: delete its environment (a PostgreSQL schema would outlive
+/// the temp dir).
+async fn discard(env: crate::env::Env) -> anyhow::Result<()> {
+    Ok(env.destroy().await?)
+}
+
 /// Run `callers` native callers on a fresh environment at `path`, caller
 /// `n` as `caller(env, n)`, doing `units` units of work in all: the
 /// environment (for checks afterwards) and how fast it went.
 async fn run_native<F, Fut>(
-    path: &std::path::Path,
+    path: &crate::env::EnvLocation,
     opts: crate::env::EnvOptions,
     callers: u32,
     units: u64,

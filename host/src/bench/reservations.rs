@@ -8,15 +8,15 @@
 //!   the resource held and queue for it (first come, first served) until
 //!   its release wakes them.
 
-use std::path::Path;
-
-use super::guest;
 use super::tasks::Throughput;
+use super::{Place, discard, guest};
 use crate::env::{AgentId, Durability, EnvOptions, Mode};
 
 /// What `wawe bench reservations` measured.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ReservationsReport {
+    /// `sqlite` or `postgres`.
+    pub backend: &'static str,
     /// `normal` or `full`.
     pub durability: &'static str,
     /// Concurrent callers.
@@ -57,9 +57,9 @@ fn resources(overlap: bool, n: u32, shared: u32) -> Vec<String> {
 }
 
 /// Run both scenarios in both modes, `rounds` rounds each (rounded down to
-/// a multiple of `agents`), each run on a fresh file under `dir`.
+/// a multiple of `agents`), each run on a fresh environment of `place`.
 pub async fn reservations(
-    dir: &Path,
+    place: &Place,
     agents: u32,
     rounds: u64,
     shared: u32,
@@ -75,8 +75,8 @@ pub async fn reservations(
     };
     let mut runs = Vec::new();
     for (scenario, overlap) in [("disjoint", false), ("overlapping", true)] {
-        let path = dir.join(format!("wasm-{scenario}.db"));
-        let (env, rate) = guest::run_fresh(&path, opts.clone(), dir, agents, total, |n| {
+        let path = place.fresh(&format!("wasm-{scenario}")).await?;
+        let (env, rate) = guest::run_fresh(&path, opts.clone(), place.dir(), agents, total, |n| {
             guest::config([
                 ("workload", "reservations".into()),
                 ("count", per_agent.to_string()),
@@ -92,9 +92,9 @@ pub async fn reservations(
             rate,
             waited: env.reservations_queued().await?,
         });
-        env.close();
+        discard(env).await?;
 
-        let path = dir.join(format!("native-{scenario}.db"));
+        let path = place.fresh(&format!("native-{scenario}")).await?;
         let (env, rate) = super::run_native(&path, opts.clone(), agents, total, |env, n| {
             let mine = resources(overlap, n, shared);
             async move {
@@ -117,9 +117,10 @@ pub async fn reservations(
             rate,
             waited: env.reservations_queued().await?,
         });
-        env.close();
+        discard(env).await?;
     }
     Ok(ReservationsReport {
+        backend: place.backend(),
         durability: durability.name(),
         agents,
         rounds: total,

@@ -43,8 +43,8 @@ pub struct SpawnRun {
 const QUEUE: &str = "bench-idle";
 const WAIT_MS: u64 = 600_000;
 
-/// Spawn each of `sizes` agents in turn on one host, on a fresh file under
-/// `dir`, largest first: a later, smaller run reuses heap the earlier one
+/// Spawn each of `sizes` agents in turn on one host, on a fresh SQLite file
+/// under `dir`, largest first: a later, smaller run reuses heap the earlier one
 /// freed, so only the first run starts from a clean process, and the
 /// largest size is the one the memory target is about.
 pub async fn spawn(

@@ -7,17 +7,18 @@
 //!   operation in its own transaction (`max_batch = 1`): the same schema and
 //!   statements, without group commit.
 
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
 
-use super::guest;
-use crate::env::{AgentId, Durability, Env, EnvOptions, PushOptions, TaskState};
+use super::{Place, discard, guest};
+use crate::env::{AgentId, Durability, Env, EnvLocation, EnvOptions, PushOptions, TaskState};
 
 /// What `wawe bench tasks` measured.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TasksReport {
+    /// `sqlite` or `postgres`.
+    pub backend: &'static str,
     /// `normal` or `full`.
     pub durability: &'static str,
     /// Concurrent callers in each mode.
@@ -64,10 +65,10 @@ const LEASE_MS: u64 = 60_000;
 const WAIT_MS: u64 = 60_000;
 
 /// Run the workload with `agents` callers and about `tasks` tasks in each
-/// mode (rounded down to a multiple of `agents`), each mode on a fresh file
-/// under `dir`.
+/// mode (rounded down to a multiple of `agents`), each mode on a fresh
+/// environment of `place`.
 pub async fn tasks(
-    dir: &Path,
+    place: &Place,
     agents: u32,
     tasks: u64,
     durability: Durability,
@@ -82,8 +83,8 @@ pub async fn tasks(
     };
 
     let wasm = if modes.contains(&Mode::Wasm) {
-        let path = dir.join("wasm.db");
-        let (env, rate) = guest::run_fresh(&path, opts.clone(), dir, agents, total, |_| {
+        let path = place.fresh("wasm").await?;
+        let (env, rate) = guest::run_fresh(&path, opts.clone(), place.dir(), agents, total, |_| {
             guest::config([
                 ("workload", "tasks".into()),
                 ("queue", QUEUE.into()),
@@ -92,13 +93,21 @@ pub async fn tasks(
         })
         .await?;
         check_all_done(&env, total).await?;
-        env.close();
+        discard(env).await?;
         Some(rate)
     } else {
         None
     };
     let native = if modes.contains(&Mode::Native) {
-        Some(run_native(&dir.join("native.db"), opts.clone(), agents, per_agent).await?)
+        Some(
+            run_native(
+                &place.fresh("native").await?,
+                opts.clone(),
+                agents,
+                per_agent,
+            )
+            .await?,
+        )
     } else {
         None
     };
@@ -107,12 +116,13 @@ pub async fn tasks(
             max_batch: 1,
             ..opts
         };
-        Some(run_native(&dir.join("naive.db"), opts, agents, per_agent).await?)
+        Some(run_native(&place.fresh("naive").await?, opts, agents, per_agent).await?)
     } else {
         None
     };
     let ratio = |a: Option<Throughput>, b: Option<Throughput>| Some(a?.rate_per_s / b?.rate_per_s);
     Ok(TasksReport {
+        backend: place.backend(),
         durability: durability.name(),
         agents,
         tasks: total,
@@ -138,7 +148,7 @@ impl Throughput {
 
 /// The native loop: `agents` tokio tasks, each `per_agent` rounds.
 async fn run_native(
-    path: &Path,
+    path: &EnvLocation,
     opts: EnvOptions,
     agents: u32,
     per_agent: u64,
@@ -158,7 +168,7 @@ async fn run_native(
     })
     .await?;
     check_all_done(&env, total).await?;
-    env.close();
+    discard(env).await?;
     Ok(rate)
 }
 

@@ -4,8 +4,11 @@
 //! The waiter is native (the environment's own `claim` with a wait): this
 //! measures the wake mechanism itself. In the same process the push's commit
 //! wakes the waiter through an in-process notification; across processes the
-//! waiter's environment notices the commit with `PRAGMA data_version`, checked
-//! every [`crate::env::EnvOptions::change_check_interval_ms`] while it waits.
+//! waiter's environment notices the commit on SQLite with `PRAGMA
+//! data_version`, checked every
+//! [`crate::env::EnvOptions::change_check_interval_ms`] while it waits, and on
+//! PostgreSQL by the notification the commit sends (another process is
+//! another host: its own connections and listener).
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -14,12 +17,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 
-use super::Latency;
-use crate::env::{AgentId, Durability, Env, EnvOptions, PushOptions};
+use super::{Latency, Place, discard};
+use crate::env::{AgentId, Durability, Env, EnvLocation, EnvOptions, PushOptions};
 
 /// What `wawe bench wake` measured.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct WakeReport {
+    /// `sqlite` or `postgres`.
+    pub backend: &'static str,
     /// `normal` or `full`.
     pub durability: &'static str,
     /// Waiter in the pushing process.
@@ -38,9 +43,9 @@ const QUEUE: &str = "bench-wake";
 const WAIT_MS: u64 = 10_000;
 
 /// Run the workload: `rounds` pushes for each kind of waiter, in a fresh
-/// environment under `dir`. `exe` is the `wawe` binary, for the other process.
+/// environment of `place`. `exe` is the `wawe` binary, for the other process.
 pub async fn wake(
-    dir: &Path,
+    place: &Place,
     exe: &Path,
     rounds: usize,
     durability: Durability,
@@ -49,7 +54,7 @@ pub async fn wake(
         durability,
         ..EnvOptions::default()
     };
-    let path = dir.join("wake.db");
+    let path = place.fresh("wake").await?;
     let env = Env::open(&path, opts.clone())?;
     let me = AgentId::new("bench");
 
@@ -83,8 +88,8 @@ pub async fn wake(
             "--rounds",
             &rounds.to_string(),
             "--env",
+            &path.to_env_arg(),
         ])
-        .arg(&path)
         .stdout(Stdio::piped())
         .stdin(Stdio::null())
         .spawn()
@@ -109,8 +114,9 @@ pub async fn wake(
         other.push(held - sent);
     }
     let _ = child.wait();
-    env.close();
+    discard(env).await?;
     Ok(WakeReport {
+        backend: place.backend(),
         durability: durability.name(),
         same_process: Latency::of(same),
         other_process: Latency::of(other),
@@ -119,7 +125,7 @@ pub async fn wake(
 
 /// The other process's side: `rounds` times, say "ready", wait for a task,
 /// and print its push time and the time it was held.
-pub async fn run_waiter(path: &Path, rounds: usize) -> anyhow::Result<()> {
+pub async fn run_waiter(path: &EnvLocation, rounds: usize) -> anyhow::Result<()> {
     let env = Env::open_existing(path, EnvOptions::default())?;
     let me = AgentId::new("waiter");
     let mut out = std::io::stdout();

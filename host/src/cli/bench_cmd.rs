@@ -1,12 +1,11 @@
 //! `wawe bench`: measure wawe on this machine.
 
-use std::path::PathBuf;
-
 use clap::{Args, Subcommand};
 
 use super::DurabilityArg;
 use crate::bench;
-use crate::env::Durability;
+use crate::bench::Place;
+use crate::env::{Durability, EnvLocation};
 
 /// Arguments of `wawe bench`.
 #[derive(Debug, Args)]
@@ -35,6 +34,10 @@ pub enum Workload {
         /// Commit durability: normal (synchronous=NORMAL) or full.
         #[arg(long, value_enum, default_value = "normal")]
         durability: DurabilityArg,
+        /// Run on PostgreSQL: fresh schemas on this server (postgres://…),
+        /// dropped afterwards. Default: SQLite files in a temp dir.
+        #[arg(long, value_name = "URL")]
+        env: Option<EnvLocation>,
         /// Print the result as one JSON object.
         #[arg(long)]
         json: bool,
@@ -55,6 +58,10 @@ pub enum Workload {
         /// Commit durability: normal (synchronous=NORMAL) or full.
         #[arg(long, value_enum, default_value = "normal")]
         durability: DurabilityArg,
+        /// Run on PostgreSQL: fresh schemas on this server (postgres://…),
+        /// dropped afterwards. Default: SQLite files in a temp dir.
+        #[arg(long, value_name = "URL")]
+        env: Option<EnvLocation>,
         /// Print the result as one JSON object.
         #[arg(long)]
         json: bool,
@@ -73,7 +80,7 @@ pub enum Workload {
         json: bool,
     },
     /// Push → a waiting claim holds the task: p50/p99 with the waiter in this
-    /// process and in another process on the same file.
+    /// process and in another process (another host) on the same environment.
     Wake {
         /// Pushes per kind of waiter.
         #[arg(long, default_value_t = 500)]
@@ -81,6 +88,10 @@ pub enum Workload {
         /// Commit durability: normal (synchronous=NORMAL) or full.
         #[arg(long, value_enum, default_value = "normal")]
         durability: DurabilityArg,
+        /// Run on PostgreSQL: a fresh schema on this server (postgres://…),
+        /// dropped afterwards. Default: a SQLite file in a temp dir.
+        #[arg(long, value_name = "URL")]
+        env: Option<EnvLocation>,
         /// Print the result as one JSON object.
         #[arg(long)]
         json: bool,
@@ -91,7 +102,7 @@ pub enum Workload {
         #[arg(long)]
         rounds: usize,
         #[arg(long)]
-        env: PathBuf,
+        env: EnvLocation,
     },
 }
 
@@ -103,17 +114,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             tasks,
             only,
             durability,
+            env,
             json,
         } => {
-            let dir = tempfile::tempdir()?;
-            let r = bench::tasks(dir.path(), agents, tasks, durability.into(), &only).await?;
+            let place = Place::new(env)?;
+            let r = bench::tasks(&place, agents, tasks, durability.into(), &only).await?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
                 return Ok(());
             }
             println!(
-                "tasks: push + claim + complete, {} tasks by {} callers (durability {})",
-                r.tasks, r.agents, r.durability
+                "tasks: push + claim + complete, {} tasks by {} callers ({}, durability {})",
+                r.tasks, r.agents, r.backend, r.durability
             );
             println!(
                 "  {:<8} {:>10} {:>12} {:>14}",
@@ -126,14 +138,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     t.seconds, t.rate_per_s, t.commits_per_unit
                 );
             }
+            // DESIGN.md's targets for SQLite; the PostgreSQL issue's for PostgreSQL.
+            let (rate, naive) = match r.backend {
+                "postgres" => (12_000, 5),
+                _ => (50_000, 10),
+            };
             if let Some(wasm) = r.wasm {
-                println!("  wasm {:.0} tasks/s (target >= 50000)", wasm.rate_per_s);
+                println!("  wasm {:.0} tasks/s (target >= {rate})", wasm.rate_per_s);
             }
             if let Some(ratio) = r.wasm_vs_native {
                 println!("  wasm/native {ratio:.2} (target >= 0.8)");
             }
             if let Some(ratio) = r.wasm_vs_naive {
-                println!("  wasm/naive {ratio:.1}x (target >= 10x)");
+                println!("  wasm/naive {ratio:.1}x (target >= {naive}x)");
             }
             Ok(())
         }
@@ -142,18 +159,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             rounds,
             shared,
             durability,
+            env,
             json,
         } => {
-            let dir = tempfile::tempdir()?;
-            let r =
-                bench::reservations(dir.path(), agents, rounds, shared, durability.into()).await?;
+            let place = Place::new(env)?;
+            let r = bench::reservations(&place, agents, rounds, shared, durability.into()).await?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
                 return Ok(());
             }
             println!(
-                "reservations: reserve + release, {} rounds by {} callers; overlapping callers share {} resources (durability {})",
-                r.rounds, r.agents, r.shared_resources, r.durability
+                "reservations: reserve + release, {} rounds by {} callers; overlapping callers share {} resources ({}, durability {})",
+                r.rounds, r.agents, r.shared_resources, r.backend, r.durability
             );
             println!(
                 "  {:<12} {:<7} {:>9} {:>10} {:>14} {:>8}",
@@ -215,18 +232,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Workload::Wake {
             rounds,
             durability,
+            env,
             json,
         } => {
             let durability = Durability::from(durability);
-            let dir = tempfile::tempdir()?;
+            let place = Place::new(env)?;
             let exe = std::env::current_exe()?;
-            let report = bench::wake(dir.path(), &exe, rounds.max(1), durability).await?;
+            let report = bench::wake(&place, &exe, rounds.max(1), durability).await?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
                 println!(
-                    "wake: push -> a waiting claim holds the task (durability {})",
-                    report.durability
+                    "wake: push -> a waiting claim holds the task ({}, durability {})",
+                    report.backend, report.durability
                 );
                 println!(
                     "  {:<16} {:>8} {:>10} {:>10} {:>10}",
@@ -241,6 +259,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                         l.samples, l.p50_us, l.p99_us, l.max_us
                     );
                 }
+                let other = match report.backend {
+                    "postgres" => "other host (process) p99 <= 10 ms",
+                    _ => "other process p99 <= 20 ms",
+                };
+                println!("  targets: same process p99 <= 1 ms; {other}");
             }
             Ok(())
         }

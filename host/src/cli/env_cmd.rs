@@ -1,7 +1,6 @@
 //! `wawe env`: look at an environment and feed it tasks from the command line.
 
 use std::io::Read;
-use std::path::PathBuf;
 
 use anyhow::{Context, anyhow};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
@@ -12,7 +11,8 @@ use serde_json::{Value, json};
 use super::DurabilityArg;
 use super::output::{self, Out, absolute, both, clip, ids, relative};
 use crate::env::{
-    AgentId, Env, EnvError, EnvOptions, Event, EventFilter, PushOptions, Task, TaskState,
+    AgentId, Env, EnvError, EnvLocation, EnvOptions, Event, EventFilter, PushOptions, Task,
+    TaskState,
 };
 
 /// How long one `wait_events` call of `events --follow` sleeps before it
@@ -32,9 +32,10 @@ const CELL_WIDTH: usize = 60;
 #[derive(Debug, Args)]
 #[command(
     about = "Look at and feed an environment: tasks, leases, learnings, signals, values and the journal",
-    long_about = "Look at and feed an environment: the SQLite file a swarm coordinates through.\n\n\
-        Read commands (everything but `push` and `sweep`) never create a file; `push` creates \
-        the environment when the path does not exist yet. Writes are made as the `operator` \
+    long_about = "Look at and feed an environment: the SQLite file (or PostgreSQL schema) a \
+        swarm coordinates through.\n\n\
+        Read commands (everything but `push` and `sweep`) never create anything; `push` creates \
+        the environment when it does not exist yet. Writes are made as the `operator` \
         identity and show up in the journal as such.",
     after_help = "Examples:\n  \
         wawe env push builds '{\"crate\":\"wawe\"}' --priority 5\n  \
@@ -42,16 +43,16 @@ const CELL_WIDTH: usize = 60;
         wawe env events --follow --kind task. --json"
 )]
 pub struct EnvArgs {
-    /// The environment file (a SQLite database).
+    /// The environment: a SQLite file, or `postgres://USER@HOST/DB?schema=NAME`.
     #[arg(
         long,
         global = true,
         help_heading = GLOBAL,
         env = "WAWE_ENV",
         default_value = "wawe.db",
-        value_name = "PATH"
+        value_name = "FILE|URL"
     )]
-    pub env: PathBuf,
+    pub env: EnvLocation,
 
     /// How hard writes are pushed to disk: `normal` survives a process crash,
     /// `full` also a power loss (slower).
@@ -263,10 +264,10 @@ pub async fn run(args: EnvArgs) -> anyhow::Result<()> {
         durability: args.durability.into(),
         ..EnvOptions::default()
     };
-    let path = args.env.as_path();
+    let at = &args.env;
     let env = match args.command {
-        EnvCommand::Push(_) => Env::open(path, opts)?,
-        _ => Env::open_existing(path, opts)?,
+        EnvCommand::Push(_) => Env::open(at, opts)?,
+        _ => Env::open_existing(at, opts)?,
     };
     match args.command {
         EnvCommand::Agents => agents(&env, out).await,

@@ -38,6 +38,15 @@ impl EnvLocation {
         }
     }
 
+    /// The location as `--env` takes it (with any password: for handing to
+    /// a child process, never for showing).
+    pub fn to_env_arg(&self) -> String {
+        match self {
+            EnvLocation::File(p) => p.display().to_string(),
+            EnvLocation::Postgres(url) => url.clone(),
+        }
+    }
+
     /// The file, for a SQLite environment.
     pub fn as_file(&self) -> Option<&Path> {
         match self {

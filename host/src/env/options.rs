@@ -52,6 +52,10 @@ pub struct EnvOptions {
     pub event_retention_ms: u64,
     /// Operations at most committed together by the writer.
     pub max_batch: usize,
+    /// PostgreSQL: writer connections per host, each committing its own
+    /// batches while the others gather theirs, so the database works on
+    /// several at once (SQLite has one writer: it allows no more).
+    pub writers: usize,
     /// How often to look for commits made by other processes, while
     /// something waits: the added latency of a wake across processes (SQLite).
     pub change_check_interval_ms: u64,
@@ -78,6 +82,7 @@ impl Default for EnvOptions {
             learning_half_life_ms: 7 * 24 * 3_600_000,
             event_retention_ms: 7 * 24 * 3_600_000,
             max_batch: 256,
+            writers: 2,
             change_check_interval_ms: 2,
             notify_fallback_ms: 1_000,
             wal_size_limit_bytes: 64 << 20,

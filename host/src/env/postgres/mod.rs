@@ -13,6 +13,7 @@
 
 mod agents;
 mod connect;
+mod hot;
 mod journal;
 mod learnings;
 mod listen;
@@ -183,6 +184,15 @@ impl PgStore {
         F: for<'t, 'c> AsyncFn(&'t mut PgTx<'c>) -> EnvResult<T> + Send + 'static,
     {
         let (job, answer) = writer::job(locks, op);
+        self.send_and_wait(job, answer).await
+    }
+
+    /// Queue `job` for the writer's next batch and wait for its answer.
+    pub(crate) async fn send_and_wait<T>(
+        &self,
+        job: writer::Batchable,
+        answer: tokio::sync::oneshot::Receiver<EnvResult<T>>,
+    ) -> EnvResult<T> {
         self.send(job)?;
         answer
             .await

@@ -6,6 +6,7 @@
 use serde_json::json;
 use tokio_postgres::Row;
 
+use super::hot::{self, Hot};
 use super::{PgStore, PgTx};
 use crate::env::limits::{i, u};
 use crate::env::policy::backoff_ms;
@@ -15,7 +16,7 @@ use crate::env::{Claimed, EnvError, EnvResult, PushOptions, Pushed, Task, TaskSt
 pub(crate) const READ_NOW: &str =
     "coalesce($1::int8, (extract(epoch FROM statement_timestamp()) * 1000)::int8)";
 
-async fn push(
+pub(crate) async fn push(
     tx: &mut PgTx<'_>,
     agent: &str,
     queue: &str,
@@ -116,13 +117,13 @@ async fn push(
     })
 }
 
-async fn claim(
+pub(crate) async fn claim(
     tx: &mut PgTx<'_>,
     agent: &str,
     queue: &str,
     lease_ms: u64,
 ) -> EnvResult<Option<Claimed>> {
-    requeue_expired(tx, Some(queue)).await?;
+    requeue_expired(tx, Some(&[queue.to_owned()])).await?;
     let expires = tx.now.saturating_add(lease_ms);
     let row = tx
         .query_opt(
@@ -153,6 +154,30 @@ async fn claim(
         token,
         lease_expires_at: expires,
     }))
+}
+
+/// Finish a task `agent` holds with `token`.
+pub(crate) async fn complete(
+    tx: &mut PgTx<'_>,
+    agent: &str,
+    id: u64,
+    token: u64,
+    result: &str,
+) -> EnvResult<()> {
+    guard(tx, agent, id, token).await?;
+    tx.query(
+        "UPDATE tasks SET state = 'done', result = $1, claimed_by = NULL,
+             claim_token = NULL, claim_expires = NULL, updated_at = $2 WHERE id = $3",
+        &[&result, &i(tx.now), &i(id)],
+    )
+    .await?;
+    tx.journal(
+        agent,
+        "task.completed",
+        &format!("task/{id}"),
+        json!({"token": token}),
+    );
+    unblock_dependents(tx, id).await
 }
 
 /// What a guarded operation learns about the claim it holds.
@@ -292,18 +317,29 @@ async fn unblock_dependents(tx: &mut PgTx<'_>, done: u64) -> EnvResult<()> {
     Ok(())
 }
 
-/// Put back tasks whose claim lapsed (in `queue`, or everywhere). Rows
+/// Put back tasks whose claim lapsed (in `queues`, or everywhere). Rows
 /// another transaction holds are left to it.
-pub(crate) async fn requeue_expired(tx: &mut PgTx<'_>, queue: Option<&str>) -> EnvResult<u64> {
+pub(crate) async fn requeue_expired(
+    tx: &mut PgTx<'_>,
+    queues: Option<&[String]>,
+) -> EnvResult<u64> {
     let rows = tx
         .query(
             "SELECT id, attempts, max_attempts, claim_expires FROM tasks
-             WHERE state = 'claimed' AND claim_expires <= $1 AND ($2::text IS NULL OR queue = $2)
+             WHERE state = 'claimed' AND claim_expires <= $1
+               AND ($2::text[] IS NULL OR queue = ANY($2))
              ORDER BY claim_expires, id FOR UPDATE SKIP LOCKED",
-            &[&i(tx.now), &queue],
+            &[&i(tx.now), &queues],
         )
         .await?;
-    for r in &rows {
+    requeue_lapsed(tx, &rows).await?;
+    Ok(rows.len() as u64)
+}
+
+/// Put back the lapsed claims in `rows` (id, attempts, max attempts, when
+/// the claim lapsed; locked by this transaction).
+pub(crate) async fn requeue_lapsed(tx: &mut PgTx<'_>, rows: &[Row]) -> EnvResult<()> {
+    for r in rows {
         let held = Held {
             attempts: u(r.get(1)) as u32,
             max_attempts: u(r.get(2)) as u32,
@@ -311,7 +347,7 @@ pub(crate) async fn requeue_expired(tx: &mut PgTx<'_>, queue: Option<&str>) -> E
         let why = "the claim lapsed (visibility timeout)";
         retry_or_die(tx, "env", u(r.get(0)), &held, why, true, u(r.get(3))).await?;
     }
-    Ok(rows.len() as u64)
+    Ok(())
 }
 
 /// Put back every task claimed by `agent`. When the agent `failed` (crashed
@@ -395,6 +431,10 @@ impl PgStore {
         payload: &str,
         opts: PushOptions,
     ) -> EnvResult<Pushed> {
+        if hot::push_is_hot(&opts) {
+            let (job, answer) = Hot::push(agent, queue, payload, opts);
+            return self.send_and_wait(job, answer).await;
+        }
         let (agent, queue, payload) = (agent.to_owned(), queue.to_owned(), payload.to_owned());
         self.write(async move |tx| push(tx, &agent, &queue, &payload, &opts).await)
             .await
@@ -406,9 +446,8 @@ impl PgStore {
         queue: &str,
         lease_ms: u64,
     ) -> EnvResult<Option<Claimed>> {
-        let (agent, queue) = (agent.to_owned(), queue.to_owned());
-        self.write(async move |tx| claim(tx, &agent, &queue, lease_ms).await)
-            .await
+        let (job, answer) = Hot::claim(agent, queue, lease_ms);
+        self.send_and_wait(job, answer).await
     }
 
     /// Whether a task of `queue` is claimable now, else when one may next be.
@@ -434,24 +473,8 @@ impl PgStore {
         token: u64,
         result: &str,
     ) -> EnvResult<()> {
-        let (agent, result) = (agent.to_owned(), result.to_owned());
-        self.write(async move |tx| {
-            guard(tx, &agent, id, token).await?;
-            tx.query(
-                "UPDATE tasks SET state = 'done', result = $1, claimed_by = NULL,
-                     claim_token = NULL, claim_expires = NULL, updated_at = $2 WHERE id = $3",
-                &[&result, &i(tx.now), &i(id)],
-            )
-            .await?;
-            tx.journal(
-                &agent,
-                "task.completed",
-                &format!("task/{id}"),
-                json!({"token": token}),
-            );
-            unblock_dependents(tx, id).await
-        })
-        .await
+        let (job, answer) = Hot::complete(agent, id, token, result);
+        self.send_and_wait(job, answer).await
     }
 
     pub(crate) async fn fail(

@@ -24,6 +24,7 @@ use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::{Client, Row, SimpleQueryMessage};
 
+use super::hot::{self, Hot};
 use super::{Params, Prepared, channel, connect, listen, schema};
 use crate::env::limits::i;
 use crate::env::location::PgTarget;
@@ -51,7 +52,27 @@ pub(crate) struct PgTx<'c> {
     broken: Option<tokio_postgres::Error>,
 }
 
-impl PgTx<'_> {
+impl<'c> PgTx<'c> {
+    /// The connection and a statement prepared on it, for statements sent
+    /// together (pipelined): prepare every one first, then poll their
+    /// queries together; they run in the order first polled.
+    pub(crate) async fn prepare(
+        &mut self,
+        sql: &str,
+    ) -> EnvResult<(&'c Client, tokio_postgres::Statement)> {
+        match self.prepared.get(self.client, sql).await {
+            Ok(stmt) => Ok((self.client, stmt)),
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    /// Record that a statement failed, breaking the transaction.
+    pub(crate) fn fail(&mut self, e: tokio_postgres::Error) -> EnvError {
+        let err = EnvError::from(&e);
+        self.broken.get_or_insert(e);
+        err
+    }
+
     /// Run a statement (prepared once per connection) and return its rows.
     pub(crate) async fn query(&mut self, sql: &str, params: Params<'_>) -> EnvResult<Vec<Row>> {
         let result = async {
@@ -59,11 +80,7 @@ impl PgTx<'_> {
             self.client.query(&stmt, params).await
         }
         .await;
-        result.map_err(|e| {
-            let err = EnvError::from(&e);
-            self.broken.get_or_insert(e);
-            err
-        })
+        result.map_err(|e| self.fail(e))
     }
 
     /// The row a statement returns, if any.
@@ -112,6 +129,10 @@ pub(crate) type Batchable = Box<dyn Job>;
 pub(crate) trait Job: Send {
     /// The advisory lock keys the operation needs for its whole transaction.
     fn locks(&self) -> &[i32];
+    /// The operation, if the hot path can run it together with its kind.
+    fn hot(&mut self) -> Option<&mut Hot> {
+        None
+    }
     /// Run (or run again) the operation; returns whether it succeeded.
     fn run<'a>(&'a mut self, tx: &'a mut PgTx<'_>) -> Pin<Box<dyn Future<Output = bool> + 'a>>;
     /// Deliver the answer: the operation's own result, or the commit's error.
@@ -181,6 +202,20 @@ pub(crate) struct Setup {
     pub(crate) may_create: bool,
 }
 
+/// Why running a batch's operations stopped.
+enum Failed {
+    /// A statement failed: the transaction is broken.
+    Db(tokio_postgres::Error),
+    /// The database answered something the operations cannot use.
+    Env(EnvError),
+}
+
+impl From<tokio_postgres::Error> for Failed {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Failed::Db(e)
+    }
+}
+
 /// How a batch's transaction went wrong.
 enum Broken {
     /// The database refused it and rolled it back: its operations may run again.
@@ -189,85 +224,95 @@ enum Broken {
     Unknown(EnvError),
 }
 
+/// One writer connection. A host has [`EnvOptions::writers`] of them, each
+/// taking the next batch while the others commit theirs.
 struct Writer {
-    setup: Setup,
+    setup: Arc<Setup>,
     client: Client,
     prepared: Prepared,
     channel: String,
-    /// The journal head this writer last saw committed.
-    head: u64,
 }
 
 /// Connect, check (or create) the schema, report readiness on `ready`, then
 /// commit batches until every sender is gone.
 pub(crate) async fn run(
     setup: Setup,
-    mut jobs: mpsc::UnboundedReceiver<Batchable>,
+    jobs: mpsc::UnboundedReceiver<Batchable>,
     ready: std::sync::mpsc::Sender<Result<(), OpenError>>,
 ) {
-    let rt = Handle::current();
-    let client = match connect::connect(&setup.target, &setup.shown, &setup.opts, &rt).await {
-        Ok(c) => c,
+    let setup = Arc::new(setup);
+    let writers = match start_writers(&setup).await {
+        Ok(w) => w,
         Err(e) => {
             let _ = ready.send(Err(e));
             return;
         }
     };
-    if let Err(e) = schema::prepare(&client, &setup.target, &setup.shown, setup.may_create).await {
-        let _ = ready.send(Err(e));
-        return;
-    }
-    let mut w = Writer {
-        channel: channel(&setup.target.schema),
-        setup,
-        client,
-        prepared: Prepared::default(),
-        head: 0,
-    };
-    match w.read_head().await {
-        Ok(head) => {
-            w.head = head;
-            w.setup.changed.send_modify(|v| *v = (*v).max(head));
-        }
-        Err(e) => {
-            let _ = ready.send(Err(OpenError::Other {
-                path: w.setup.shown.clone().into(),
-                detail: format!("cannot read the journal: {e}"),
-            }));
-            return;
-        }
-    }
     let (stop_listener, stopped) = watch::channel(false);
     let listener = tokio::spawn(listen::run(
-        w.setup.target.clone(),
-        w.setup.opts.clone(),
-        w.setup.changed.clone(),
+        setup.target.clone(),
+        setup.opts.clone(),
+        setup.changed.clone(),
         stopped,
     ));
     let _ = ready.send(Ok(()));
 
-    let mut batch: Vec<Batchable> = Vec::with_capacity(w.setup.opts.max_batch);
-    while let Some(first) = jobs.recv().await {
-        batch.push(first);
-        while batch.len() < w.setup.opts.max_batch {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        w.commit_batch(&mut batch).await;
-    }
+    let jobs = tokio::sync::Mutex::new(jobs);
+    futures_util::future::join_all(writers.into_iter().map(|w| w.serve(&jobs))).await;
     let _ = stop_listener.send(true);
     let _ = listener.await;
 }
 
+/// Connect the writers, the first checking (or creating) the schema and
+/// reading where the journal stands.
+async fn start_writers(setup: &Arc<Setup>) -> Result<Vec<Writer>, OpenError> {
+    let rt = Handle::current();
+    let mut writers = Vec::new();
+    for n in 0..setup.opts.writers.max(1) {
+        let client = connect::connect(&setup.target, &setup.shown, &setup.opts, &rt).await?;
+        if n == 0 {
+            schema::prepare(&client, &setup.target, &setup.shown, setup.may_create).await?;
+            let head = client
+                .query_one("SELECT seq FROM journal_head", &[])
+                .await
+                .map_err(|e| OpenError::Other {
+                    path: setup.shown.clone().into(),
+                    detail: format!("cannot read the journal: {e}"),
+                })?;
+            let head = head.get::<_, i64>(0) as u64;
+            setup.changed.send_modify(|v| *v = (*v).max(head));
+        }
+        writers.push(Writer {
+            channel: channel(&setup.target.schema),
+            setup: setup.clone(),
+            client,
+            prepared: Prepared::default(),
+        });
+    }
+    Ok(writers)
+}
+
 impl Writer {
-    async fn read_head(&self) -> Result<u64, tokio_postgres::Error> {
-        let row = self
-            .client
-            .query_one("SELECT seq FROM journal_head", &[])
-            .await?;
-        Ok(row.get::<_, i64>(0) as u64)
+    /// Take the next batch whenever no other writer is taking one, and
+    /// commit it; until every sender is gone.
+    async fn serve(mut self, jobs: &tokio::sync::Mutex<mpsc::UnboundedReceiver<Batchable>>) {
+        let mut batch: Vec<Batchable> = Vec::with_capacity(self.setup.opts.max_batch);
+        loop {
+            {
+                let mut jobs = jobs.lock().await;
+                let Some(first) = jobs.recv().await else {
+                    return;
+                };
+                batch.push(first);
+                while batch.len() < self.setup.opts.max_batch {
+                    match jobs.try_recv() {
+                        Ok(job) => batch.push(job),
+                        Err(_) => break,
+                    }
+                }
+            }
+            self.commit_batch(&mut batch).await;
+        }
     }
 
     /// Commit `batch` together, or else each of its operations alone.
@@ -329,30 +374,47 @@ impl Writer {
     /// Run `jobs` in one transaction and commit it.
     async fn transaction(&mut self, jobs: &mut [Batchable]) -> Result<(), Broken> {
         let now = self.begin().await.map_err(|e| self.broken(e))?;
-        let result = self.run_jobs(now, jobs).await;
-        let head = match result {
-            Ok(head) => head,
-            Err(e) => {
+        let events = match self.run_jobs(now, jobs).await {
+            Ok(events) => events,
+            Err(broken) => {
                 if !self.client.is_closed() {
                     let _ = self.client.batch_execute("ROLLBACK").await;
                 }
-                return Err(self.broken(e));
+                return Err(broken);
             }
         };
-        if let Err(e) = self.client.batch_execute("COMMIT").await {
-            return Err(if e.is_closed() {
+        // The events and the COMMIT go out together. Should the append fail,
+        // the server answers the COMMIT of the failed transaction with a
+        // rollback, so nothing of the batch is kept.
+        let (appended, committed) = if events.is_empty() {
+            (Ok(None), self.client.batch_execute("COMMIT").await)
+        } else {
+            let append = self.append_statement().await.map_err(|e| self.broken(e))?;
+            let (a, c) = futures_util::future::join(
+                self.append(&append, now, events),
+                self.client.batch_execute("COMMIT"),
+            )
+            .await;
+            (a.map(Some), c)
+        };
+        let lost = |e: &tokio_postgres::Error| e.is_closed() || self.client.is_closed();
+        let failed = match (&appended, &committed) {
+            (Err(e), _) | (Ok(_), Err(e)) => Some(e),
+            _ => None,
+        };
+        if let Some(e) = failed {
+            return Err(if lost(e) {
                 Broken::Unknown(EnvError::Unavailable(
                     "the connection to PostgreSQL was lost while committing: the operation may \
                      or may not have taken effect; look before trying again"
                         .into(),
                 ))
             } else {
-                Broken::RolledBack(EnvError::from(&e))
+                Broken::RolledBack(EnvError::from(e))
             });
         }
         self.setup.tally.commits.fetch_add(1, Ordering::Relaxed);
-        if let Some(head) = head {
-            self.head = head;
+        if let Ok(Some(head)) = appended {
             self.setup.changed.send_modify(|v| *v = (*v).max(head));
         }
         Ok(())
@@ -395,13 +457,19 @@ impl Writer {
         Ok(now)
     }
 
-    /// Take the batch's locks, run its jobs, append its events; returns the
-    /// new journal head, if events were appended.
-    async fn run_jobs(
+    /// Take the batch's locks and run its jobs; returns the events they made.
+    async fn run_jobs(&self, now: u64, jobs: &mut [Batchable]) -> Result<Vec<NewEvent>, Broken> {
+        self.run_jobs_inner(now, jobs).await.map_err(|e| match e {
+            Failed::Db(e) => self.broken(e),
+            Failed::Env(e) => Broken::RolledBack(e),
+        })
+    }
+
+    async fn run_jobs_inner(
         &self,
         now: u64,
         jobs: &mut [Batchable],
-    ) -> Result<Option<u64>, tokio_postgres::Error> {
+    ) -> Result<Vec<NewEvent>, Failed> {
         let mut locks: Vec<i32> = jobs.iter().flat_map(|j| j.locks().to_vec()).collect();
         locks.sort_unstable();
         locks.dedup();
@@ -428,28 +496,58 @@ impl Writer {
             events: Vec::new(),
             broken: None,
         };
+        self.setup
+            .tally
+            .operations
+            .fetch_add(jobs.len() as u64, Ordering::Relaxed);
+        let hot = hot::run_all(&mut tx, jobs).await;
+        if let Some(e) = tx.broken.take() {
+            return Err(Failed::Db(e));
+        }
+        // The hot path fails on its own only when the database answered
+        // something impossible; nothing of the batch may be kept then.
+        hot.map_err(Failed::Env)?;
         for job in jobs.iter_mut() {
+            if job.hot().is_some() {
+                continue;
+            }
             let mark = tx.events.len();
-            self.setup.tally.operations.fetch_add(1, Ordering::Relaxed);
             let ok = job.run(&mut tx).await;
             if let Some(e) = tx.broken.take() {
-                return Err(e);
+                return Err(Failed::Db(e));
             }
             if !ok {
                 tx.events.truncate(mark);
             }
         }
-        let events = std::mem::take(&mut tx.events);
-        if events.is_empty() {
-            return Ok(None);
-        }
-        self.append(now, events).await.map(Some)
+        Ok(std::mem::take(&mut tx.events))
     }
 
-    /// Number and insert the batch's events and notify listeners, in one
-    /// statement; the head row stays locked until commit, so later batches
+    /// The statement that numbers and inserts a batch's events and notifies
+    /// listeners; the head row stays locked until commit, so later batches
     /// (of any host) number after this one.
-    async fn append(&self, now: u64, events: Vec<NewEvent>) -> Result<u64, tokio_postgres::Error> {
+    async fn append_statement(&self) -> Result<tokio_postgres::Statement, tokio_postgres::Error> {
+        self.prepared
+            .get(
+                &self.client,
+                "WITH h AS (UPDATE journal_head SET seq = seq + $1 RETURNING seq),
+                      ins AS (INSERT INTO events (seq, at, agent, kind, subject, detail)
+                              SELECT h.seq - $1 + e.n, $2, e.agent, e.kind, e.subject, e.detail
+                              FROM h, unnest($3::text[], $4::text[], $5::text[], $6::text[])
+                                   WITH ORDINALITY AS e (agent, kind, subject, detail, n))
+                 SELECT h.seq, pg_notify($7, h.seq::text)::text FROM h",
+            )
+            .await
+    }
+
+    /// Append `events` with `stmt` (see [`Writer::append_statement`]);
+    /// returns the new journal head.
+    async fn append(
+        &self,
+        stmt: &tokio_postgres::Statement,
+        now: u64,
+        events: Vec<NewEvent>,
+    ) -> Result<u64, tokio_postgres::Error> {
         let n = events.len() as i64;
         let mut agents = Vec::with_capacity(events.len());
         let mut kinds = Vec::with_capacity(events.len());
@@ -461,22 +559,10 @@ impl Writer {
             subjects.push(e.subject);
             details.push(e.detail);
         }
-        let stmt = self
-            .prepared
-            .get(
-                &self.client,
-                "WITH h AS (UPDATE journal_head SET seq = seq + $1 RETURNING seq),
-                      ins AS (INSERT INTO events (seq, at, agent, kind, subject, detail)
-                              SELECT h.seq - $1 + e.n, $2, e.agent, e.kind, e.subject, e.detail
-                              FROM h, unnest($3::text[], $4::text[], $5::text[], $6::text[])
-                                   WITH ORDINALITY AS e (agent, kind, subject, detail, n))
-                 SELECT h.seq, pg_notify($7, h.seq::text)::text FROM h",
-            )
-            .await?;
         let row = self
             .client
             .query_one(
-                &stmt,
+                stmt,
                 &[
                     &n,
                     &i(now),
