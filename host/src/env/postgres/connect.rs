@@ -48,7 +48,8 @@ pub(crate) fn config(target: &PgTarget) -> tokio_postgres::Config {
         config.connect_timeout(CONNECT_TIMEOUT);
     }
     if config.get_application_name().is_none() {
-        config.application_name("wawe");
+        // Operators (and tests) tell an environment's connections apart by it.
+        config.application_name(&format!("wawe/{}", target.schema));
     }
     config
         .keepalives(true)

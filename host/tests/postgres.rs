@@ -1,0 +1,251 @@
+//! What only the PostgreSQL backend has: connection URLs and what is wrong
+//! with them, schemas of other applications or of a newer wawe, and
+//! connections that die under a running environment. (The rules themselves
+//! are the conformance suite, run on both backends.)
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{agent, drop_schema, postgres, postgres_url};
+use wawe::env::{Env, EnvOptions, EventFilter, ManualClock, OpenError, PushOptions};
+
+/// A fresh schema name for one test, dropped when the guard goes.
+struct Schema(String);
+
+impl Schema {
+    fn new(tag: &str) -> Option<Schema> {
+        postgres()?;
+        Some(Schema(format!("wt_{tag}_{}", std::process::id())))
+    }
+    fn url(&self) -> String {
+        postgres_url(&self.0)
+    }
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        drop_schema(&self.0);
+    }
+}
+
+/// Run `sql` on the suite's server.
+async fn sql(statements: &str) {
+    let (client, conn) = tokio_postgres::connect(postgres().unwrap(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client.batch_execute(statements).await.unwrap();
+}
+
+/// Whether `schema` exists, and how many tables it has.
+async fn tables_in(schema: &str) -> Option<i64> {
+    let (client, conn) = tokio_postgres::connect(postgres().unwrap(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let row = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1),
+                    (SELECT count(*) FROM pg_tables WHERE schemaname = $1)",
+            &[&schema],
+        )
+        .await
+        .unwrap();
+    row.get::<_, bool>(0).then(|| row.get(1))
+}
+
+/// The same server and database as the suite's, as another user or database.
+fn with(user: &str, db: &str) -> String {
+    let mut u = url::Url::parse(postgres().unwrap()).unwrap();
+    u.set_username(user).unwrap();
+    u.set_path(db);
+    u.to_string()
+}
+
+#[tokio::test]
+async fn a_url_that_cannot_be_used_is_refused_saying_how_to_write_it() {
+    let Some(_) = postgres() else { return };
+    for bad in [
+        "postgres://me@127.0.0.1:notaport/test",
+        "postgres://me@127.0.0.1/test?schema=Not-Plain",
+        "postgres://me@127.0.0.1",
+    ] {
+        let err = Env::open(bad, EnvOptions::default()).unwrap_err();
+        assert!(matches!(err, OpenError::BadUrl { .. }), "{bad}: {err}");
+        assert!(err.to_string().contains("postgres://"), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn no_server_refused_login_and_missing_database_each_say_what_to_do() {
+    let Some(_) = postgres() else { return };
+    let err = Env::open("postgres://root@127.0.0.1:1/test", EnvOptions::default()).unwrap_err();
+    assert!(matches!(err, OpenError::Unreachable { .. }), "{err}");
+    assert!(err.to_string().contains("start the server"), "{err}");
+
+    let err = Env::open(with("no_such_wawe_user", "test"), EnvOptions::default()).unwrap_err();
+    assert!(matches!(err, OpenError::LoginRefused { .. }), "{err}");
+    assert!(err.to_string().contains("check the user"), "{err}");
+
+    let err = Env::open(with("root", "no_such_wawe_db"), EnvOptions::default()).unwrap_err();
+    assert!(matches!(err, OpenError::NoDatabase { .. }), "{err}");
+    assert!(
+        err.to_string().contains("createdb no_such_wawe_db"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_schema_of_another_application_is_refused_untouched() {
+    let Some(s) = Schema::new("foreign") else {
+        return;
+    };
+    sql(&format!(
+        "CREATE SCHEMA {0}; CREATE TABLE {0}.users (id int); INSERT INTO {0}.users VALUES (7)",
+        s.0
+    ))
+    .await;
+    let err = Env::open(s.url(), EnvOptions::default()).unwrap_err();
+    assert!(matches!(err, OpenError::ForeignSchema { .. }), "{err}");
+    assert!(err.to_string().contains("?schema="), "{err}");
+    assert_eq!(tables_in(&s.0).await, Some(1), "nothing was created");
+}
+
+#[tokio::test]
+async fn a_schema_from_a_newer_wawe_is_refused_untouched() {
+    let Some(s) = Schema::new("newer") else {
+        return;
+    };
+    let env = Env::open(s.url(), EnvOptions::default()).unwrap();
+    env.push(&agent("a"), "q", "keep", PushOptions::default())
+        .await
+        .unwrap();
+    env.close();
+    drop(env);
+    sql(&format!(
+        "UPDATE {}.environment SET schema_version = 99",
+        s.0
+    ))
+    .await;
+    let err = Env::open(s.url(), EnvOptions::default()).unwrap_err();
+    assert!(
+        matches!(err, OpenError::NewerVersion { found: 99, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("upgrade wawe"), "{err}");
+}
+
+#[tokio::test]
+async fn looking_at_a_missing_environment_creates_nothing() {
+    let Some(s) = Schema::new("missing") else {
+        return;
+    };
+    let err = Env::open_existing(s.url(), EnvOptions::default()).unwrap_err();
+    assert!(matches!(err, OpenError::Missing { .. }), "{err}");
+    assert_eq!(tables_in(&s.0).await, None, "no schema was created");
+}
+
+#[tokio::test]
+async fn two_environments_share_a_database_in_schemas_of_their_own() {
+    let (Some(a), Some(b)) = (Schema::new("team_a"), Schema::new("team_b")) else {
+        return;
+    };
+    let (ea, eb) = (
+        Env::open(a.url(), EnvOptions::default()).unwrap(),
+        Env::open(b.url(), EnvOptions::default()).unwrap(),
+    );
+    ea.push(&agent("a"), "q", "for a", PushOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(ea.list_tasks(None, None, 10).await.unwrap().len(), 1);
+    assert!(eb.list_tasks(None, None, 10).await.unwrap().is_empty());
+    ea.close();
+    eb.close();
+}
+
+/// Terminate every connection of the environment in `schema` (its writers,
+/// readers and listener), as an operator or a failing network would.
+async fn kill_connections(schema: &str) -> i64 {
+    let (client, conn) = tokio_postgres::connect(postgres().unwrap(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let row = client
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE application_name = $1",
+            &[&format!("wawe/{schema}")],
+        )
+        .await
+        .unwrap();
+    row.get(0)
+}
+
+/// Retry `op` while the environment reports itself unavailable (a lost
+/// connection is reported, never hidden), up to a few seconds.
+async fn retried<T, F, Fut>(mut op: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = wawe::env::EnvResult<T>>,
+{
+    for _ in 0..100 {
+        match op().await {
+            Ok(v) => return v,
+            Err(wawe::env::EnvError::Unavailable(why)) => {
+                assert!(why.contains("PostgreSQL"), "{why}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    panic!("the environment did not come back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_connections_are_replaced_and_waits_still_wake() {
+    let Some(s) = Schema::new("killed") else {
+        return;
+    };
+    let clock = ManualClock::new(common::T0);
+    let open = || Env::open_with_clock(s.url(), EnvOptions::default(), Arc::new(clock.clone()));
+    let (host1, host2) = (open().unwrap(), open().unwrap());
+    let w = agent("w");
+    host1
+        .push(&w, "warm", "", PushOptions::default())
+        .await
+        .unwrap();
+    assert!(
+        kill_connections(&s.0).await >= 4,
+        "writers, readers and listeners"
+    );
+
+    // Both hosts reconnect: writes and reads work again.
+    let first = retried(|| host1.push(&w, "q", "after", PushOptions::default())).await;
+    let task = retried(|| host2.get_task(first.id)).await;
+    assert_eq!(task.payload, "after");
+
+    // A wait on one host is woken by a commit of the other (the listener
+    // reconnected and LISTENs again).
+    let waiter = {
+        let host2 = host2.clone();
+        tokio::spawn(async move {
+            let from = host2.latest_seq().await.unwrap();
+            let filter = EventFilter {
+                kinds: vec!["value.".into()],
+                ..Default::default()
+            };
+            host2.wait_events(from, &filter, 20_000).await.unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    retried(|| host1.put_value(&w, "k", "v", None, None)).await;
+    let seen = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("the waiter was woken")
+        .unwrap();
+    assert_eq!(seen.len(), 1);
+    host1.close();
+    host2.close();
+}
