@@ -249,3 +249,73 @@ async fn killed_connections_are_replaced_and_waits_still_wake() {
     host1.close();
     host2.close();
 }
+
+/// A host that cannot renew its heartbeat (here: another session holds the
+/// `hosts` table locked, as a stuck link would hold its writes) stops its
+/// agents on its own, before its ttl is up and others may reap it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_that_cannot_renew_its_heartbeat_stops_its_agents_before_its_ttl() {
+    use wawe::runtime::{AgentSpec, Limits, RestartPolicy, Runtime, RuntimeOptions};
+    let Some(s) = Schema::new("cutoff") else {
+        return;
+    };
+    let env = Env::open(s.url(), EnvOptions::default()).unwrap();
+    let ttl = Duration::from_secs(2);
+    let runtime = Runtime::new(RuntimeOptions {
+        host_ttl: ttl,
+        ..RuntimeOptions::default()
+    })
+    .unwrap();
+    let host = runtime.start(env.clone()).await.unwrap();
+    let hello = runtime
+        .load(std::path::Path::new(env!("WAWE_AGENT_HELLO")))
+        .unwrap();
+    let agent = host.spawn(
+        &hello,
+        AgentSpec {
+            name: "hello".into(),
+            replica: 0,
+            limits: Limits::default(),
+            restart: RestartPolicy::Always,
+            config: vec![("idle_ms".into(), "600000".into())],
+        },
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !agent.is_finished(),
+        "the agent runs while the host is alive"
+    );
+
+    // Block the heartbeat: the keepalive's update waits behind this lock.
+    let (client, conn) = tokio_postgres::connect(postgres().unwrap(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .batch_execute(&format!(
+            "BEGIN; LOCK TABLE {}.hosts IN ACCESS EXCLUSIVE MODE",
+            s.0
+        ))
+        .await
+        .unwrap();
+    let blocked = tokio::time::Instant::now();
+    // Stopped means its instance is gone (recording its end must wait for
+    // the database, as on a dead link).
+    while host.counters().running > 0 && blocked.elapsed() < ttl * 2 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = blocked.elapsed();
+    client.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(host.counters().stopped, 1, "the agent was not stopped");
+    assert!(
+        took < ttl,
+        "stopped {took:?} after the heartbeat stopped: not before the ttl of {ttl:?}"
+    );
+    // Once the database answers again, its end is recorded and it stays stopped.
+    let end = tokio::time::timeout(Duration::from_secs(10), agent.join()).await;
+    assert!(
+        end.is_ok(),
+        "the agent's end was not recorded once the lock went"
+    );
+    env.close();
+}

@@ -158,12 +158,15 @@ pub(crate) struct Shared {
     pub(crate) host: String,
     pub(crate) options: RuntimeOptions,
     pub(crate) counters: Counters,
-    /// Set once, by [`Host::shutdown`]: every supervisor stops its agent.
+    /// Set once (by [`Host::shutdown`], or when the host finds itself reaped
+    /// or cut off from the environment): every supervisor stops its agent.
     pub(crate) stop_all: watch::Sender<bool>,
     /// The supervisors still running, so shutdown can wait for them.
     pub(crate) supervisors: Active,
     /// How long recent instantiations took.
     pub(crate) instantiations: InstantiationLog,
+    /// When the last keepalive that succeeded was sent.
+    pub(crate) heartbeat_sent: std::sync::Mutex<tokio::time::Instant>,
 }
 
 /// How many instantiations there were, and the times of the most recent
@@ -330,9 +333,11 @@ impl Runtime {
             stop_all: watch::channel(false).0,
             supervisors: Active::default(),
             instantiations: InstantiationLog::default(),
+            heartbeat_sent: std::sync::Mutex::new(tokio::time::Instant::now()),
         });
         let background = vec![
             tokio::spawn(keepalive(shared.clone())),
+            tokio::spawn(watchdog(shared.clone())),
             tokio::spawn(sweeper(shared.clone())),
         ];
         Ok(Host {
@@ -453,7 +458,12 @@ pub const KEEPALIVE_EVERY: Duration = Duration::from_millis(250);
 async fn keepalive(shared: Arc<Shared>) {
     let most = KEEPALIVE_EVERY.min(shared.options.host_ttl / 3);
     loop {
-        let next = match shared.env.keepalive(&shared.host).await {
+        let sent = tokio::time::Instant::now();
+        let renewed = shared.env.keepalive(&shared.host).await;
+        if renewed.is_ok() {
+            *shared.heartbeat_sent.lock().expect("heartbeat poisoned") = sent;
+        }
+        let next = match renewed {
             Ok(Some(shortest)) => {
                 Duration::from_millis(shortest / 3).clamp(Duration::from_millis(20), most)
             }
@@ -476,6 +486,41 @@ async fn keepalive(shared: Arc<Shared>) {
             }
         };
         tokio::time::sleep(next).await;
+    }
+}
+
+/// How long before others may reap it a host that cannot renew its
+/// heartbeat stops its agents: a quarter of its ttl, at least half a second.
+pub fn self_stop_margin(host_ttl: Duration) -> Duration {
+    (host_ttl / 4)
+        .max(Duration::from_millis(500))
+        .min(host_ttl / 2)
+}
+
+/// Stop every agent of a host cut off from its environment before others may
+/// reap it. Others reap a host once the database's clock passes its last
+/// heartbeat plus its ttl; that heartbeat was written after the keepalive
+/// carrying it was sent, so no one reaps before `sent + ttl` in real time.
+/// This host stops its agents at `sent + ttl - margin`
+/// ([`self_stop_margin`]), with `sent` the send time of its last keepalive
+/// that succeeded: its agents never act on work others may already have taken
+/// over, and anything they sent meanwhile is refused by fencing.
+async fn watchdog(shared: Arc<Shared>) {
+    let ttl = shared.options.host_ttl;
+    let limit = ttl.saturating_sub(self_stop_margin(ttl));
+    loop {
+        let sent = *shared.heartbeat_sent.lock().expect("heartbeat poisoned");
+        let silent = sent.elapsed();
+        if silent >= limit {
+            tracing::error!(
+                "host {} could not renew its heartbeat for {silent:?} (ttl {ttl:?}); stopping \
+                 its agents before other hosts may reap it",
+                shared.host
+            );
+            shared.stop_all.send_replace(true);
+            return;
+        }
+        tokio::time::sleep(limit - silent).await;
     }
 }
 
