@@ -49,7 +49,7 @@ pub(crate) fn config(target: &PgTarget) -> tokio_postgres::Config {
     }
     if config.get_application_name().is_none() {
         // Operators (and tests) tell an environment's connections apart by it.
-        config.application_name(&format!("wawe/{}", target.schema));
+        config.application_name(format!("wawe/{}", target.schema));
     }
     config
         .keepalives(true)
