@@ -319,3 +319,134 @@ async fn a_host_that_cannot_renew_its_heartbeat_stops_its_agents_before_its_ttl(
     );
     env.close();
 }
+
+/// Everything an environment holds, as its readers see it.
+async fn contents(env: &Env) -> String {
+    use wawe::env::EventFilter;
+    format!(
+        "{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}",
+        env.list_tasks(None, None, 1_000).await.unwrap(),
+        env.list_reservations("").await.unwrap(),
+        env.read_events(0, &EventFilter::default(), 10_000)
+            .await
+            .unwrap(),
+        env.list_values("").await.unwrap(),
+        env.strongest("", 100).await.unwrap(),
+        env.recent_learnings(None, 100).await.unwrap(),
+        env.list_agents().await.unwrap(),
+        env.stats().await.unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_environment_moves_from_sqlite_to_postgres_and_back_whole() {
+    use wawe::env::{AgentEnd, Mode};
+    let Some(s) = Schema::new("copy") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(common::T0);
+    let open = |at: &str| Env::open_with_clock(at, EnvOptions::default(), Arc::new(clock.clone()));
+    let first = dir.path().join("first.db");
+    let sqlite = open(first.to_str().unwrap()).unwrap();
+    let (a, b) = (agent("a"), agent("b"));
+    // A little of everything: tasks done, claimed, blocked on a dependency;
+    // a lease held; a learning endorsed; a signal; a value and a tombstone;
+    // a host and an agent.
+    let host = sqlite.register_host("m1", 1, 10_000).await.unwrap();
+    let worker = sqlite.agent_started(&host, "w", 0, "digest").await.unwrap();
+    let dep = sqlite
+        .push(&a, "q", "dep", PushOptions::default())
+        .await
+        .unwrap()
+        .id;
+    let blocked = sqlite
+        .push(
+            &a,
+            "q",
+            "after",
+            PushOptions {
+                depends_on: vec![dep],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .id;
+    let held = sqlite
+        .claim(&worker, "q", 60_000, 0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(held.id, dep);
+    let lease = sqlite
+        .reserve(&worker, &["src/".to_string()], Mode::Exclusive, 60_000, 0)
+        .await
+        .unwrap();
+    let l = sqlite
+        .record_learning(&a, "t", "caches help", &["perf".into()])
+        .await
+        .unwrap();
+    sqlite.endorse(&b, l).await.unwrap();
+    sqlite
+        .deposit(&a, "trail/x", 3.0, Some(60_000))
+        .await
+        .unwrap();
+    sqlite
+        .put_value(&a, "k", "v1", None, Some(lease.token))
+        .await
+        .unwrap();
+    sqlite.put_value(&a, "gone", "x", None, None).await.unwrap();
+    sqlite.delete_value(&a, "gone", None, None).await.unwrap();
+    let before = contents(&sqlite).await;
+
+    let pg = open(&s.url()).unwrap();
+    let copied = sqlite.copy_to(&pg).await.unwrap();
+    assert_eq!(copied.last_token, lease.token);
+    assert_eq!(contents(&pg).await, before, "the copy reads the same");
+    // A target that holds anything is refused, and left as it was.
+    let err = sqlite.copy_to(&pg).await.unwrap_err();
+    assert!(err.to_string().contains("not empty"), "{err}");
+    assert_eq!(contents(&pg).await, before);
+
+    // The copy carries on where the original stood: the claim completes with
+    // its token and readies the dependent; new numbers follow the old ones.
+    pg.complete(&worker, held.id, held.token, "ok")
+        .await
+        .unwrap();
+    assert_eq!(
+        pg.get_task(blocked).await.unwrap().state,
+        wawe::env::TaskState::Ready
+    );
+    let next = pg
+        .push(&a, "q", "new", PushOptions::default())
+        .await
+        .unwrap()
+        .id;
+    assert!(next > blocked);
+    let put = pg.put_value(&a, "k", "v2", None, Some(lease.token)).await;
+    assert!(put.is_ok(), "the lease's token is still current: {put:?}");
+    let newer = pg
+        .reserve(&b, &["other".to_string()], Mode::Exclusive, 60_000, 0)
+        .await
+        .unwrap();
+    assert!(newer.token > lease.token);
+    assert_eq!(pg.search_learnings("caches", 5).await.unwrap()[0].id, l);
+    pg.agent_ended(&worker, AgentEnd::Exited, "done")
+        .await
+        .unwrap();
+    let moved_on = contents(&pg).await;
+
+    // And back to a new SQLite file.
+    let second = dir.path().join("second.db");
+    let back = open(second.to_str().unwrap()).unwrap();
+    pg.copy_to(&back).await.unwrap();
+    assert_eq!(contents(&back).await, moved_on);
+    assert_eq!(back.search_learnings("caches", 5).await.unwrap()[0].id, l);
+    let last = back.latest_seq().await.unwrap();
+    back.push(&a, "q", "later", PushOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(back.latest_seq().await.unwrap(), last + 1);
+    for env in [sqlite, pg, back] {
+        env.close();
+    }
+}

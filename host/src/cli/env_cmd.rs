@@ -141,6 +141,24 @@ pub enum EnvCommand {
     /// task's id and that it was deduplicated. The task is pushed by the `operator`
     /// identity.
     Push(PushArgs),
+
+    /// Copy a whole environment into a new, empty one: SQLite to PostgreSQL or back.
+    ///
+    /// Everything goes: tasks (with their dependencies, claims and tokens), leases and
+    /// waiters, learnings and endorsements, signals, values, the journal, agents and
+    /// hosts, and every counter, so fencing tokens stay valid and no number is handed
+    /// out twice. The target must not hold anything yet (a new file, or a new
+    /// ?schema=); --env is not used. Stop the hosts using FROM first.
+    #[command(after_help = "Example:\n  \
+        wawe env copy swarm.db 'postgres://wawe@db.internal/swarm?schema=team_a'")]
+    Copy {
+        /// The environment to copy (a file or a postgres:// URL).
+        #[arg(value_name = "FROM")]
+        from: EnvLocation,
+        /// The new environment (a file or a postgres:// URL); created if missing.
+        #[arg(value_name = "TO")]
+        to: EnvLocation,
+    },
 }
 
 /// Filters of `wawe env tasks`.
@@ -264,6 +282,9 @@ pub async fn run(args: EnvArgs) -> anyhow::Result<()> {
         durability: args.durability.into(),
         ..EnvOptions::default()
     };
+    if let EnvCommand::Copy { from, to } = &args.command {
+        return copy(from, to, opts, out).await;
+    }
     let at = &args.env;
     let env = match args.command {
         EnvCommand::Push(_) => Env::open(at, opts)?,
@@ -282,7 +303,51 @@ pub async fn run(args: EnvArgs) -> anyhow::Result<()> {
         EnvCommand::Stats => stats(&env, out).await,
         EnvCommand::Sweep => sweep(&env, out).await,
         EnvCommand::Push(args) => push(&env, out, args).await,
+        EnvCommand::Copy { .. } => unreachable!("handled before opening --env"),
     }
+}
+
+/// `wawe env copy`.
+async fn copy(
+    from: &EnvLocation,
+    to: &EnvLocation,
+    opts: EnvOptions,
+    out: Out,
+) -> anyhow::Result<()> {
+    if from == to {
+        anyhow::bail!("FROM and TO are the same environment ({from}): name a new one as TO");
+    }
+    let source = Env::open_existing(from, opts.clone())?;
+    let target = Env::open(to, opts)?;
+    let copied = source
+        .copy_to(&target)
+        .await
+        .with_context(|| format!("cannot copy {from} to {to}"))?;
+    source.close();
+    target.close();
+    if out.is_json() {
+        return Ok(out.json_lines(std::slice::from_ref(&copied))?);
+    }
+    let rows: Vec<String> = copied
+        .rows
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(table, n)| format!("{n} {table}"))
+        .collect();
+    println!("copied {from} to {to}");
+    println!(
+        "  {}",
+        if rows.is_empty() {
+            "(it was empty)".to_owned()
+        } else {
+            rows.join(", ")
+        }
+    );
+    println!(
+        "  last fencing token {}, last journal sequence number {}",
+        copied.last_token, copied.last_seq
+    );
+    Ok(())
 }
 
 /// `wawe env agents`.

@@ -40,6 +40,7 @@ macro_rules! store {
 
 mod agents;
 mod clock;
+mod copy;
 mod error;
 mod journal;
 mod learnings;
@@ -64,6 +65,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use copy::Copied;
 pub use error::{EnvError, EnvResult, OpenError};
 pub use location::{DEFAULT_SCHEMA, EnvLocation};
 pub use options::{Durability, EnvOptions};

@@ -13,6 +13,7 @@
 
 mod agents;
 mod connect;
+mod copy;
 mod hot;
 mod journal;
 mod learnings;
@@ -221,6 +222,11 @@ impl PgStore {
     /// Rows of one read statement (a single statement reads one snapshot).
     pub(crate) async fn query(&self, sql: &str, params: Params<'_>) -> EnvResult<Vec<Row>> {
         self.readers.query(sql, params).await
+    }
+
+    /// A connection of its own, for a read that spans several statements.
+    pub(crate) async fn dedicated(&self) -> EnvResult<Client> {
+        self.readers.dedicated().await
     }
 
     /// The one row of a read statement that always returns one.

@@ -49,6 +49,23 @@ impl Readers {
         Ok(reader.client.query(&stmt, params).await?)
     }
 
+    /// A new connection, driven by the backend's runtime (whose thread runs
+    /// it for as long as the store lives): for the pool, or for a read that
+    /// spans several statements.
+    pub(crate) async fn dedicated(&self) -> EnvResult<Client> {
+        let (target, shown, opts, rt) = (
+            self.target.clone(),
+            self.shown.clone(),
+            self.opts.clone(),
+            self.rt.clone(),
+        );
+        self.rt
+            .spawn(async move { connect::connect(&target, &shown, &opts, &rt).await })
+            .await
+            .map_err(|_| EnvError::Unavailable("the database thread stopped".into()))?
+            .map_err(|e| EnvError::Unavailable(e.to_string()))
+    }
+
     async fn reader(&self) -> EnvResult<Arc<Reader>> {
         let slot = &self.slots[self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()];
         if let Some(r) = slot.lock().expect("reader slot poisoned").as_ref()
@@ -56,20 +73,7 @@ impl Readers {
         {
             return Ok(r.clone());
         }
-        // Connect on the backend's runtime, whose thread drives the
-        // connection for as long as the store lives.
-        let (target, shown, opts, rt) = (
-            self.target.clone(),
-            self.shown.clone(),
-            self.opts.clone(),
-            self.rt.clone(),
-        );
-        let client = self
-            .rt
-            .spawn(async move { connect::connect(&target, &shown, &opts, &rt).await })
-            .await
-            .map_err(|_| EnvError::Unavailable("the database thread stopped".into()))?
-            .map_err(|e| EnvError::Unavailable(e.to_string()))?;
+        let client = self.dedicated().await?;
         let reader = Arc::new(Reader {
             client,
             prepared: Prepared::default(),

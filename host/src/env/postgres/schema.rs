@@ -126,7 +126,7 @@ CREATE TABLE learnings (
     topic            TEXT COLLATE "C" NOT NULL,
     body             TEXT NOT NULL,
     tags             TEXT NOT NULL,
-    tag_words        TEXT NOT NULL,
+    tag_words        TEXT NOT NULL DEFAULT '',
     created_at       BIGINT NOT NULL,
     endorsements     BIGINT NOT NULL DEFAULT 0,
     last_endorsed_at BIGINT,

@@ -8,6 +8,7 @@
 
 mod agents;
 mod checkpointer;
+mod copy;
 mod journal;
 mod learnings;
 mod open;
