@@ -185,18 +185,10 @@ impl Env {
     }
 
     /// Delete the whole environment: the file (with its write-ahead log), or
-    /// the PostgreSQL schema with everything in it. Refused while this host
-    /// holds other clones of it open.
+    /// the PostgreSQL schema with everything in it. It is closed first: later
+    /// calls on any clone fail with `Unavailable`.
     pub async fn destroy(self) -> EnvResult<()> {
-        let inner = Arc::try_unwrap(self.inner).map_err(|_| {
-            EnvError::invalid(
-                "the environment is still in use here; close every other handle first",
-            )
-        })?;
-        match inner.backend {
-            Backend::Sqlite(s) => s.destroy(),
-            Backend::Postgres(s) => s.destroy().await,
-        }
+        store!(self, s => s.destroy().await)
     }
 
     /// Copy committed pages from SQLite's write-ahead log into the database

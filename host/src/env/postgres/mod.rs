@@ -241,7 +241,7 @@ impl PgStore {
     }
 
     /// Drop the environment's schema with everything in it, then close.
-    pub(crate) async fn destroy(self) -> EnvResult<()> {
+    pub(crate) async fn destroy(&self) -> EnvResult<()> {
         let drop_schema = format!("DROP SCHEMA {} CASCADE", self.schema);
         self.write(async move |tx| tx.query(&drop_schema, &[]).await.map(drop))
             .await?;

@@ -275,7 +275,7 @@ impl SqliteStore {
     }
 
     /// Close, then delete the file and its write-ahead log.
-    pub(crate) fn destroy(self) -> EnvResult<()> {
+    pub(crate) async fn destroy(&self) -> EnvResult<()> {
         self.close();
         for suffix in ["", "-wal", "-shm"] {
             let mut file = self.path.as_os_str().to_owned();
