@@ -157,11 +157,130 @@ proptest! {
     }
 }
 
-/// One environment for all cases (opening one per case would dominate the
-/// run); every case works under a prefix of its own, which keeps the overlap
-/// relation of its names unchanged.
-static ENV: LazyLock<common::TestEnv> = LazyLock::new(common::open);
-static CASE: AtomicU64 = AtomicU64::new(0);
+/// One environment per property and backend (opening one per case would
+/// dominate the run); every case works under a prefix of its own, which keeps
+/// the overlap relation of its names unchanged.
+struct Fuzzed {
+    t: common::TestEnv,
+    rt: tokio::runtime::Runtime,
+    case: AtomicU64,
+}
+
+impl Fuzzed {
+    /// `None` where `backend` cannot be reached here (said on one line; a
+    /// failure under `CI=true`).
+    fn on(backend: common::Backend) -> Option<Fuzzed> {
+        if !common::on_backend(backend) {
+            return None;
+        }
+        let t = common::open();
+        common::on_backend(common::Backend::Sqlite);
+        Some(Fuzzed {
+            t,
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+            case: AtomicU64::new(0),
+        })
+    }
+}
+
+/// A second exclusive lease is granted exactly when the names do not overlap.
+fn grants_by_overlap(f: &Fuzzed, a: &str, b: &str) -> Result<(), TestCaseError> {
+    let n = f.case.fetch_add(1, Ordering::Relaxed);
+    let (a, b) = (format!("case{n}/{a}"), format!("case{n}/{b}"));
+    let env = &f.t.env;
+    f.rt.block_on(async {
+        let first = env
+            .reserve(
+                &AgentId::new("one"),
+                std::slice::from_ref(&a),
+                Mode::Exclusive,
+                60_000,
+                0,
+            )
+            .await
+            .unwrap();
+        let second = env
+            .reserve(
+                &AgentId::new("two"),
+                std::slice::from_ref(&b),
+                Mode::Exclusive,
+                60_000,
+                0,
+            )
+            .await;
+        match (&second, overlaps(&a, &b)) {
+            (Ok(_), false) | (Err(EnvError::Conflict { .. }), true) => {}
+            _ => panic!(
+                "{a:?} then {b:?}: {second:?} (overlap: {})",
+                overlaps(&a, &b)
+            ),
+        }
+        env.release(&AgentId::new("one"), first.id).await.unwrap();
+        if let Ok(lease) = second {
+            env.release(&AgentId::new("two"), lease.id).await.unwrap();
+        }
+    });
+    Ok(())
+}
+
+/// Any search text finds or says it has no words; any learning is stored or
+/// refused; a stored one is found by any plain word of its body.
+fn search_finds_plain_words(
+    f: &Fuzzed,
+    topic: &str,
+    body: &str,
+    query: &str,
+) -> Result<(), TestCaseError> {
+    let (env, rt) = (&f.t.env, &f.rt);
+    let who = AgentId::new("fuzz");
+    let recorded = rt.block_on(env.record_learning(&who, topic, body, &[query.to_owned()]));
+    prop_assert!(
+        matches!(
+            recorded,
+            Ok(_) | Err(EnvError::InvalidArgument(_)) | Err(EnvError::TooLarge { .. })
+        ),
+        "{recorded:?}"
+    );
+    for text in [query, body, topic] {
+        let found = rt.block_on(env.search_learnings(text, 10));
+        prop_assert!(
+            matches!(found, Ok(_) | Err(EnvError::InvalidArgument(_))),
+            "search {text:?}: {found:?}"
+        );
+    }
+    // A learning is found by any plain word of its body: a run of ASCII
+    // letters and digits between spaces or ASCII punctuation. (Which other
+    // characters make words is up to the backend's tokenizer; the query hands
+    // such pieces to the same tokenizer.)
+    if let Ok(id) = recorded
+        && let Some(word) = body
+            .split(|c: char| c.is_ascii() && !c.is_ascii_alphanumeric())
+            .find(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_alphanumeric()))
+    {
+        // Among all matches (unless there are more than a search returns).
+        let found = rt.block_on(env.search_learnings(word, 1_000)).unwrap();
+        prop_assert!(
+            found.iter().any(|l| l.id == id) || found.len() == 1_000,
+            "{word:?} in {body:?} not found"
+        );
+    }
+    Ok(())
+}
+
+fn query() -> impl Strategy<Value = String> {
+    prop_oneof![
+        any::<String>(),
+        Just("\"NEAR(a b) OR body:* ^\\\"".to_string()),
+        Just("* AND - OR NOT".to_string()),
+        Just("a/b x.y foo@bar.com http://q.org/z under_score".to_string()),
+    ]
+}
+
+static SQLITE: LazyLock<Fuzzed> =
+    LazyLock::new(|| Fuzzed::on(common::Backend::Sqlite).expect("SQLite is always there"));
 
 proptest! {
     #![proptest_config(cases(128))]
@@ -171,72 +290,39 @@ proptest! {
         a in resource(),
         b in resource(),
     ) {
-        let t = &*ENV;
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let n = CASE.fetch_add(1, Ordering::Relaxed);
-        let (a, b) = (format!("case{n}/{a}"), format!("case{n}/{b}"));
-        rt.block_on(async {
-            let first = t.env
-                .reserve(&AgentId::new("one"), std::slice::from_ref(&a), Mode::Exclusive, 60_000, 0)
-                .await
-                .unwrap();
-            let second = t.env
-                .reserve(&AgentId::new("two"), std::slice::from_ref(&b), Mode::Exclusive, 60_000, 0)
-                .await;
-            match (&second, overlaps(&a, &b)) {
-                (Ok(_), false) | (Err(EnvError::Conflict { .. }), true) => {}
-                _ => panic!("{a:?} then {b:?}: {second:?} (overlap: {})", overlaps(&a, &b)),
-            }
-            t.env.release(&AgentId::new("one"), first.id).await.unwrap();
-            if let Ok(lease) = second {
-                t.env.release(&AgentId::new("two"), lease.id).await.unwrap();
-            }
-        });
+        grants_by_overlap(&SQLITE, &a, &b)?;
     }
 
     #[test]
     fn any_search_text_finds_or_says_it_has_no_words_and_any_learning_is_stored_or_refused(
         topic in any::<String>(),
         body in any::<String>(),
-        query in prop_oneof![
-            any::<String>(),
-            Just("\"NEAR(a b) OR body:* ^\\\"".to_string()),
-            Just("* AND - OR NOT".to_string()),
-        ],
+        query in query(),
     ) {
-        let t = &*ENV;
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let who = AgentId::new("fuzz");
-        let recorded = rt.block_on(t.env.record_learning(&who, &topic, &body, std::slice::from_ref(&query)));
-        prop_assert!(
-            matches!(recorded, Ok(_) | Err(EnvError::InvalidArgument(_)) | Err(EnvError::TooLarge { .. })),
-            "{recorded:?}"
-        );
-        for text in [&query, &body, &topic] {
-            let found = rt.block_on(t.env.search_learnings(text, 10));
-            prop_assert!(
-                matches!(found, Ok(_) | Err(EnvError::InvalidArgument(_))),
-                "search {text:?}: {found:?}"
-            );
-        }
-        // A learning is found by any plain word of its body: a run of ASCII
-        // letters and digits between spaces or ASCII punctuation. (Which
-        // other characters make words is up to FTS5's Unicode tables; the
-        // query hands such pieces to the same tokenizer, see `fts_query`.)
-        if recorded.is_ok()
-            && let Some(word) = body
-                .split(|c: char| c.is_ascii() && !c.is_ascii_alphanumeric())
-                .find(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_alphanumeric()))
-        {
-            // Among all matches (unless there are more than a search returns).
-            let found = rt.block_on(t.env.search_learnings(word, 1_000)).unwrap();
-            let id = recorded.unwrap();
-            prop_assert!(
-                found.iter().any(|l| l.id == id) || found.len() == 1_000,
-                "{word:?} in {body:?} not found"
-            );
-        }
+        search_finds_plain_words(&SQLITE, &topic, &body, &query)?;
     }
+}
+
+// The same properties on PostgreSQL, on an environment that lives (and whose
+// schema is dropped) within the test.
+#[test]
+fn on_postgres_a_second_exclusive_lease_is_granted_exactly_when_the_names_do_not_overlap() {
+    let Some(f) = Fuzzed::on(common::Backend::Postgres) else {
+        return;
+    };
+    proptest!(cases(64), |(a in resource(), b in resource())| {
+        grants_by_overlap(&f, &a, &b)?;
+    });
+}
+
+#[test]
+fn on_postgres_any_search_text_finds_or_says_it_has_no_words_and_any_learning_is_stored() {
+    let Some(f) = Fuzzed::on(common::Backend::Postgres) else {
+        return;
+    };
+    proptest!(cases(64), |(topic in any::<String>(), body in any::<String>(), query in query())| {
+        search_finds_plain_words(&f, &topic, &body, &query)?;
+    });
 }
 
 /// Found by the fuzzer: a word glued to a character that Rust counts as a

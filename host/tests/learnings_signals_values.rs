@@ -89,6 +89,29 @@ async fn old_unconfirmed_learnings_fade_behind_fresh_ones() {
     assert!(found[1].score < found[0].score / 10.0);
 }
 
+/// Words glued to ASCII punctuation (paths, dotted names, addresses) are
+/// found one by one, as the search text is cut there too: every backend's
+/// tokenizer sees the same words.
+async fn words_between_ascii_punctuation_are_found_each() {
+    let t = open();
+    let id = t
+        .env
+        .record_learning(
+            &agent("a"),
+            "notes",
+            "see src/main.rs, cache.hit and ops@example.org; under_score",
+            &["build-cache".into()],
+        )
+        .await
+        .unwrap();
+    for word in [
+        "src", "main", "rs", "hit", "ops", "example", "org", "under", "score", "build",
+    ] {
+        let found = t.env.search_learnings(word, 10).await.unwrap();
+        assert_eq!(found.first().map(|l| l.id), Some(id), "{word}");
+    }
+}
+
 async fn search_text_is_words_never_query_syntax() {
     let t = open();
     let a = agent("a");
@@ -311,6 +334,7 @@ async fn oversized_values_and_names_are_refused() {
 }
 
 every_backend!(
+    words_between_ascii_punctuation_are_found_each,
     search_ranks_by_relevance,
     endorsements_raise_rank_and_count_once_per_other_agent,
     old_unconfirmed_learnings_fade_behind_fresh_ones,

@@ -450,3 +450,41 @@ async fn an_environment_moves_from_sqlite_to_postgres_and_back_whole() {
         env.close();
     }
 }
+
+/// `wawe run demo/swarm.toml --env postgres://…` ends as on SQLite: every
+/// task done, crashes healed, no lease held.
+#[test]
+fn the_demo_swarm_ends_on_postgres_as_on_sqlite() {
+    let Some(s) = Schema::new("demo") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../demo/swarm.toml");
+    let summary = |env: &str| -> serde_json::Value {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_wawe"))
+            .arg("run")
+            .arg(&manifest)
+            .args(["--env", env, "--json", "--reset"])
+            .current_dir(dir.path())
+            .env_remove("WAWE_ENV")
+            .env_remove("WAWE_LOG")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{env}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_str(stdout.trim()).unwrap()
+    };
+    let on_postgres = summary(&s.url());
+    let on_sqlite = summary(dir.path().join("demo.db").to_str().unwrap());
+    for key in ["tasks", "leases_held"] {
+        assert_eq!(on_postgres[key], on_sqlite[key], "{key}");
+    }
+    assert!(
+        on_postgres["runs"]["crashed"].as_u64().unwrap() >= 1,
+        "{on_postgres}"
+    );
+    assert_eq!(on_postgres["runs"]["failed"], 0, "{on_postgres}");
+}

@@ -130,8 +130,11 @@ CREATE TABLE learnings (
     created_at       BIGINT NOT NULL,
     endorsements     BIGINT NOT NULL DEFAULT 0,
     last_endorsed_at BIGINT,
+    -- ASCII punctuation cut out first: searches cut their text there too,
+    -- and PostgreSQL's parser would keep `a/b` or `x.y` as one token.
     words            TSVECTOR GENERATED ALWAYS AS (
-        to_tsvector('learning_words', topic || ' ' || body || ' ' || tag_words)) STORED
+        to_tsvector('learning_words', regexp_replace(
+            topic || ' ' || body || ' ' || tag_words, '[!-/:-@[-`{-~]', ' ', 'g'))) STORED
 );
 CREATE INDEX learnings_by_topic ON learnings (topic, id DESC);
 CREATE INDEX learnings_words ON learnings USING GIN (words);
