@@ -9,7 +9,7 @@
 //! SQLite, the embedded default (one file, one machine), or PostgreSQL (one
 //! database shared by hosts on many machines). Argument checks, the waiting
 //! loops and the ranking and decay arithmetic live here, written once; each
-//! backend ([`sqlite`], `postgres`) holds only its storage. Nothing here
+//! backend (`sqlite/`, `postgres/`) holds only its storage. Nothing here
 //! knows about WebAssembly.
 //!
 //! ```no_run
@@ -145,14 +145,6 @@ impl Env {
     /// The file this environment lives in, for a SQLite environment.
     pub fn file(&self) -> Option<&std::path::Path> {
         self.inner.location.as_file()
-    }
-
-    /// Which backend holds it: `sqlite` or `postgres`.
-    pub fn backend_name(&self) -> &'static str {
-        match &self.inner.backend {
-            Backend::Sqlite(_) => "sqlite",
-            Backend::Postgres(_) => "postgres",
-        }
     }
 
     /// The settings it was opened with.

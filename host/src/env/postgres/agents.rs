@@ -25,15 +25,7 @@ async fn reap_silent_hosts(tx: &mut PgTx<'_>) -> EnvResult<u64> {
             "its host {host} went silent (last heartbeat {} ms before it was reaped)",
             tx.now.saturating_sub(u(last))
         );
-        let agents: Vec<String> = tx
-            .query(
-                "SELECT id FROM agents WHERE host = $1 AND state = 'running' ORDER BY id",
-                &[&host],
-            )
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let agents = running_agents(tx, &host).await?;
         for a in &agents {
             end_agent(tx, a, AgentEnd::Lost, &why).await?;
         }
@@ -47,6 +39,17 @@ async fn reap_silent_hosts(tx: &mut PgTx<'_>) -> EnvResult<u64> {
         );
     }
     Ok(silent.len() as u64)
+}
+
+/// The agents `host` runs, by id.
+async fn running_agents(tx: &mut PgTx<'_>, host: &str) -> EnvResult<Vec<String>> {
+    let rows = tx
+        .query(
+            "SELECT id FROM agents WHERE host = $1 AND state = 'running' ORDER BY id",
+            &[&host],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
 async fn end_agent(tx: &mut PgTx<'_>, agent: &str, end: AgentEnd, reason: &str) -> EnvResult<()> {
@@ -175,16 +178,7 @@ impl PgStore {
     pub(crate) async fn host_stopped(&self, host: &str) -> EnvResult<()> {
         let host = host.to_owned();
         self.write(async move |tx| {
-            let agents: Vec<String> = tx
-                .query(
-                    "SELECT id FROM agents WHERE host = $1 AND state = 'running' ORDER BY id",
-                    &[&host],
-                )
-                .await?
-                .iter()
-                .map(|r| r.get(0))
-                .collect();
-            for a in &agents {
+            for a in &running_agents(tx, &host).await? {
                 end_agent(tx, a, AgentEnd::Stopped, "its host stopped").await?;
             }
             tx.query(
