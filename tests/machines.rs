@@ -232,7 +232,7 @@ fn host_on(ns: &str, dir: &Path, manifest: &Path, url: &str, log: &Path) -> Kill
         .arg(env!("CARGO_BIN_EXE_wawe"))
         .arg("run")
         .arg(manifest)
-        .args(["--env", url, "--host-ttl", "3s", "--quiet"])
+        .args(["--env", url, "--host-ttl", "4s", "--quiet"])
         .current_dir(dir)
         .env_remove("WAWE_ENV")
         .env_remove("WAWE_LOG")
@@ -360,9 +360,14 @@ fn hosts_on_three_machines_one_killed_one_cut_off_the_survivor_finishes_every_ta
         "the survivor failed: {status}\n{survivor_log}"
     );
     ip(&["link", "set", &machines.link(2), "up"]);
-    wait_for("the cut-off host to end", Duration::from_secs(60), || {
+    let ended = wait_for("the cut-off host to end", Duration::from_secs(60), || {
         b.0.try_wait().unwrap()
     });
+    let cut_log = std::fs::read_to_string(log("cut")).unwrap_or_default();
+    assert!(
+        !ended.success() && cut_log.contains("start it again to rejoin"),
+        "the cut-off host must end saying it lost its place: {ended}\n{cut_log}"
+    );
 
     // Every task done, each completed exactly once; nothing left held.
     let tasks = block(env.list_tasks(None, None, 1_000)).unwrap();

@@ -155,6 +155,7 @@ async fn finish(
     progress: Progress,
 ) -> anyhow::Result<()> {
     progress.clear();
+    let lost = swarm.host().lost();
     let (endings, runs) = swarm.shutdown().await?;
     let stats = env.stats().await?;
     env.close();
@@ -169,6 +170,12 @@ async fn finish(
         println!("{}", serde_json::to_string(&summary)?);
     } else if !args.quiet {
         print_summary(&summary, &stats, interrupted);
+    }
+    if let Some(why) = lost {
+        bail!(
+            "this host {why}, so it stopped its agents (their work goes on elsewhere); start \
+             it again to rejoin"
+        );
     }
     if !endings.failed.is_empty() {
         bail!(

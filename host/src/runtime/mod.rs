@@ -167,6 +167,18 @@ pub(crate) struct Shared {
     pub(crate) instantiations: InstantiationLog,
     /// When the last keepalive that succeeded was sent.
     pub(crate) heartbeat_sent: std::sync::Mutex<tokio::time::Instant>,
+    /// Why the host lost its place in the environment (cut off, or reaped),
+    /// once it did.
+    pub(crate) lost: std::sync::Mutex<Option<String>>,
+}
+
+impl Shared {
+    /// The host lost its place in the environment: stop every agent for good.
+    fn lose(&self, why: String) {
+        tracing::error!("host {} {why}; stopping its agents", self.host);
+        self.lost.lock().expect("lost poisoned").get_or_insert(why);
+        self.stop_all.send_replace(true);
+    }
 }
 
 /// How many instantiations there were, and the times of the most recent
@@ -334,6 +346,7 @@ impl Runtime {
             supervisors: Active::default(),
             instantiations: InstantiationLog::default(),
             heartbeat_sent: std::sync::Mutex::new(tokio::time::Instant::now()),
+            lost: std::sync::Mutex::new(None),
         });
         let background = vec![
             tokio::spawn(keepalive(shared.clone())),
@@ -395,6 +408,12 @@ impl Host {
     /// The environment it runs on.
     pub fn env(&self) -> &Env {
         &self.shared.env
+    }
+
+    /// Why this host lost its place in the environment and stopped its
+    /// agents (cut off from it, or reaped by another host), if it did.
+    pub fn lost(&self) -> Option<String> {
+        self.shared.lost.lock().expect("lost poisoned").clone()
     }
 
     /// What its agents did so far.
@@ -473,11 +492,7 @@ async fn keepalive(shared: Arc<Shared>) {
                 // it: its agents were recorded lost and their leases and
                 // tasks handed on. Carrying on would act on what others now
                 // hold, so every agent here stops.
-                tracing::error!(
-                    "host {} was reaped as silent by another host; stopping its agents",
-                    shared.host
-                );
-                shared.stop_all.send_replace(true);
+                shared.lose("was reaped as silent by another host".into());
                 return;
             }
             Err(e) => {
@@ -512,12 +527,10 @@ async fn watchdog(shared: Arc<Shared>) {
         let sent = *shared.heartbeat_sent.lock().expect("heartbeat poisoned");
         let silent = sent.elapsed();
         if silent >= limit {
-            tracing::error!(
-                "host {} could not renew its heartbeat for {silent:?} (ttl {ttl:?}); stopping \
-                 its agents before other hosts may reap it",
-                shared.host
-            );
-            shared.stop_all.send_replace(true);
+            shared.lose(format!(
+                "could not renew its heartbeat for {silent:?} (ttl {ttl:?}), before other hosts \
+                 may reap it"
+            ));
             return;
         }
         tokio::time::sleep(limit - silent).await;

@@ -61,7 +61,15 @@ pub(crate) fn config(target: &PgTarget) -> tokio_postgres::Config {
 }
 
 /// Session settings: the schema, the durability, and no transaction left
-/// idle holding locks.
+/// open by a host that went away.
+///
+/// A host cut off in the middle of a transaction holds its locks (a task's
+/// row, the journal's head) until the server rolls the transaction back;
+/// every other host waits on them meanwhile. Its transactions never pause
+/// between statements for long (a batch takes milliseconds), so the server
+/// ends one idle for [`IDLE_IN_TRANSACTION`]; and it probes the connection
+/// itself, so a dead host's session does not linger for the system's default
+/// two hours either.
 pub(crate) async fn configure(
     client: &Client,
     target: &PgTarget,
@@ -75,12 +83,23 @@ pub(crate) async fn configure(
         .batch_execute(&format!(
             "SET search_path TO {schema}, pg_catalog;
              SET synchronous_commit TO {sync};
-             SET idle_in_transaction_session_timeout TO '60s';
+             SET idle_in_transaction_session_timeout TO {idle};
+             SET tcp_keepalives_idle TO 5;
+             SET tcp_keepalives_interval TO 1;
+             SET tcp_keepalives_count TO 5;
+             SET tcp_user_timeout TO {dead};
              SET lock_timeout TO '30s'",
-            schema = target.schema
+            schema = target.schema,
+            idle = IDLE_IN_TRANSACTION.as_millis(),
+            dead = DEAD_LINK.as_millis(),
         ))
         .await
 }
+
+/// How long the server lets a transaction of a host wait for its next
+/// statement before rolling it back (and so how long a host cut off mid-batch
+/// can hold others up).
+pub(crate) const IDLE_IN_TRANSACTION: Duration = Duration::from_secs(1);
 
 /// Name what went wrong connecting, with what to do.
 pub(crate) fn classify(shown: &str, target: &PgTarget, e: &tokio_postgres::Error) -> OpenError {
