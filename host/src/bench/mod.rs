@@ -9,6 +9,8 @@
 //! postgres://…`, fresh schemas on that server (dropped afterwards).
 //! BENCHMARKS.md has the figures.
 
+use anyhow::Context;
+
 mod guest;
 mod reservations;
 mod spawn;
@@ -77,18 +79,9 @@ impl Place {
                 }
             })
             .collect();
-        let url = url::Url::parse(server)?;
-        let mut url = url.clone();
-        let kept: Vec<(String, String)> = url
-            .query_pairs()
-            .filter(|(k, _)| k != "schema")
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect();
-        url.query_pairs_mut()
-            .clear()
-            .extend_pairs(kept)
-            .append_pair("schema", &schema);
-        let at = crate::env::EnvLocation::Postgres(url.to_string());
+        let at = crate::env::EnvLocation::Postgres(server.clone())
+            .with_schema(&schema)
+            .with_context(|| format!("{server} is not a usable URL"))?;
         match crate::env::Env::open_existing(&at, crate::env::EnvOptions::default()) {
             Ok(old) => old.destroy().await?,
             Err(crate::env::OpenError::Missing { .. }) => {}

@@ -69,7 +69,7 @@ pub enum OpenError {
     /// There is no environment at the path (and the caller did not ask to create one).
     #[error(
         "no environment at {path}: create one with `wawe env push` (or `wawe run`), \
-         or point --env/WAWE_ENV at an existing file"
+         or point --env/WAWE_ENV at an existing one"
     )]
     Missing {
         /// The path.

@@ -47,6 +47,18 @@ impl EnvLocation {
         }
     }
 
+    /// The same PostgreSQL server and database with another schema (`None`
+    /// for a file, or a URL that cannot be read).
+    pub fn with_schema(&self, schema: &str) -> Option<EnvLocation> {
+        let EnvLocation::Postgres(raw) = self else {
+            return None;
+        };
+        let mut url = url::Url::parse(raw).ok()?;
+        take_schema(&mut url);
+        url.query_pairs_mut().append_pair("schema", schema);
+        Some(EnvLocation::Postgres(url.into()))
+    }
+
     /// The file, for a SQLite environment.
     pub fn as_file(&self) -> Option<&Path> {
         match self {
@@ -54,6 +66,29 @@ impl EnvLocation {
             EnvLocation::Postgres(_) => None,
         }
     }
+}
+
+/// Remove the `schema` parameter from `url` (tokio-postgres knows no such
+/// option); returns its value.
+fn take_schema(url: &mut url::Url) -> Option<String> {
+    let mut schema = None;
+    let kept: Vec<(String, String)> = url
+        .query_pairs()
+        .filter_map(|(k, v)| {
+            if k == "schema" {
+                schema = Some(v.into_owned());
+                None
+            } else {
+                Some((k.into_owned(), v.into_owned()))
+            }
+        })
+        .collect();
+    if kept.is_empty() {
+        url.set_query(None);
+    } else {
+        url.query_pairs_mut().clear().extend_pairs(kept);
+    }
+    schema
 }
 
 fn is_postgres_url(text: &str) -> bool {
@@ -153,24 +188,7 @@ impl PgTarget {
                 "{e}; write it as postgres://USER@HOST:PORT/DATABASE?schema=NAME"
             ))
         })?;
-        let mut schema = None;
-        let kept: Vec<(String, String)> = url
-            .query_pairs()
-            .filter_map(|(k, v)| {
-                if k == "schema" {
-                    schema = Some(v.into_owned());
-                    None
-                } else {
-                    Some((k.into_owned(), v.into_owned()))
-                }
-            })
-            .collect();
-        if kept.is_empty() {
-            url.set_query(None);
-        } else {
-            url.query_pairs_mut().clear().extend_pairs(kept);
-        }
-        let schema = schema.unwrap_or_else(|| DEFAULT_SCHEMA.to_owned());
+        let schema = take_schema(&mut url).unwrap_or_else(|| DEFAULT_SCHEMA.to_owned());
         let valid = !schema.is_empty()
             && schema.len() <= 40
             && schema.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
@@ -220,6 +238,19 @@ mod tests {
             EnvLocation::relative_to("postgres://h/db", Path::new("dir")),
             EnvLocation::Postgres("postgres://h/db".into())
         );
+    }
+
+    #[test]
+    fn another_schema_replaces_the_one_named_and_keeps_the_rest() {
+        let l = EnvLocation::parse("postgres://u@h/db?schema=a&connect_timeout=3");
+        let other = l.with_schema("b").unwrap().to_env_arg();
+        let t = PgTarget::parse(&other).unwrap();
+        assert_eq!(t.schema, "b");
+        assert_eq!(
+            t.config.get_connect_timeout(),
+            Some(&std::time::Duration::from_secs(3))
+        );
+        assert_eq!(EnvLocation::parse("x.db").with_schema("b"), None);
     }
 
     #[test]

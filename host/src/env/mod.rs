@@ -42,6 +42,7 @@ mod agents;
 mod clock;
 mod copy;
 mod error;
+mod events;
 mod journal;
 mod learnings;
 mod limits;

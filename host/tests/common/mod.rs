@@ -136,8 +136,10 @@ fn fresh_schema() -> String {
 /// The URL of `schema` on the suite's server.
 pub fn postgres_url(schema: &str) -> String {
     let base = postgres().expect("PostgreSQL is reachable");
-    let sep = if base.contains('?') { '&' } else { '?' };
-    format!("{base}{sep}schema={schema}")
+    EnvLocation::parse(base)
+        .with_schema(schema)
+        .expect("WAWE_TEST_POSTGRES is a postgres:// URL")
+        .to_env_arg()
 }
 
 /// Drop `schema` (with everything in it) on the suite's server.

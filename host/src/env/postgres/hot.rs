@@ -11,7 +11,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use serde_json::json;
+use crate::env::events;
 use tokio::sync::oneshot;
 
 use super::writer::{Batchable, Job};
@@ -207,7 +207,7 @@ pub(crate) async fn run_all(tx: &mut PgTx<'_>, jobs: &mut [Batchable]) -> EnvRes
     let pushes = Pushes::of(tx, &hot);
     let completes = Completes::of(&hot);
     let claims = Claims::of(tx, &hot);
-    let (client, lapsed_sql) = tx.prepare(LAPSED).await?;
+    let (client, lapsed_sql) = tx.prepare(tasks::LAPSED).await?;
     let push_sql = tx.prepare(PUSH).await?.1;
     let complete_sql = tx.prepare(COMPLETE).await?.1;
     let claim_sql = tx.prepare(CLAIM).await?.1;
@@ -298,11 +298,6 @@ pub(crate) async fn run_all(tx: &mut PgTx<'_>, jobs: &mut [Batchable]) -> EnvRes
     }
     Ok(())
 }
-
-/// Lapsed claims in the queues `$2` (locked; rows others hold are theirs).
-const LAPSED: &str = "SELECT id, attempts, max_attempts, claim_expires FROM tasks
-     WHERE state = 'claimed' AND claim_expires <= $1 AND queue = ANY($2)
-     ORDER BY claim_expires, id FOR UPDATE SKIP LOCKED";
 
 /// Insert the pushes; rows are inserted, and returned, in the order given.
 const PUSH: &str = "INSERT INTO tasks (queue, payload, state, priority, max_attempts, not_before,
@@ -426,14 +421,16 @@ impl Pushes {
             let id = ids.next().ok_or_else(|| {
                 EnvError::Unavailable("the database inserted fewer tasks than asked".into())
             })?;
-            tx.journal(
+            tx.record(
                 agent,
-                "task.pushed",
-                &format!("task/{id}"),
-                json!({
-                    "queue": queue, "state": TaskState::Ready, "priority": opts.priority,
-                    "not_before": tx.now.saturating_add(opts.delay_ms), "depends_on": [],
-                }),
+                events::task_pushed(
+                    id,
+                    queue,
+                    TaskState::Ready,
+                    opts.priority,
+                    tx.now.saturating_add(opts.delay_ms),
+                    &[],
+                ),
             );
             *out = Some(Ok(Pushed {
                 id,
@@ -502,23 +499,13 @@ impl Completes {
                 ..
             } = &mut *hot[n]
             {
-                tx.journal(
-                    agent,
-                    "task.completed",
-                    &format!("task/{id}"),
-                    json!({"token": token}),
-                );
+                tx.record(agent, events::task_completed(id, *token));
                 *out = Some(Ok(()));
             }
         }
         ready.sort_unstable();
         for (id, after) in ready {
-            tx.journal(
-                "env",
-                "task.ready",
-                &format!("task/{id}"),
-                json!({"after": after}),
-            );
+            tx.record("env", events::task_ready(id, after));
         }
         // The rest did not match: their general path says why.
         for h in hot.iter_mut() {
@@ -601,12 +588,9 @@ impl Claims {
                 _ => None,
             };
             if let Some(c) = &got {
-                tx.journal(
+                tx.record(
                     agent,
-                    "task.claimed",
-                    &format!("task/{}", c.id),
-                    json!({"queue": queue, "attempt": c.attempt, "token": c.token,
-                           "expires_at": c.lease_expires_at}),
+                    events::task_claimed(c.id, queue, c.attempt, c.token, c.lease_expires_at),
                 );
             }
             *out = Some(Ok(got.map(|c| Claimed {

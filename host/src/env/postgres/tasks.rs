@@ -3,7 +3,7 @@
 //! task counts its unfinished dependencies, so two dependencies finishing at
 //! once in two transactions still make it ready exactly once.
 
-use serde_json::json;
+use crate::env::events;
 use tokio_postgres::Row;
 
 use super::hot::{self, Hot};
@@ -102,14 +102,16 @@ pub(crate) async fn push(
         )
         .await?;
     }
-    tx.journal(
+    tx.record(
         agent,
-        "task.pushed",
-        &format!("task/{id}"),
-        json!({
-            "queue": queue, "state": state, "priority": opts.priority,
-            "not_before": not_before, "depends_on": opts.depends_on,
-        }),
+        events::task_pushed(
+            id,
+            queue,
+            state,
+            opts.priority,
+            not_before,
+            &opts.depends_on,
+        ),
     );
     Ok(Pushed {
         id: u(id),
@@ -140,11 +142,9 @@ pub(crate) async fn claim(
         return Ok(None);
     };
     let (id, attempt, token) = (u(row.get(0)), u(row.get(2)) as u32, u(row.get(3)));
-    tx.journal(
+    tx.record(
         agent,
-        "task.claimed",
-        &format!("task/{id}"),
-        json!({"queue": queue, "attempt": attempt, "token": token, "expires_at": expires}),
+        events::task_claimed(id, queue, attempt, token, expires),
     );
     Ok(Some(Claimed {
         id,
@@ -171,12 +171,7 @@ pub(crate) async fn complete(
         &[&result, &i(tx.now), &i(id)],
     )
     .await?;
-    tx.journal(
-        agent,
-        "task.completed",
-        &format!("task/{id}"),
-        json!({"token": token}),
-    );
+    tx.record(agent, events::task_completed(id, token));
     unblock_dependents(tx, id).await
 }
 
@@ -233,11 +228,9 @@ async fn retry_or_die(
             &[&i(not_before), &error, &i(tx.now), &i(id)],
         )
         .await?;
-        tx.journal(
+        tx.record(
             agent,
-            "task.retried",
-            &format!("task/{id}"),
-            json!({"attempts": held.attempts, "not_before": not_before, "error": error}),
+            events::task_retried(id, held.attempts, not_before, error),
         );
         return Ok(());
     }
@@ -247,12 +240,7 @@ async fn retry_or_die(
         &[&error, &i(tx.now), &i(id)],
     )
     .await?;
-    tx.journal(
-        agent,
-        "task.dead",
-        &format!("task/{id}"),
-        json!({"attempts": held.attempts, "error": error}),
-    );
+    tx.record(agent, events::task_dead(id, held.attempts, error));
     cascade_cancel(tx, id).await
 }
 
@@ -273,12 +261,7 @@ async fn cascade_cancel(tx: &mut PgTx<'_>, id: u64) -> EnvResult<()> {
         let mut cancelled: Vec<u64> = rows.iter().map(|r| u(r.get(0))).collect();
         cancelled.sort_unstable();
         for dep in cancelled {
-            tx.journal(
-                "env",
-                "task.cancelled",
-                &format!("task/{dep}"),
-                json!({"because": failed}),
-            );
+            tx.record("env", events::task_cancelled(dep, failed));
             stack.push(dep);
         }
     }
@@ -307,15 +290,16 @@ async fn unblock_dependents(tx: &mut PgTx<'_>, done: u64) -> EnvResult<()> {
         .collect();
     ready.sort_unstable();
     for id in ready {
-        tx.journal(
-            "env",
-            "task.ready",
-            &format!("task/{id}"),
-            json!({"after": done}),
-        );
+        tx.record("env", events::task_ready(id, done));
     }
     Ok(())
 }
+
+/// Claims lapsed by `$1` in the queues `$2` (every queue when null), for
+/// [`requeue_lapsed`]; rows another transaction holds are left to it.
+pub(crate) const LAPSED: &str = "SELECT id, attempts, max_attempts, claim_expires FROM tasks
+     WHERE state = 'claimed' AND claim_expires <= $1 AND ($2::text[] IS NULL OR queue = ANY($2))
+     ORDER BY claim_expires, id FOR UPDATE SKIP LOCKED";
 
 /// Put back tasks whose claim lapsed (in `queues`, or everywhere). Rows
 /// another transaction holds are left to it.
@@ -323,15 +307,7 @@ pub(crate) async fn requeue_expired(
     tx: &mut PgTx<'_>,
     queues: Option<&[String]>,
 ) -> EnvResult<u64> {
-    let rows = tx
-        .query(
-            "SELECT id, attempts, max_attempts, claim_expires FROM tasks
-             WHERE state = 'claimed' AND claim_expires <= $1
-               AND ($2::text[] IS NULL OR queue = ANY($2))
-             ORDER BY claim_expires, id FOR UPDATE SKIP LOCKED",
-            &[&i(tx.now), &queues],
-        )
-        .await?;
+    let rows = tx.query(LAPSED, &[&i(tx.now), &queues]).await?;
     requeue_lapsed(tx, &rows).await?;
     Ok(rows.len() as u64)
 }
@@ -378,12 +354,7 @@ pub(crate) async fn requeue_agent(
                 &[&i(tx.now), &why, &i(id)],
             )
             .await?;
-            tx.journal(
-                "env",
-                "task.returned",
-                &format!("task/{id}"),
-                json!({"why": why}),
-            );
+            tx.record("env", events::task_returned(id, why));
             continue;
         }
         let held = Held {
@@ -510,12 +481,7 @@ impl PgStore {
                 &[&i(expires), &i(tx.now), &i(id)],
             )
             .await?;
-            tx.journal(
-                &agent,
-                "task.extended",
-                &format!("task/{id}"),
-                json!({"expires_at": expires}),
-            );
+            tx.record(&agent, events::task_extended(id, expires));
             Ok(expires)
         })
         .await

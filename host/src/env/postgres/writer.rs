@@ -99,6 +99,11 @@ impl<'c> PgTx<'c> {
         })
     }
 
+    /// Append a change built by [`crate::env::events`].
+    pub(crate) fn record(&mut self, agent: &str, c: crate::env::events::Change) {
+        self.journal(agent, c.kind, &c.subject, c.detail);
+    }
+
     /// Append an event to the journal (numbered when the batch ends).
     pub(crate) fn journal(
         &mut self,

@@ -80,6 +80,11 @@ impl Tx<'_> {
         Ok(seq)
     }
 
+    /// Append a change built by [`crate::env::events`].
+    pub(crate) fn record(&mut self, agent: &str, c: crate::env::events::Change) -> EnvResult<u64> {
+        self.journal(agent, c.kind, &c.subject, c.detail)
+    }
+
     /// Draw the next fencing token from the environment-wide counter.
     pub(crate) fn next_token(&self) -> EnvResult<u64> {
         // Two statements rather than `RETURNING` (see `journal::append`).

@@ -2,8 +2,8 @@
 //! a visibility timeout; complete, fail and extend guarded by the claim's
 //! fencing token; retry with backoff; dead letters and cascade cancel.
 
+use crate::env::events;
 use rusqlite::{Connection, OptionalExtension, params};
-use serde_json::json;
 
 use super::{SqliteStore, Tx};
 use crate::env::limits::{i, u};
@@ -111,14 +111,9 @@ fn push(
     for dep in deps {
         add.execute(params![id, i(*dep)])?;
     }
-    tx.journal(
+    tx.record(
         agent,
-        "task.pushed",
-        &format!("task/{id}"),
-        json!({
-            "queue": queue, "state": state, "priority": opts.priority,
-            "not_before": not_before, "depends_on": deps,
-        }),
+        events::task_pushed(id, queue, state, opts.priority, not_before, deps),
     )?;
     Ok(Pushed {
         id: u(id),
@@ -147,11 +142,9 @@ fn claim(tx: &mut Tx<'_>, agent: &str, queue: &str, lease_ms: u64) -> EnvResult<
                  claim_token = ?3, claim_expires = ?4, updated_at = ?5 WHERE id = ?6",
         )?
         .execute(params![attempt, agent, i(token), i(expires), i(tx.now), id])?;
-    tx.journal(
+    tx.record(
         agent,
-        "task.claimed",
-        &format!("task/{id}"),
-        json!({"queue": queue, "attempt": attempt, "token": token, "expires_at": expires}),
+        events::task_claimed(id, queue, attempt, token, expires),
     )?;
     Ok(Some(Claimed {
         id: u(id),
@@ -227,11 +220,9 @@ fn retry_or_die(
                  WHERE id = ?4",
             )?
             .execute(params![i(not_before), error, i(tx.now), i(id)])?;
-        tx.journal(
+        tx.record(
             agent,
-            "task.retried",
-            &format!("task/{id}"),
-            json!({"attempts": held.attempts, "not_before": not_before, "error": error}),
+            events::task_retried(id, held.attempts, not_before, error),
         )?;
         return Ok(());
     }
@@ -241,12 +232,7 @@ fn retry_or_die(
                  claim_token = NULL, claim_expires = NULL, updated_at = ?2 WHERE id = ?3",
         )?
         .execute(params![error, i(tx.now), i(id)])?;
-    tx.journal(
-        agent,
-        "task.dead",
-        &format!("task/{id}"),
-        json!({"attempts": held.attempts, "error": error}),
-    )?;
+    tx.record(agent, events::task_dead(id, held.attempts, error))?;
     cascade_cancel(tx, id)
 }
 
@@ -267,12 +253,7 @@ fn cascade_cancel(tx: &mut Tx<'_>, id: u64) -> EnvResult<()> {
                      WHERE id = ?3",
                 )?
                 .execute(params![why, i(tx.now), dep])?;
-            tx.journal(
-                "env",
-                "task.cancelled",
-                &format!("task/{dep}"),
-                json!({"because": failed}),
-            )?;
+            tx.record("env", events::task_cancelled(dep, failed))?;
             stack.push(u(dep));
         }
     }
@@ -290,12 +271,7 @@ fn unblock_dependents(tx: &mut Tx<'_>, done: u64) -> EnvResult<()> {
         tx.conn
             .prepare_cached("UPDATE tasks SET state = 'ready', updated_at = ?1 WHERE id = ?2")?
             .execute(params![i(tx.now), id])?;
-        tx.journal(
-            "env",
-            "task.ready",
-            &format!("task/{id}"),
-            json!({"after": done}),
-        )?;
+        tx.record("env", events::task_ready(id, done))?;
     }
     Ok(())
 }
@@ -354,12 +330,7 @@ pub(crate) fn requeue_agent(
                      WHERE id = ?3",
                 )?
                 .execute(params![i(tx.now), why, id])?;
-            tx.journal(
-                "env",
-                "task.returned",
-                &format!("task/{id}"),
-                json!({"why": why}),
-            )?;
+            tx.record("env", events::task_returned(id, why))?;
             continue;
         }
         let h = Held {
@@ -481,12 +452,7 @@ impl SqliteStore {
                          claim_token = NULL, claim_expires = NULL, updated_at = ?2 WHERE id = ?3",
                 )?
                 .execute(params![result, i(tx.now), i(id)])?;
-            tx.journal(
-                &agent,
-                "task.completed",
-                &format!("task/{id}"),
-                json!({"token": token}),
-            )?;
+            tx.record(&agent, events::task_completed(id, token))?;
             unblock_dependents(tx, id)
         })
         .await
@@ -525,12 +491,7 @@ impl SqliteStore {
                     "UPDATE tasks SET claim_expires = ?1, updated_at = ?2 WHERE id = ?3",
                 )?
                 .execute(params![i(expires), i(tx.now), i(id)])?;
-            tx.journal(
-                &agent,
-                "task.extended",
-                &format!("task/{id}"),
-                json!({"expires_at": expires}),
-            )?;
+            tx.record(&agent, events::task_extended(id, expires))?;
             Ok(expires)
         })
         .await
