@@ -10,6 +10,8 @@
 //! - [`reservations`], [`tasks`], [`learnings`], [`signals`], [`values`] and
 //!   [`events`] wrap the imports, taking [`Duration`](std::time::Duration)s
 //!   and returning [`Result`] with the typed [`Error`];
+//! - [`workspace`] changes the shared workspace under leases (read it with
+//!   plain `std::fs` at [`workspace::ROOT`]);
 //! - [`reservations::LeaseGuard`] releases its lease when dropped, and
 //!   [`tasks::Task`] carries the claim's token for you;
 //! - `*_json` helpers move serde types through payloads and values;
@@ -47,6 +49,7 @@ pub mod reservations;
 pub mod signals;
 pub mod tasks;
 pub mod values;
+pub mod workspace;
 
 pub use config::Config;
 pub use error::Error;

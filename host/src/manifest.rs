@@ -5,6 +5,7 @@
 //! ```toml
 //! env = "demo.db"                 # default: wawe.db beside the manifest; or postgres://…
 //! durability = "normal"           # or "full"
+//! workspace = "work"              # a directory shared by the swarm (default: none)
 //!
 //! [agents.worker]
 //! module = "agents/worker.wasm"   # relative to the manifest
@@ -20,6 +21,18 @@
 //! max_pushes = 1000000            # task pushes per run, then stopped (0: unlimited)
 //! max_learnings = 100000          # learnings per run, then stopped (0: unlimited)
 //!
+//! # Capabilities: each denied unless granted here.
+//! workspace = "write"             # "read" (plain file reads at /workspace) or "write"
+//! max_file_bytes = "16 MiB"       # largest file one workspace write puts in place
+//! max_written = "1 GiB"           # bytes written to the workspace per run, then stopped (0: unlimited)
+//! max_dir_entries = 10000         # entries a directory may reach by agents' writes
+//! allow_http = [                  # origins it may call (scheme, host, port); nothing else
+//!     "http://127.0.0.1:8080",
+//!     { origin = "https://api.example.com", headers = { authorization = "Bearer ${API_KEY}" } },
+//! ]                               # header values from the host's environment, never seen by the agent
+//! http_timeout = "30s"            # per request, connect to last byte
+//! max_response = "16 MiB"         # largest response body
+//!
 //! [agents.worker.config]          # handed to the agent's run()
 //! queue = "work"
 //! ```
@@ -32,7 +45,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::env::{Durability, EnvLocation};
-use crate::runtime::{Limits, RestartPolicy};
+use crate::runtime::caps::http::{HttpLimits, Origin};
+use crate::runtime::caps::workspace::{Access, WorkspaceLimits};
+use crate::runtime::{Grants, Limits, RestartPolicy};
 
 /// A parsed swarm manifest, with paths resolved against its folder.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,6 +57,8 @@ pub struct Manifest {
     pub env: EnvLocation,
     /// Commit durability.
     pub durability: Durability,
+    /// The workspace directory shared by the swarm (relative to the manifest's folder).
+    pub workspace: Option<PathBuf>,
     /// The agents, by name.
     pub agents: Vec<AgentPlan>,
 }
@@ -61,6 +78,8 @@ pub struct AgentPlan {
     pub limits: Limits,
     /// The config map handed to `run`.
     pub config: Vec<(String, String)>,
+    /// What it may use beyond the environment.
+    pub grants: Grants,
 }
 
 /// A manifest that cannot be used; the message points at the file, line and field.
@@ -73,6 +92,7 @@ pub struct ManifestError(String);
 struct RawManifest {
     env: Option<String>,
     durability: Option<DurabilityName>,
+    workspace: Option<PathBuf>,
     #[serde(default)]
     agents: BTreeMap<String, Spanned<AgentSettings>>,
 }
@@ -101,8 +121,28 @@ pub struct AgentSettings {
     max_writes: Option<u64>,
     max_pushes: Option<u64>,
     max_learnings: Option<u64>,
+    workspace: Option<Access>,
+    max_file_bytes: Option<Size>,
+    max_written: Option<Size>,
+    max_dir_entries: Option<u64>,
+    #[serde(default)]
+    allow_http: Vec<HttpEntry>,
+    http_timeout: Option<HumanDuration>,
+    max_response: Option<Size>,
     #[serde(default)]
     config: BTreeMap<String, toml::Value>,
+}
+
+/// An `allow_http` entry: an origin, or an origin with headers to add.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum HttpEntry {
+    Origin(String),
+    WithHeaders {
+        origin: String,
+        #[serde(default)]
+        headers: BTreeMap<String, String>,
+    },
 }
 
 /// A per-run cap as written (`0` for none), or the default.
@@ -193,6 +233,21 @@ impl AgentSettings {
             return Err(format!("agent `{name}`: `replicas` must be at least 1"));
         }
         let defaults = Limits::default();
+        let http = self
+            .allow_http
+            .iter()
+            .map(|entry| {
+                let (origin, headers) = match entry {
+                    HttpEntry::Origin(o) => (o, Vec::new()),
+                    HttpEntry::WithHeaders { origin, headers } => (
+                        origin,
+                        headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                    ),
+                };
+                Origin::parse(origin, &headers, |v| std::env::var(v).ok())
+                    .map_err(|e| format!("agent `{name}`: allow_http: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(AgentPlan {
             name: name.to_string(),
             module,
@@ -208,6 +263,25 @@ impl AgentSettings {
                 max_writes: cap(self.max_writes, defaults.max_writes),
                 max_pushes: cap(self.max_pushes, defaults.max_pushes),
                 max_learnings: cap(self.max_learnings, defaults.max_learnings),
+                max_written_bytes: cap(self.max_written.map(|s| s.0), defaults.max_written_bytes),
+                workspace: WorkspaceLimits {
+                    max_file_bytes: self
+                        .max_file_bytes
+                        .map_or(defaults.workspace.max_file_bytes, |s| s.0),
+                    max_dir_entries: self
+                        .max_dir_entries
+                        .unwrap_or(defaults.workspace.max_dir_entries),
+                },
+                http: HttpLimits {
+                    timeout: self.http_timeout.map_or(defaults.http.timeout, |d| d.0),
+                    max_response_bytes: self
+                        .max_response
+                        .map_or(defaults.http.max_response_bytes, |s| s.0),
+                },
+            },
+            grants: Grants {
+                workspace: self.workspace,
+                http,
             },
             config: self
                 .config
@@ -250,6 +324,7 @@ impl Manifest {
             )));
         }
         let mut agents = Vec::new();
+        let has_workspace = raw.workspace.is_some();
         for (name, spanned) in raw.agents {
             let line = 1 + text[..spanned.span().start.min(text.len())]
                 .matches('\n')
@@ -263,6 +338,13 @@ impl Manifest {
             let plan = settings
                 .plan(&name, base.join(module))
                 .map_err(|e| ManifestError(format!("{shown}:{line}: {e}")))?;
+            if plan.grants.workspace.is_some() && !has_workspace {
+                return Err(ManifestError(format!(
+                    "{shown}:{line}: agent `{name}` is granted the workspace, but the manifest \
+                     names none: add `workspace = \"DIR\"` at the top (a directory, relative \
+                     to the manifest)"
+                )));
+            }
             agents.push(plan);
         }
         Ok(Manifest {
@@ -271,6 +353,7 @@ impl Manifest {
                 Some(DurabilityName::Full) => Durability::Full,
                 _ => Durability::Normal,
             },
+            workspace: raw.workspace.map(|w| base.join(w)),
             agents,
         })
     }

@@ -278,6 +278,7 @@ async fn a_host_that_cannot_renew_its_heartbeat_stops_its_agents_before_its_ttl(
             limits: Limits::default(),
             restart: RestartPolicy::Always,
             config: vec![("idle_ms".into(), "600000".into())],
+            grants: Default::default(),
         },
     );
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -43,6 +43,7 @@ pub(super) fn spec(replica: u32, config: Vec<(String, String)>) -> AgentSpec {
             ..Limits::default()
         },
         restart: RestartPolicy::Never,
+        grants: Default::default(),
         config,
     }
 }

@@ -11,7 +11,8 @@ use clap::Args;
 use super::DurabilityArg;
 use crate::env::{Durability, Env, EnvLocation, EnvOptions, Stats, TaskState};
 use crate::manifest::{AgentPlan, AgentSettings, Manifest};
-use crate::runtime::{Limits, Module, RestartPolicy, Runtime, RuntimeOptions};
+use crate::runtime::caps::workspace::Access;
+use crate::runtime::{Grants, Limits, Module, RestartPolicy, Runtime, RuntimeOptions, Workspace};
 use crate::swarm::{Endings, FolderChange, Swarm, watch_folder};
 
 /// Arguments of `wawe run`.
@@ -27,6 +28,12 @@ pub struct RunArgs {
     /// module or folder, `wawe.db` in the current directory.
     #[arg(long, env = "WAWE_ENV", value_name = "FILE|URL")]
     pub env: Option<EnvLocation>,
+
+    /// The workspace: a directory shared by the swarm (overrides the
+    /// manifest's `workspace`). A single module given here is granted
+    /// `workspace = "write"`; in a folder, each module's `NAME.toml` says.
+    #[arg(long, value_name = "DIR")]
+    pub workspace: Option<PathBuf>,
 
     /// Replicas of a single module.
     #[arg(long, default_value_t = 1, value_name = "N")]
@@ -115,17 +122,25 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if args.target.is_dir() {
         return run_folder(&runtime, &args).await;
     }
-    let (env_path, durability, plans) = plan(&args)?;
-    // Load and check every module before touching the environment.
+    let Plan {
+        env: env_path,
+        durability,
+        workspace,
+        agents: plans,
+    } = plan(&args)?;
+    // Load and check every module (and its grants) before touching the environment.
     let mut modules = Vec::new();
     for p in &plans {
-        modules.push(load(&runtime, &p.module).await?);
+        let module = load(&runtime, &p.module).await?;
+        module.check_grants(&p.name, &p.grants)?;
+        modules.push(module);
     }
+    let workspace = workspace.as_deref().map(Workspace::open).transpose()?;
     if args.reset {
         reset_env(&env_path).await?;
     }
     let env = open_env(&env_path, durability)?;
-    let host = runtime.start(env.clone()).await?;
+    let host = runtime.start_with(env.clone(), workspace).await?;
     let mut swarm = Swarm::new(host);
     for (p, m) in plans.iter().zip(&modules) {
         swarm.start(p, m);
@@ -235,8 +250,16 @@ fn print_summary(s: &Summary<'_>, stats: &Stats, interrupted: bool) {
     }
 }
 
-/// The environment, durability and agent plans of a manifest or module.
-fn plan(args: &RunArgs) -> anyhow::Result<(EnvLocation, Durability, Vec<AgentPlan>)> {
+/// What `wawe run` runs: from a manifest, or one module and the flags.
+struct Plan {
+    env: EnvLocation,
+    durability: Durability,
+    workspace: Option<PathBuf>,
+    agents: Vec<AgentPlan>,
+}
+
+/// The plan of a manifest or module.
+fn plan(args: &RunArgs) -> anyhow::Result<Plan> {
     let target = &args.target;
     if !target.exists() {
         bail!(
@@ -258,17 +281,25 @@ fn plan(args: &RunArgs) -> anyhow::Result<(EnvLocation, Durability, Vec<AgentPla
             },
             limits: Limits::default(),
             config: args.config.clone(),
+            grants: Grants {
+                workspace: args.workspace.as_ref().map(|_| Access::Write),
+                http: Vec::new(),
+            },
         };
-        let env = args.env.clone().unwrap_or_else(|| "wawe.db".into());
-        return Ok((env, flag_durability.unwrap_or_default(), vec![plan]));
+        return Ok(Plan {
+            env: args.env.clone().unwrap_or_else(|| "wawe.db".into()),
+            durability: flag_durability.unwrap_or_default(),
+            workspace: args.workspace.clone(),
+            agents: vec![plan],
+        });
     }
     let manifest = Manifest::from_file(target)?;
-    let env = args.env.clone().unwrap_or(manifest.env);
-    Ok((
-        env,
-        flag_durability.unwrap_or(manifest.durability),
-        manifest.agents,
-    ))
+    Ok(Plan {
+        env: args.env.clone().unwrap_or(manifest.env),
+        durability: flag_durability.unwrap_or(manifest.durability),
+        workspace: args.workspace.clone().or(manifest.workspace),
+        agents: manifest.agents,
+    })
 }
 
 fn module_name(path: &Path) -> anyhow::Result<String> {
@@ -325,8 +356,9 @@ async fn run_folder(runtime: &Runtime, args: &RunArgs) -> anyhow::Result<()> {
     if args.reset {
         reset_env(&env_path).await?;
     }
+    let workspace = args.workspace.as_deref().map(Workspace::open).transpose()?;
     let env = open_env(&env_path, durability)?;
-    let host = runtime.start(env.clone()).await?;
+    let host = runtime.start_with(env.clone(), workspace).await?;
     let mut swarm = Swarm::new(host);
     let progress = Progress::new(args.quiet || args.json);
     let signal = shutdown_signal();
@@ -397,6 +429,7 @@ async fn load_with_settings(
         .plan(name, module.to_path_buf())
         .map_err(anyhow::Error::msg)?;
     let module = load(runtime, module).await?;
+    module.check_grants(name, &plan.grants)?;
     Ok((plan, module))
 }
 

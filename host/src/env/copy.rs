@@ -167,6 +167,29 @@ pub(crate) const TABLES: &[Table] = &[
         order: "key",
     },
     Table {
+        name: "workspace",
+        columns: &[
+            ("id", Text),
+            ("path", Text),
+            ("host", Text),
+            ("registered_at", Int),
+        ],
+        order: "id",
+    },
+    Table {
+        name: "workspace_files",
+        columns: &[
+            ("path", Text),
+            ("token", Int),
+            ("size", Int),
+            ("hash", Text),
+            ("deleted", Bool),
+            ("agent", Text),
+            ("updated_at", Int),
+        ],
+        order: "path",
+    },
+    Table {
         name: "events",
         columns: &[
             ("seq", Int),

@@ -9,6 +9,7 @@ use super::TaskState;
 
 /// One change as the journal records it; the agent and the time are the
 /// transaction's.
+#[derive(Clone)]
 pub(crate) struct Change {
     pub(crate) kind: &'static str,
     pub(crate) subject: String,

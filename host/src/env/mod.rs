@@ -58,6 +58,7 @@ mod store;
 mod tasks;
 mod types;
 mod values;
+mod workspace;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,6 +74,7 @@ pub use options::{Durability, EnvOptions};
 pub use resource::{overlaps, validate_resource};
 pub use sqlite::SCHEMA_VERSION;
 pub use types::*;
+pub use workspace::{Edit, EditKind, FileChange, WorkspaceRecord, validate_path};
 
 use limits::MAX_WAIT_MS;
 use store::Backend;

@@ -5,4 +5,7 @@ wasmtime::component::bindgen!({
     world: "agent",
     imports: { default: async | trappable },
     exports: { default: async },
+    with: {
+        "wawe:env/workspace.file-writer": super::caps::workspace::FileWriter,
+    },
 });

@@ -4,6 +4,9 @@
 
 use std::time::Duration;
 
+use super::caps::http::HttpLimits;
+use super::caps::workspace::WorkspaceLimits;
+
 /// Per-agent limits, set in the swarm manifest; every field has a sane default.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -29,6 +32,13 @@ pub struct Limits {
     pub max_pushes: Option<u64>,
     /// Learnings one run may record before it is stopped. `None`: unlimited.
     pub max_learnings: Option<u64>,
+    /// Bytes one run may write to the workspace before it is stopped.
+    /// `None`: unlimited.
+    pub max_written_bytes: Option<u64>,
+    /// The workspace's per-write and per-directory limits.
+    pub workspace: WorkspaceLimits,
+    /// Timeouts and size caps of outbound HTTP requests.
+    pub http: HttpLimits,
 }
 
 /// How often the engine's epoch advances: the granularity of CPU accounting
@@ -47,6 +57,9 @@ impl Default for Limits {
             max_writes: None,
             max_pushes: Some(1_000_000),
             max_learnings: Some(100_000),
+            max_written_bytes: Some(1 << 30),
+            workspace: WorkspaceLimits::default(),
+            http: HttpLimits::default(),
         }
     }
 }

@@ -11,6 +11,7 @@ use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 
 use super::bindings::AgentPre;
+use super::caps::{self, Grants};
 use super::state::AgentState;
 
 /// Why a module cannot run as an agent. Each message names the problem and
@@ -62,6 +63,14 @@ pub enum LoadError {
         /// The first import refused.
         import: String,
     },
+    /// The component imports a capability its agent was not granted.
+    #[error("{path}: {detail}")]
+    NotGranted {
+        /// The module path.
+        path: PathBuf,
+        /// Which capability, and the manifest line that grants it.
+        detail: String,
+    },
     /// The component is not of the `wawe:env/agent` world.
     #[error(
         "{path} is not a wawe agent: {detail}; agents implement the `agent` world of \
@@ -82,7 +91,23 @@ pub struct Module {
     pub path: PathBuf,
     /// `sha256:<hex>` of its bytes.
     pub digest: String,
+    /// The component's import names.
+    pub imports: Arc<Vec<String>>,
     pub(crate) pre: Arc<AgentPre<AgentState>>,
+}
+
+impl Module {
+    /// Refuse the module for agent `agent` if it imports a capability
+    /// `grants` does not give: the message names the capability and the
+    /// manifest line that would grant it.
+    pub fn check_grants(&self, agent: &str, grants: &Grants) -> Result<(), LoadError> {
+        caps::check_grants(agent, self.imports.iter().map(String::as_str), grants).map_err(
+            |detail| LoadError::NotGranted {
+                path: self.path.clone(),
+                detail,
+            },
+        )
+    }
 }
 
 impl std::fmt::Debug for Module {
@@ -94,7 +119,8 @@ impl std::fmt::Debug for Module {
     }
 }
 
-/// Whether an import is part of what agents are given.
+/// Whether an import is part of what agents may be given (capabilities
+/// only when granted: see [`Module::check_grants`]).
 fn allowed_import(name: &str) -> bool {
     name.starts_with("wasi:") || name.starts_with("wawe:env/")
 }
@@ -130,6 +156,7 @@ pub(crate) fn load(
             import: import.to_string(),
         });
     }
+    let imports = ty.imports(engine).map(|(name, _)| name.to_string()).collect();
     let pre = linker
         .instantiate_pre(&component)
         .map_err(|e| LoadError::WrongWorld {
@@ -143,6 +170,7 @@ pub(crate) fn load(
     Ok(Module {
         path: path_buf,
         digest,
+        imports: Arc::new(imports),
         pre: Arc::new(pre),
     })
 }

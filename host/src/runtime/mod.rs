@@ -10,6 +10,7 @@
 //! stops its agents and releases what they held.
 
 mod bindings;
+pub mod caps;
 mod imports;
 mod limits;
 mod load;
@@ -28,6 +29,8 @@ use tokio::task::JoinHandle;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine};
 
+pub use caps::Grants;
+pub use caps::workspace::Workspace;
 pub use limits::{EPOCH_TICK, Limits};
 pub use load::{LoadError, Module, default_cache_dir};
 pub use supervisor::RunEnd;
@@ -61,6 +64,8 @@ pub struct AgentSpec {
     pub restart: RestartPolicy,
     /// The key/value map handed to its `run`.
     pub config: Vec<(String, String)>,
+    /// What it may use beyond the environment.
+    pub grants: Grants,
 }
 
 /// Settings of a host runtime.
@@ -156,6 +161,8 @@ pub(crate) struct Shared {
     pub(crate) engine: Engine,
     pub(crate) env: Env,
     pub(crate) host: String,
+    /// The swarm's workspace on this host, if it has one.
+    pub(crate) workspace: Option<Arc<Workspace>>,
     pub(crate) options: RuntimeOptions,
     pub(crate) counters: Counters,
     /// Set once (by [`Host::shutdown`], or when the host finds itself reaped
@@ -305,6 +312,7 @@ impl Runtime {
         let mut linker = Linker::<AgentState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         bindings::Agent::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+        caps::add_to_linker(&mut linker)?;
         let ticker = Ticker::start(engine.clone())?;
         Ok(Runtime {
             engine,
@@ -329,6 +337,16 @@ impl Runtime {
     /// background work (epoch ticks, keepalive, sweeps). Must run inside a
     /// tokio runtime.
     pub async fn start(&self, env: Env) -> anyhow::Result<Host> {
+        self.start_with(env, None).await
+    }
+
+    /// Like [`Runtime::start`], with the swarm's `workspace` (checked to be
+    /// the one the environment's other hosts use, or recorded as it).
+    pub async fn start_with(
+        &self,
+        env: Env,
+        workspace: Option<Workspace>,
+    ) -> anyhow::Result<Host> {
         let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
             .unwrap_or_else(|_| "host".into());
@@ -336,10 +354,17 @@ impl Runtime {
         let host = env
             .register_host(&hostname, std::process::id(), ttl_ms)
             .await?;
+        if let Some(ws) = &workspace
+            && let Err(e) = ws.register(&env, &host).await
+        {
+            let _ = env.host_stopped(&host).await;
+            return Err(e);
+        }
         let shared = Arc::new(Shared {
             engine: self.engine.clone(),
             env,
             host,
+            workspace: workspace.map(Arc::new),
             options: self.options.clone(),
             counters: Counters::default(),
             stop_all: watch::channel(false).0,

@@ -35,10 +35,12 @@ pub(crate) struct Quota {
     max_writes: Option<u64>,
     max_pushes: Option<u64>,
     max_learnings: Option<u64>,
+    max_written: Option<u64>,
     /// What this run did so far.
     writes: u64,
     pushes: u64,
     learnings: u64,
+    written: u64,
     /// Set once a call went past a per-run cap (the run is then stopped).
     past_cap: bool,
     /// Whether this run was throttled yet (it is logged once).
@@ -56,9 +58,11 @@ impl Quota {
             max_writes: limits.max_writes,
             max_pushes: limits.max_pushes,
             max_learnings: limits.max_learnings,
+            max_written: limits.max_written_bytes,
             writes: 0,
             pushes: 0,
             learnings: 0,
+            written: 0,
             past_cap: false,
             throttled: false,
         }
@@ -74,6 +78,22 @@ impl Quota {
     /// not be restarted: its counts would start over).
     pub(crate) fn past_a_cap(&self) -> bool {
         self.past_cap
+    }
+
+    /// Count `bytes` written to the workspace: `Err` names the per-run
+    /// quota when this goes past it.
+    pub(crate) fn charge_written(&mut self, bytes: u64) -> Result<(), String> {
+        self.written = self.written.saturating_add(bytes);
+        let r = over(
+            self.written,
+            self.max_written,
+            "bytes written to the workspace",
+            "max_written",
+        );
+        if r.is_err() {
+            self.past_cap = true;
+        }
+        r
     }
 
     /// [`Quota::charge`] at the instant `now`.

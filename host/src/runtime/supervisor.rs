@@ -215,13 +215,25 @@ struct Ran {
 
 /// One run (see [`run_in`]), and whether it went past a per-run quota.
 async fn run_once(shared: Arc<Shared>, module: Module, spec: AgentSpec, id: AgentId) -> Ran {
-    let state = AgentState::new(id, shared.env.clone(), &spec.limits);
+    let state = match AgentState::new(
+        id,
+        shared.env.clone(),
+        &spec.limits,
+        &spec.grants,
+        shared.workspace.as_ref(),
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            return Ran {
+                end: RunEnd::Crashed(format!("cannot set up its sandbox: {e:#}")),
+                past_quota: false,
+            };
+        }
+    };
     let mut store = Store::new(&shared.engine, state);
     let end = run_in(&mut store, &shared, &module, &spec).await;
-    Ran {
-        end,
-        past_quota: store.data().quota.past_a_cap(),
-    }
+    let past_quota = store.data().quota.lock().expect("quota poisoned").past_a_cap();
+    Ran { end, past_quota }
 }
 
 /// One run in `store`: a fresh instance (a trapped one is never reused),

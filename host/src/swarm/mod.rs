@@ -59,6 +59,7 @@ impl Swarm {
                         limits: plan.limits.clone(),
                         restart: plan.restart,
                         config: plan.config.clone(),
+                        grants: plan.grants.clone(),
                     },
                 )
             })

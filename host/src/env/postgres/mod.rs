@@ -25,6 +25,7 @@ mod signals;
 mod stats;
 mod tasks;
 mod values;
+mod workspace;
 mod writer;
 
 use std::sync::Arc;

@@ -174,12 +174,34 @@ CREATE TABLE events (
 CREATE INDEX events_by_time ON events (at);
 "#;
 
+/// Version 2: the shared workspace's identity and the last token that wrote
+/// each of its paths (created with every new environment, and added to
+/// version 1 schemas when they are opened).
+const WORKSPACE: &str = r#"
+CREATE TABLE IF NOT EXISTS workspace (
+    id            TEXT NOT NULL,
+    path          TEXT NOT NULL,
+    host          TEXT NOT NULL,
+    registered_at BIGINT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS workspace_files (
+    path       TEXT COLLATE "C" PRIMARY KEY,
+    token      BIGINT NOT NULL,
+    size       BIGINT,
+    hash       TEXT,
+    deleted    BOOLEAN NOT NULL DEFAULT false,
+    agent      TEXT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+"#;
+
 /// What a schema holds.
 enum Found {
     /// Nothing (or no schema): an environment may be created.
     Empty,
-    /// A wawe environment of this version or older.
-    Ours,
+    /// A wawe environment of this version or older (which).
+    Ours(i64),
 }
 
 async fn inspect(client: &Client, target: &PgTarget, shown: &str) -> Result<Found, OpenError> {
@@ -227,7 +249,7 @@ async fn inspect(client: &Client, target: &PgTarget, shown: &str) -> Result<Foun
             supported: SCHEMA_VERSION,
         });
     }
-    Ok(Found::Ours)
+    Ok(Found::Ours(version))
 }
 
 /// Check the schema and, if it is empty and `may_create`, create the
@@ -239,7 +261,11 @@ pub(crate) async fn prepare(
     shown: &str,
     may_create: bool,
 ) -> Result<(), OpenError> {
-    if let Found::Ours = inspect(client, target, shown).await? {
+    let found = inspect(client, target, shown).await?;
+    if let Found::Ours(version) = found {
+        if version < SCHEMA_VERSION {
+            return migrate(client, target, shown).await;
+        }
         return Ok(());
     }
     if !may_create {
@@ -254,13 +280,13 @@ pub(crate) async fn prepare(
         .await
         .map_err(other)?;
     let created = async {
-        if let Found::Ours = inspect(client, target, shown).await? {
+        if let Found::Ours(_) = inspect(client, target, shown).await? {
             return Ok(());
         }
         let schema = &target.schema;
         client
             .batch_execute(&format!(
-                "CREATE SCHEMA IF NOT EXISTS {schema}; SET LOCAL search_path TO {schema}, pg_catalog; {CREATE}
+                "CREATE SCHEMA IF NOT EXISTS {schema}; SET LOCAL search_path TO {schema}, pg_catalog; {CREATE} {WORKSPACE}
                  INSERT INTO environment (application, schema_version) VALUES ('{APPLICATION}', {SCHEMA_VERSION});"
             ))
             .await
@@ -274,4 +300,28 @@ pub(crate) async fn prepare(
             Err(e)
         }
     }
+}
+
+/// Bring an environment of an older schema version up to this one, in one
+/// transaction under the same lock as creation (each step only adds tables).
+async fn migrate(client: &Client, target: &PgTarget, shown: &str) -> Result<(), OpenError> {
+    let other = |e: tokio_postgres::Error| OpenError::Other {
+        path: shown.into(),
+        detail: format!("cannot upgrade the environment to schema version {SCHEMA_VERSION}: {e}"),
+    };
+    let schema = &target.schema;
+    let upgraded = client
+        .batch_execute(&format!(
+            "BEGIN; SELECT pg_advisory_xact_lock(hashtext('wawe schema creation'));
+             SET LOCAL search_path TO {schema}, pg_catalog; {WORKSPACE}
+             UPDATE environment SET schema_version = {SCHEMA_VERSION}
+                 WHERE schema_version < {SCHEMA_VERSION};
+             COMMIT"
+        ))
+        .await;
+    if let Err(e) = upgraded {
+        let _ = client.batch_execute("ROLLBACK").await;
+        return Err(other(e));
+    }
+    Ok(())
 }

@@ -18,6 +18,7 @@ mod signals;
 mod stats;
 mod tasks;
 mod values;
+mod workspace;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -118,6 +119,8 @@ impl SqliteStore {
         let conn = open::connect(&path, &opts)?;
         if create {
             open::create_schema(&conn, &path, &opts)?;
+        } else {
+            open::migrate(&conn, &path, &opts)?;
         }
         let (changed, _) = watch::channel(0u64);
         let (tx, rx) = std::sync::mpsc::channel();

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
-use super::schema::{APPLICATION_ID, CREATE, SCHEMA_VERSION};
+use super::schema::{APPLICATION_ID, CREATE, SCHEMA_VERSION, WORKSPACE};
 use crate::env::{Durability, EnvOptions, OpenError};
 
 const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
@@ -157,11 +157,35 @@ pub(crate) fn create_schema(
         let app: i64 = conn.query_row("PRAGMA application_id", [], |r| r.get(0))?;
         if app != APPLICATION_ID {
             conn.execute_batch(CREATE)?;
+            conn.execute_batch(WORKSPACE)?;
             conn.execute_batch(&format!(
                 "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION};"
             ))?;
         }
         conn.execute_batch("COMMIT")
+    };
+    run().map_err(|e| {
+        let _ = conn.execute_batch("ROLLBACK");
+        classify(path, e, opts)
+    })
+}
+
+/// Bring a wawe file of an older schema version up to this one, in one
+/// transaction (each step only adds tables, so older data stays as it was).
+pub(crate) fn migrate(conn: &Connection, path: &Path, opts: &EnvOptions) -> Result<(), OpenError> {
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| classify(path, e, opts))?;
+    if version >= SCHEMA_VERSION {
+        return Ok(());
+    }
+    let run = || -> rusqlite::Result<()> {
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version < 2 {
+            conn.execute_batch(WORKSPACE)?;
+        }
+        conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}; COMMIT"))
     };
     run().map_err(|e| {
         let _ = conn.execute_batch("ROLLBACK");

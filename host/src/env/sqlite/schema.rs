@@ -1,7 +1,7 @@
 //! The database schema and its version.
 
 /// The schema version this build writes; files with a newer one are refused.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// `PRAGMA application_id` of every wawe environment: "WAWE" in ASCII.
 pub(crate) const APPLICATION_ID: i64 = 0x5741_5745;
@@ -149,4 +149,26 @@ CREATE TABLE events (
     detail  TEXT NOT NULL
 );
 CREATE INDEX events_by_time ON events (at);
+"#;
+
+/// Version 2: the shared workspace's identity and the last token that wrote
+/// each of its paths (created with every new environment, and added to
+/// version 1 files when they are opened).
+pub(crate) const WORKSPACE: &str = r#"
+CREATE TABLE IF NOT EXISTS workspace (
+    id            TEXT NOT NULL,
+    path          TEXT NOT NULL,
+    host          TEXT NOT NULL,
+    registered_at INTEGER NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS workspace_files (
+    path       TEXT PRIMARY KEY,
+    token      INTEGER NOT NULL,
+    size       INTEGER,
+    hash       TEXT,
+    deleted    INTEGER NOT NULL DEFAULT 0,
+    agent      TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+) WITHOUT ROWID;
 "#;
