@@ -151,10 +151,19 @@ pub(crate) fn edited(edit: &Edit, lease: u64, token: u64) -> Change {
     Change {
         kind: edit.kind.event_kind(),
         subject: format!("workspace/{}", edit.path),
-        detail: json!({
-            "to": edit.to, "size": edit.size, "hash": edit.hash,
-            "lease": lease, "token": token,
-        }),
+        detail: {
+            let mut d = json!({"lease": lease, "token": token});
+            if let Some(to) = &edit.to {
+                d["to"] = json!(to);
+            }
+            if let Some(size) = edit.size {
+                d["size"] = json!(size);
+            }
+            if let Some(hash) = &edit.hash {
+                d["hash"] = json!(hash);
+            }
+            d
+        },
     }
 }
 
