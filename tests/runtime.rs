@@ -54,6 +54,7 @@ fn spec(name: &str, config: &[(&str, &str)], restart: RestartPolicy, limits: Lim
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
+        grants: Default::default(),
     }
 }
 

@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 pub fn agent(name: &str) -> PathBuf {
     PathBuf::from(match name {
         "chaos" => env!("WAWE_AGENT_CHAOS"),
+        "editor" => env!("WAWE_AGENT_EDITOR"),
+        "http-probe" => env!("WAWE_AGENT_HTTP_PROBE"),
+        "ws-probe" => env!("WAWE_AGENT_WS_PROBE"),
         "extra-import" => env!("WAWE_AGENT_EXTRA_IMPORT"),
         "hello" => env!("WAWE_AGENT_HELLO"),
         "intruder" => env!("WAWE_AGENT_INTRUDER"),
