@@ -241,7 +241,10 @@ impl AgentSettings {
                     HttpEntry::Origin(o) => (o, Vec::new()),
                     HttpEntry::WithHeaders { origin, headers } => (
                         origin,
-                        headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                        headers
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect(),
                     ),
                 };
                 Origin::parse(origin, &headers, |v| std::env::var(v).ok())

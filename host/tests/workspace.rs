@@ -85,7 +85,10 @@ async fn a_write_under_a_live_exclusive_covering_lease_is_made_and_journaled() {
         .unwrap();
     assert_eq!(events.len(), 1);
     let e = &events[0];
-    assert_eq!((e.agent.as_str(), e.subject.as_str()), ("a", "workspace/src/main.rs"));
+    assert_eq!(
+        (e.agent.as_str(), e.subject.as_str()),
+        ("a", "workspace/src/main.rs")
+    );
     let detail: serde_json::Value = serde_json::from_str(&e.detail).unwrap();
     assert_eq!(detail["token"], lease.token);
     assert_eq!(detail["hash"], "sha256:abc");
@@ -102,7 +105,10 @@ async fn a_write_without_a_lease_of_ones_own_is_refused() {
         .unwrap();
     for (who, id) in [(&b, lease.id), (&a, lease.id + 100)] {
         let c = change();
-        let got = t.env.workspace_edit(who, id, write("src/x"), c.clone()).await;
+        let got = t
+            .env
+            .workspace_edit(who, id, write("src/x"), c.clone())
+            .await;
         assert!(matches!(got, Err(EnvError::NotFound(_))), "{got:?}");
         assert_eq!(c.runs.load(Ordering::SeqCst), 0, "the change ran");
     }
@@ -117,7 +123,10 @@ async fn a_write_under_a_shared_lease_is_refused() {
         .reserve(&a, &res(&["src/"]), Mode::Shared, TTL, 0)
         .await
         .unwrap();
-    let got = t.env.workspace_edit(&a, lease.id, write("src/x"), change()).await;
+    let got = t
+        .env
+        .workspace_edit(&a, lease.id, write("src/x"), change())
+        .await;
     assert!(
         matches!(&got, Err(EnvError::InvalidArgument(m)) if m.contains("exclusive")),
         "{got:?}"
@@ -133,7 +142,10 @@ async fn a_write_outside_what_the_lease_covers_is_refused() {
         .await
         .unwrap();
     for path in ["src/b.rs", "src/a.rs.bak", "src"] {
-        let got = t.env.workspace_edit(&a, lease.id, write(path), change()).await;
+        let got = t
+            .env
+            .workspace_edit(&a, lease.id, write(path), change())
+            .await;
         assert!(
             matches!(&got, Err(EnvError::InvalidArgument(m)) if m.contains("does not cover")),
             "{path}: {got:?}"
@@ -156,7 +168,10 @@ async fn a_rename_needs_a_lease_covering_both_ends() {
         size: None,
         hash: None,
     };
-    let got = t.env.workspace_edit(&a, lease.id, rename("docs/a.rs"), change()).await;
+    let got = t
+        .env
+        .workspace_edit(&a, lease.id, rename("docs/a.rs"), change())
+        .await;
     assert!(
         matches!(&got, Err(EnvError::InvalidArgument(m)) if m.contains("`docs/a.rs`")),
         "{got:?}"
@@ -181,7 +196,10 @@ async fn an_expired_lease_is_refused_as_stale() {
         .unwrap();
     t.clock.advance(1_000);
     let c = change();
-    let got = t.env.workspace_edit(&a, lease.id, write("src/x"), c.clone()).await;
+    let got = t
+        .env
+        .workspace_edit(&a, lease.id, write("src/x"), c.clone())
+        .await;
     assert_eq!(got, Err(EnvError::StaleToken(lease.token)));
     assert_eq!(c.runs.load(Ordering::SeqCst), 0);
 }
@@ -206,7 +224,10 @@ async fn a_stale_token_is_refused_after_a_newer_holder_wrote() {
         .workspace_edit(&a, new.id, write("src/main.rs"), change())
         .await
         .unwrap();
-    let got = t.env.workspace_edit(&a, old.id, write("src/main.rs"), change()).await;
+    let got = t
+        .env
+        .workspace_edit(&a, old.id, write("src/main.rs"), change())
+        .await;
     assert_eq!(got, Err(EnvError::StaleToken(old.token)));
     // Other paths under the old lease are still its own to write.
     t.env
@@ -231,9 +252,15 @@ async fn a_stale_token_is_refused_after_a_newer_holder_wrote() {
         .workspace_edit(&c, second.id, write("docs/x"), change())
         .await
         .unwrap();
-    let late = t.env.workspace_edit(&b, first.id, write("docs/x"), change()).await;
+    let late = t
+        .env
+        .workspace_edit(&b, first.id, write("docs/x"), change())
+        .await;
     assert!(
-        matches!(late, Err(EnvError::StaleToken(_)) | Err(EnvError::NotFound(_))),
+        matches!(
+            late,
+            Err(EnvError::StaleToken(_)) | Err(EnvError::NotFound(_))
+        ),
         "{late:?}"
     );
 }
@@ -250,7 +277,10 @@ async fn a_failed_change_leaves_no_record_and_no_event() {
         runs: AtomicU32::new(0),
         fail: true,
     });
-    let got = t.env.workspace_edit(&a, lease.id, write("src/x"), failing).await;
+    let got = t
+        .env
+        .workspace_edit(&a, lease.id, write("src/x"), failing)
+        .await;
     assert!(
         matches!(&got, Err(EnvError::InvalidArgument(m)) if m.contains("the disk said no")),
         "{got:?}"
@@ -266,10 +296,22 @@ async fn escaping_paths_are_refused_before_anything_runs() {
         .reserve(&a, &res(&["src/"]), Mode::Exclusive, TTL, 0)
         .await
         .unwrap();
-    for path in ["../etc/passwd", "/etc/passwd", "src/../../x", "src//x", "src/./x"] {
+    for path in [
+        "../etc/passwd",
+        "/etc/passwd",
+        "src/../../x",
+        "src//x",
+        "src/./x",
+    ] {
         let c = change();
-        let got = t.env.workspace_edit(&a, lease.id, write(path), c.clone()).await;
-        assert!(matches!(got, Err(EnvError::InvalidArgument(_))), "{path}: {got:?}");
+        let got = t
+            .env
+            .workspace_edit(&a, lease.id, write(path), c.clone())
+            .await;
+        assert!(
+            matches!(got, Err(EnvError::InvalidArgument(_))),
+            "{path}: {got:?}"
+        );
         assert_eq!(c.runs.load(Ordering::SeqCst), 0);
     }
 }
@@ -291,7 +333,10 @@ async fn one_environment_has_one_workspace() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(e.contains("/mnt/w1") && e.contains("w2") && e.contains("h1"), "{e}");
+    assert!(
+        e.contains("/mnt/w1") && e.contains("w2") && e.contains("h1"),
+        "{e}"
+    );
     assert_eq!(t.env.workspace().await.unwrap().unwrap().id, "w1");
 }
 

@@ -85,7 +85,11 @@ fn producer(config: &Config) -> Result<(), String> {
     loop {
         let open = ids
             .iter()
-            .filter(|id| tasks::get(**id).map(|t| !t.state.is_final()).unwrap_or(true))
+            .filter(|id| {
+                tasks::get(**id)
+                    .map(|t| !t.state.is_final())
+                    .unwrap_or(true)
+            })
             .count();
         if open == 0 {
             break;
@@ -102,7 +106,9 @@ fn check(files: u32, count: u32) -> Result<(), String> {
     let mut expected: Vec<Vec<String>> = (0..files).map(|i| vec![first_line(&file(i))]).collect();
     for edit in edits(count, files) {
         for f in &edit.files {
-            let i: usize = f[5..f.len() - 4].parse().map_err(|_| format!("bad name {f}"))?;
+            let i: usize = f[5..f.len() - 4]
+                .parse()
+                .map_err(|_| format!("bad name {f}"))?;
             expected[i].push(edit.line.clone());
         }
     }
@@ -147,7 +153,9 @@ fn check(files: u32, count: u32) -> Result<(), String> {
             ));
         }
     }
-    info!("checked: every file holds exactly what its {count} edits imply; the stale write was refused");
+    info!(
+        "checked: every file holds exactly what its {count} edits imply; the stale write was refused"
+    );
     Ok(())
 }
 
@@ -157,10 +165,13 @@ fn worker(config: &Config, crashes: u32) -> Result<(), String> {
     let queue = config.get_or("queue", "edits");
     let lease_for = Duration::from_secs(10);
     loop {
-        let Some(task) = tasks::claim(queue, lease_for, Duration::from_secs(3))
-            .map_err(|e| e.to_string())?
+        let Some(task) =
+            tasks::claim(queue, lease_for, Duration::from_secs(3)).map_err(|e| e.to_string())?
         else {
-            if values::get("editor/done").map_err(|e| e.to_string())?.is_some() {
+            if values::get("editor/done")
+                .map_err(|e| e.to_string())?
+                .is_some()
+            {
                 return Ok(());
             }
             continue;
@@ -180,7 +191,10 @@ fn worker(config: &Config, crashes: u32) -> Result<(), String> {
         };
         if crashes > 0 && task.attempt() == 1 {
             // Persisted across runs: the host restarts this agent afresh.
-            let spent: u32 = values::get_json("editor/crashes").ok().flatten().unwrap_or(0);
+            let spent: u32 = values::get_json("editor/crashes")
+                .ok()
+                .flatten()
+                .unwrap_or(0);
             values::put_json("editor/crashes", &(spent + 1), WriteOptions::new())
                 .map_err(|e| e.to_string())?;
             let path = &edit.files[0];

@@ -27,9 +27,14 @@ fn get(url: &str) -> Result<IncomingResponse, String> {
     };
     let req = OutgoingRequest::new(Fields::new());
     req.set_method(&Method::Get).map_err(|()| "method")?;
-    req.set_scheme(Some(&if scheme == "https" { Scheme::Https } else { Scheme::Http }))
-        .map_err(|()| "scheme")?;
-    req.set_authority(Some(authority)).map_err(|()| "authority")?;
+    req.set_scheme(Some(&if scheme == "https" {
+        Scheme::Https
+    } else {
+        Scheme::Http
+    }))
+    .map_err(|()| "scheme")?;
+    req.set_authority(Some(authority))
+        .map_err(|()| "authority")?;
     req.set_path_with_query(Some(path)).map_err(|()| "path")?;
     let future = outgoing_handler::handle(req, None).map_err(|e| format!("{e:?}"))?;
     future.subscribe().block();
@@ -55,7 +60,10 @@ fn read_body(response: &IncomingResponse) -> Result<String, String> {
         }
     }
     drop(stream);
-    if let Some(Err(e)) = wasi::http::types::IncomingBody::finish(body).get().and_then(|r| r.ok()) {
+    if let Some(Err(e)) = wasi::http::types::IncomingBody::finish(body)
+        .get()
+        .and_then(|r| r.ok())
+    {
         return Err(format!("{e:?}"));
     }
     Ok(String::from_utf8_lossy(&bytes).into_owned())

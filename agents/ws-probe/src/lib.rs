@@ -88,7 +88,11 @@ impl Agent for Probe {
             };
             let data = step.data.clone().unwrap_or_default();
             let got = if let Some(resources) = &step.reserve {
-                let mode = if step.shared { Mode::Shared } else { Mode::Exclusive };
+                let mode = if step.shared {
+                    Mode::Shared
+                } else {
+                    Mode::Exclusive
+                };
                 let ttl = Duration::from_millis(step.ttl_ms.unwrap_or(30_000));
                 let r = reservations::reserve(resources.clone(), mode, ttl, Duration::from_secs(5));
                 outcome(r.map(|l| {

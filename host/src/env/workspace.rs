@@ -293,36 +293,90 @@ mod tests {
     #[test]
     fn a_live_exclusive_lease_of_ones_own_covering_the_path_allows_the_edit() {
         let l = lease("a", Mode::Exclusive, 100, &["src/"]);
-        assert_eq!(check_lease("a", 1, l, &write("src/main.rs"), 50).unwrap(), 7);
+        assert_eq!(
+            check_lease("a", 1, l, &write("src/main.rs"), 50).unwrap(),
+            7
+        );
         let l = lease("a", Mode::Exclusive, 100, &["src/main.rs"]);
-        assert_eq!(check_lease("a", 1, l, &write("src/main.rs"), 50).unwrap(), 7);
+        assert_eq!(
+            check_lease("a", 1, l, &write("src/main.rs"), 50).unwrap(),
+            7
+        );
     }
 
     #[test]
     fn each_rule_refuses_by_name() {
-        let e = check_lease("b", 1, lease("a", Mode::Exclusive, 100, &["src/"]), &write("src/x"), 50);
+        let e = check_lease(
+            "b",
+            1,
+            lease("a", Mode::Exclusive, 100, &["src/"]),
+            &write("src/x"),
+            50,
+        );
         assert!(matches!(e, Err(EnvError::NotFound(_))), "{e:?}");
-        let e = check_lease("a", 1, lease("a", Mode::Exclusive, 50, &["src/"]), &write("src/x"), 50);
+        let e = check_lease(
+            "a",
+            1,
+            lease("a", Mode::Exclusive, 50, &["src/"]),
+            &write("src/x"),
+            50,
+        );
         assert_eq!(e, Err(EnvError::StaleToken(7)));
-        let e = check_lease("a", 1, lease("a", Mode::Shared, 100, &["src/"]), &write("src/x"), 50);
+        let e = check_lease(
+            "a",
+            1,
+            lease("a", Mode::Shared, 100, &["src/"]),
+            &write("src/x"),
+            50,
+        );
         assert!(format!("{e:?}").contains("exclusive"), "{e:?}");
-        let e = check_lease("a", 1, lease("a", Mode::Exclusive, 100, &["src/a"]), &write("src/ab"), 50);
-        assert!(format!("{e:?}").contains("does not cover `src/ab`"), "{e:?}");
+        let e = check_lease(
+            "a",
+            1,
+            lease("a", Mode::Exclusive, 100, &["src/a"]),
+            &write("src/ab"),
+            50,
+        );
+        assert!(
+            format!("{e:?}").contains("does not cover `src/ab`"),
+            "{e:?}"
+        );
         let rename = Edit {
             kind: EditKind::Rename,
             to: Some("docs/x".into()),
             ..write("src/x")
         };
-        let e = check_lease("a", 1, lease("a", Mode::Exclusive, 100, &["src/"]), &rename, 50);
-        assert!(format!("{e:?}").contains("does not cover `docs/x`"), "{e:?}");
-        assert_eq!(check_path_token("p", 7, Some(8)), Err(EnvError::StaleToken(7)));
+        let e = check_lease(
+            "a",
+            1,
+            lease("a", Mode::Exclusive, 100, &["src/"]),
+            &rename,
+            50,
+        );
+        assert!(
+            format!("{e:?}").contains("does not cover `docs/x`"),
+            "{e:?}"
+        );
+        assert_eq!(
+            check_path_token("p", 7, Some(8)),
+            Err(EnvError::StaleToken(7))
+        );
         assert_eq!(check_path_token("p", 7, Some(7)), Ok(()));
         assert_eq!(check_path_token("p", 7, None), Ok(()));
     }
 
     #[test]
     fn escaping_paths_are_refused() {
-        for bad in ["../x", "a/../../x", "/etc/passwd", "a//b", "a/./b", "", "a/", "a\\..\\b"] {
+        for bad in [
+            "../x",
+            "a/../../x",
+            "/etc/passwd",
+            "a//b",
+            "a/./b",
+            "",
+            "a/",
+            "a\\..\\b",
+        ] {
             assert!(validate_path(bad, 512).is_err(), "{bad:?} accepted");
         }
         validate_path("src/main.rs", 512).unwrap();

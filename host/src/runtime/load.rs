@@ -156,7 +156,10 @@ pub(crate) fn load(
             import: import.to_string(),
         });
     }
-    let imports = ty.imports(engine).map(|(name, _)| name.to_string()).collect();
+    let imports = ty
+        .imports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
     let pre = linker
         .instantiate_pre(&component)
         .map_err(|e| LoadError::WrongWorld {

@@ -342,11 +342,7 @@ impl Runtime {
 
     /// Like [`Runtime::start`], with the swarm's `workspace` (checked to be
     /// the one the environment's other hosts use, or recorded as it).
-    pub async fn start_with(
-        &self,
-        env: Env,
-        workspace: Option<Workspace>,
-    ) -> anyhow::Result<Host> {
+    pub async fn start_with(&self, env: Env, workspace: Option<Workspace>) -> anyhow::Result<Host> {
         let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
             .unwrap_or_else(|_| "host".into());

@@ -232,7 +232,12 @@ async fn run_once(shared: Arc<Shared>, module: Module, spec: AgentSpec, id: Agen
     };
     let mut store = Store::new(&shared.engine, state);
     let end = run_in(&mut store, &shared, &module, &spec).await;
-    let past_quota = store.data().quota.lock().expect("quota poisoned").past_a_cap();
+    let past_quota = store
+        .data()
+        .quota
+        .lock()
+        .expect("quota poisoned")
+        .past_a_cap();
     Ran { end, past_quota }
 }
 

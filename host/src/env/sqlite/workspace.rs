@@ -107,7 +107,13 @@ impl SqliteStore {
                 EditKind::Rename => {
                     let to = edit.to.as_deref().unwrap_or_default();
                     record_path(tx, &agent, &edit.path, token, None)?;
-                    record_path(tx, &agent, to, token, Some((edit.size, edit.hash.as_deref())))?;
+                    record_path(
+                        tx,
+                        &agent,
+                        to,
+                        token,
+                        Some((edit.size, edit.hash.as_deref())),
+                    )?;
                 }
             }
             tx.record(&agent, edited(&edit, lease, token))?;

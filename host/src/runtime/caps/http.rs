@@ -102,7 +102,9 @@ impl Origin {
         let host = host.to_ascii_lowercase();
         let wildcard = host.strip_prefix("*.").unwrap_or(&host);
         if wildcard.is_empty() || wildcard.contains('*') {
-            return Err(bad("a wildcard may only start the host, as in *.example.com"));
+            return Err(bad(
+                "a wildcard may only start the host, as in *.example.com",
+            ));
         }
         let mut filled = Vec::new();
         for (name, value) in headers {
@@ -320,7 +322,10 @@ impl WasiHttpHooks for Filter {
                 Err(why) => {
                     tracing::warn!(agent = %id, "HTTP request to {target} denied: {why}");
                     let detail = serde_json::json!({"url": target, "reason": why});
-                    if let Err(e) = env.record_denied(&id, "http.denied", format!("http/{target}"), detail).await {
+                    if let Err(e) = env
+                        .record_denied(&id, "http.denied", format!("http/{target}"), detail)
+                        .await
+                    {
                         tracing::warn!(agent = %id, "cannot journal a denied request: {e}");
                     }
                     return Err(Error::HttpRequestDenied);
@@ -350,7 +355,10 @@ async fn check(allowed: &[Origin], uri: &http::Uri) -> Result<(Origin, SocketAdd
         _ => return Err("only http and https are allowed".into()),
     };
     let authority = uri.authority().ok_or("the URL has no host")?;
-    let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
     let host = host.to_ascii_lowercase();
     let port = authority
         .port_u16()
@@ -403,7 +411,8 @@ async fn send(
     let connect_timeout = cap(options.and_then(|o| o.connect_timeout));
     let first_byte_timeout = cap(options.and_then(|o| o.first_byte_timeout));
     for (name, value) in &origin.headers {
-        let name = http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| Error::HttpRequestDenied)?;
+        let name =
+            http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| Error::HttpRequestDenied)?;
         let value = http::HeaderValue::from_str(value).map_err(|_| Error::HttpRequestDenied)?;
         request.headers_mut().insert(name, value);
     }
@@ -463,7 +472,13 @@ type ConnFuture = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
 async fn handshake<S>(
     io: S,
     timeout: Duration,
-) -> Result<(hyper::client::conn::http1::SendRequest<WasiBody>, ConnFuture), Error>
+) -> Result<
+    (
+        hyper::client::conn::http1::SendRequest<WasiBody>,
+        ConnFuture,
+    ),
+    Error,
+>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
@@ -531,7 +546,9 @@ impl Body for Capped {
                 if let Some(data) = frame.data_ref() {
                     self.read += data.len() as u64;
                     if self.read > self.max {
-                        return Poll::Ready(Some(Err(Error::HttpResponseBodySize(Some(self.read)))));
+                        return Poll::Ready(Some(Err(Error::HttpResponseBodySize(Some(
+                            self.read,
+                        )))));
                     }
                 }
                 Poll::Ready(Some(Ok(frame)))
@@ -558,10 +575,20 @@ mod tests {
     #[test]
     fn origins_parse_scheme_host_and_port_only() {
         let o = origin("https://API.example.com");
-        assert_eq!((o.scheme.as_str(), o.host.as_str(), o.port), ("https", "api.example.com", 443));
+        assert_eq!(
+            (o.scheme.as_str(), o.host.as_str(), o.port),
+            ("https", "api.example.com", 443)
+        );
         assert_eq!(origin("http://127.0.0.1:8080").port, 8080);
         assert_eq!(origin("http://[::1]:9000").host, "::1");
-        for bad in ["api.example.com", "ftp://x", "https://x/path", "https://u@x", "https://x:port", "https://a.*.com"] {
+        for bad in [
+            "api.example.com",
+            "ftp://x",
+            "https://x/path",
+            "https://u@x",
+            "https://x:port",
+            "https://a.*.com",
+        ] {
             assert!(Origin::parse(bad, &[], |_| None).is_err(), "{bad} accepted");
         }
     }
@@ -582,8 +609,14 @@ mod tests {
     #[test]
     fn header_values_are_filled_from_the_hosts_environment_and_never_shown() {
         let headers = [("Authorization".to_string(), "Bearer ${KEY}".to_string())];
-        let o = Origin::parse("https://m.example", &headers, |v| (v == "KEY").then(|| "s3cret".into())).unwrap();
-        assert_eq!(o.headers, [("authorization".to_string(), "Bearer s3cret".to_string())]);
+        let o = Origin::parse("https://m.example", &headers, |v| {
+            (v == "KEY").then(|| "s3cret".into())
+        })
+        .unwrap();
+        assert_eq!(
+            o.headers,
+            [("authorization".to_string(), "Bearer s3cret".to_string())]
+        );
         assert!(!format!("{o:?}").contains("s3cret"));
         let e = Origin::parse("https://m.example", &headers, |_| None).unwrap_err();
         assert!(e.contains("`KEY`"), "{e}");
@@ -591,7 +624,19 @@ mod tests {
 
     #[test]
     fn only_public_addresses_count_as_public() {
-        for private in ["127.0.0.1", "10.1.2.3", "192.168.0.1", "172.16.0.1", "169.254.169.254", "0.0.0.0", "100.64.0.1", "::1", "fc00::1", "fe80::1", "::ffff:127.0.0.1"] {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "192.168.0.1",
+            "172.16.0.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::1",
+            "fc00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+        ] {
             assert!(!is_public(private.parse().unwrap()), "{private}");
         }
         for public in ["1.1.1.1", "93.184.216.34", "2606:4700::1111"] {

@@ -70,7 +70,10 @@ mod tests {
     fn an_ungranted_capability_is_refused_naming_the_line_that_grants_it() {
         let sealed = Grants::default();
         let e = check_grants("w", ["wawe:env/workspace@0.1.0"], &sealed).unwrap_err();
-        assert!(e.contains("workspace = \"write\"") && e.contains("[agents.w]"), "{e}");
+        assert!(
+            e.contains("workspace = \"write\"") && e.contains("[agents.w]"),
+            "{e}"
+        );
         let read = Grants {
             workspace: Some(workspace::Access::Read),
             ..Grants::default()
@@ -78,6 +81,11 @@ mod tests {
         assert!(check_grants("w", ["wawe:env/workspace@0.1.0"], &read).is_err());
         let e = check_grants("w", ["wasi:http/outgoing-handler@0.2.6"], &sealed).unwrap_err();
         assert!(e.contains("allow_http"), "{e}");
-        check_grants("w", ["wawe:env/tasks@0.1.0", "wasi:io/streams@0.2.6"], &sealed).unwrap();
+        check_grants(
+            "w",
+            ["wawe:env/tasks@0.1.0", "wasi:io/streams@0.2.6"],
+            &sealed,
+        )
+        .unwrap();
     }
 }

@@ -92,8 +92,9 @@ impl Workspace {
             .with_context(|| format!("cannot resolve the workspace {}", root.display()))?;
         let dir = Dir::open_ambient_dir(&root, ambient_authority())
             .with_context(|| format!("cannot open the workspace {}", root.display()))?;
-        dir.create_dir_all(TMP_DIR)
-            .with_context(|| format!("cannot make {TMP_DIR} in the workspace {}", root.display()))?;
+        dir.create_dir_all(TMP_DIR).with_context(|| {
+            format!("cannot make {TMP_DIR} in the workspace {}", root.display())
+        })?;
         let id = identity(&dir)
             .with_context(|| format!("cannot read or make {ID_FILE} in {}", root.display()))?;
         clear_stale_tmp(&dir);
@@ -271,10 +272,20 @@ struct Apply {
 
 enum Op {
     /// Rename the temporary file `tmp` onto `to`.
-    Put { tmp: PathBuf, to: String },
-    Rename { from: String, to: String },
-    Remove { path: String },
-    Mkdir { path: String },
+    Put {
+        tmp: PathBuf,
+        to: String,
+    },
+    Rename {
+        from: String,
+        to: String,
+    },
+    Remove {
+        path: String,
+    },
+    Mkdir {
+        path: String,
+    },
 }
 
 impl Apply {
@@ -435,7 +446,10 @@ impl AgentState {
             max_dir_entries: w.limits.max_dir_entries,
             done: AtomicBool::new(false),
         });
-        let result = self.env.workspace_edit(&self.id, lease, edit.clone(), apply).await;
+        let result = self
+            .env
+            .workspace_edit(&self.id, lease, edit.clone(), apply)
+            .await;
         if let Err(e) = &result {
             tracing::debug!(agent = %self.id, "workspace {:?} of {} refused: {e}", edit.kind, edit.path);
         }
