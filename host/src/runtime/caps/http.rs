@@ -436,10 +436,11 @@ async fn send(
         handshake(tcp, connect_timeout).await?
     };
     // The connection is driven on its own task for as long as the response
-    // body is read (it ends with the body, or at the deadline).
-    let driver = tokio::spawn(async move {
-        let _ = tokio::time::timeout_at(deadline, conn).await;
-    });
+    // is wanted: the task ends with the connection, or is aborted when the
+    // response body (or, before it, this future) is dropped.
+    let driver = AbortOnDrop(tokio::spawn(async move {
+        let _ = conn.await;
+    }));
     let response = tokio::time::timeout(first_byte_timeout, sender.send_request(request))
         .await
         .map_err(|_| Error::ConnectionReadTimeout)?
@@ -450,7 +451,6 @@ async fn send(
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
         && len > limits.max_response_bytes
     {
-        driver.abort();
         return Err(Error::HttpResponseBodySize(Some(len)));
     }
     let response = response.map(|incoming| {
@@ -459,7 +459,7 @@ async fn send(
             read: 0,
             max: limits.max_response_bytes,
             deadline: Box::pin(tokio::time::sleep_until(deadline)),
-            _driver: AbortOnDrop(driver),
+            _driver: driver,
         }
         .boxed_unsync()
     });
