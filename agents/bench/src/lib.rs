@@ -9,6 +9,9 @@
 //!   rounds conflict and queue.
 //! - `wait`: wait once on `queue` for up to `wait_ms` (the spawn workload's
 //!   idle agent), then end.
+//! - `workspace`: reserve the directory `dir` exclusively once, then write
+//!   `count` small files of `size` bytes into it through the workspace
+//!   (cycling over `files` names), each an atomic, fenced, journaled write.
 
 use std::time::Duration;
 
@@ -63,6 +66,23 @@ fn wait(config: &Config) -> Result<(), String> {
     Ok(())
 }
 
+fn workspace(config: &Config) -> Result<(), String> {
+    let dir = config.require("dir")?;
+    let count: u64 = config.parse("count", 1000)?;
+    let size: usize = config.parse("size", 256)?;
+    let files: u64 = config.parse("files", 50)?;
+    let ttl = Duration::from_secs(60);
+    let lease = reservations::reserve([format!("{dir}/")], Mode::Exclusive, ttl, ttl)
+        .map_err(|e| e.to_string())?;
+    let mut content = vec![b'x'; size];
+    for n in 0..count {
+        content[..8].copy_from_slice(&n.to_le_bytes());
+        let path = format!("{dir}/f{}", n % files);
+        wawe_sdk::workspace::write(&lease, &path, &content).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
 struct Bench;
 
 impl Agent for Bench {
@@ -71,6 +91,7 @@ impl Agent for Bench {
             "tasks" => tasks(&config),
             "reservations" => reservations(&config),
             "wait" => wait(&config),
+            "workspace" => workspace(&config),
             other => Err(format!("unknown workload `{other}`")),
         }
     }

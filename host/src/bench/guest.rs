@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 
 use super::Throughput;
 use crate::env::{Env, EnvOptions};
-use crate::runtime::{AgentSpec, Host, Limits, Module, RestartPolicy, RunEnd, Runtime};
+use crate::runtime::{AgentSpec, Grants, Host, Limits, Module, RestartPolicy, RunEnd, Runtime};
 
 /// The component `agents/bench` compiled to, embedded at build time.
 const BENCH_WASM: &[u8] = include_bytes!(env!("WAWE_AGENT_BENCH"));
@@ -16,6 +16,23 @@ const BENCH_WASM: &[u8] = include_bytes!(env!("WAWE_AGENT_BENCH"));
 /// A runtime and host on `env` with the bench agent loaded (compiled under
 /// `dir`, so the figures include no cache from earlier runs).
 pub(super) async fn start(env: Env, dir: &Path) -> anyhow::Result<(Host, Module)> {
+    start_inner(env, dir, None).await
+}
+
+/// Like [`start`], with the host given `workspace`.
+pub(super) async fn start_with_workspace(
+    env: Env,
+    dir: &Path,
+    workspace: crate::runtime::Workspace,
+) -> anyhow::Result<(Host, Module)> {
+    start_inner(env, dir, Some(workspace)).await
+}
+
+async fn start_inner(
+    env: Env,
+    dir: &Path,
+    workspace: Option<crate::runtime::Workspace>,
+) -> anyhow::Result<(Host, Module)> {
     let path = dir.join("bench.wasm");
     std::fs::write(&path, BENCH_WASM)
         .with_context(|| format!("cannot write {}", path.display()))?;
@@ -24,12 +41,12 @@ pub(super) async fn start(env: Env, dir: &Path) -> anyhow::Result<(Host, Module)
         ..Default::default()
     })?;
     let module = runtime.load(&path)?;
-    let host = runtime.start(env).await?;
+    let host = runtime.start_with(env, workspace).await?;
     Ok((host, module))
 }
 
 /// The spec of replica `replica` of the bench agent with `config`.
-pub(super) fn spec(replica: u32, config: Vec<(String, String)>) -> AgentSpec {
+pub(super) fn spec(replica: u32, config: Vec<(String, String)>, grants: Grants) -> AgentSpec {
     AgentSpec {
         name: "bench".into(),
         replica,
@@ -43,7 +60,7 @@ pub(super) fn spec(replica: u32, config: Vec<(String, String)>) -> AgentSpec {
             ..Limits::default()
         },
         restart: RestartPolicy::Never,
-        grants: Default::default(),
+        grants,
         config,
     }
 }
@@ -57,9 +74,20 @@ pub(super) async fn run_all(
     agents: u32,
     config: impl Fn(u32) -> Vec<(String, String)>,
 ) -> anyhow::Result<Duration> {
+    run_all_with(host, module, agents, Grants::default(), config).await
+}
+
+/// Like [`run_all`], with every agent granted `grants`.
+pub(super) async fn run_all_with(
+    host: &Host,
+    module: &Module,
+    agents: u32,
+    grants: Grants,
+    config: impl Fn(u32) -> Vec<(String, String)>,
+) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let handles: Vec<_> = (0..agents)
-        .map(|r| host.spawn(module, spec(r, config(r))))
+        .map(|r| host.spawn(module, spec(r, config(r), grants.clone())))
         .collect();
     let mut failures = Vec::new();
     for handle in handles {

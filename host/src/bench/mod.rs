@@ -4,7 +4,8 @@
 //! with one transaction per operation), `reservations` (reserve + release
 //! churn, disjoint and overlapping), `spawn` (instantiation time and memory
 //! per live agent) and `wake` (push until a waiting claim holds the task, in
-//! this process and another). Each result names the durability and the
+//! this process and another) and `workspace` (small files written through the
+//! workspace by wasm agents, against plain native writes). Each result names the durability and the
 //! backend it ran on: SQLite files in a temp dir, or, given `--env
 //! postgres://…`, fresh schemas on that server (dropped afterwards).
 //! BENCHMARKS.md has the figures.
@@ -16,11 +17,13 @@ mod reservations;
 mod spawn;
 mod tasks;
 mod wake;
+mod workspace;
 
 pub use reservations::{ReservationRun, ReservationsReport, reservations};
 pub use spawn::{SpawnReport, SpawnRun, spawn};
 pub use tasks::{Mode, TasksReport, Throughput, tasks};
 pub use wake::{WakeReport, run_waiter, wake};
+pub use workspace::{WorkspaceReport, workspace};
 
 /// Where a workload makes its fresh environments: files in a temp dir (the
 /// embedded default), or schemas on a PostgreSQL server.

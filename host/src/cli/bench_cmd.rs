@@ -66,6 +66,30 @@ pub enum Workload {
         #[arg(long)]
         json: bool,
     },
+    /// Small files written through the workspace by wasm agents (each write
+    /// checked against a lease, fenced, atomic, journaled), against the same
+    /// files written plainly by native callers.
+    Workspace {
+        /// Writers.
+        #[arg(long, default_value_t = 64)]
+        agents: u32,
+        /// Files written in each mode.
+        #[arg(long, default_value_t = 20_000)]
+        writes: u64,
+        /// Bytes per file.
+        #[arg(long, default_value_t = 256)]
+        size: usize,
+        /// Commit durability: normal (synchronous=NORMAL) or full.
+        #[arg(long, value_enum, default_value = "normal")]
+        durability: DurabilityArg,
+        /// Run on PostgreSQL: fresh schemas on this server (postgres://…),
+        /// dropped afterwards. Default: SQLite files in a temp dir.
+        #[arg(long, value_name = "URL")]
+        env: Option<EnvLocation>,
+        /// Print the result as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Instantiation time per agent and resident memory per live agent,
     /// with many agents alive at once, each blocked in a wait.
     Spawn {
@@ -187,6 +211,38 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     run.waited
                 );
             }
+            Ok(())
+        }
+        Workload::Workspace {
+            agents,
+            writes,
+            size,
+            durability,
+            env,
+            json,
+        } => {
+            let place = Place::new(env)?;
+            let r = bench::workspace(&place, agents, writes, size, durability.into()).await?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+                return Ok(());
+            }
+            println!(
+                "workspace: {} files of {} bytes by {} writers ({}, durability {})",
+                r.writes, r.size, r.agents, r.backend, r.durability
+            );
+            println!("  {:<28} {:>10} {:>12}", "mode", "seconds", "writes/s");
+            for (name, t) in [
+                ("guarded (wasm, workspace)", &r.guarded),
+                ("plain (native, in place)", &r.plain),
+                ("plain atomic (temp+rename)", &r.plain_atomic),
+            ] {
+                println!("  {name:<28} {:>10.2} {:>12.0}", t.seconds, t.rate_per_s);
+            }
+            println!(
+                "  guarded/plain {:.2}, guarded/plain atomic {:.2}",
+                r.guarded_vs_plain, r.guarded_vs_plain_atomic
+            );
             Ok(())
         }
         Workload::Spawn {
