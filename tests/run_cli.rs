@@ -208,12 +208,16 @@ fn a_watched_folder_starts_restarts_and_stops_modules() {
 fn the_demo_swarm_finishes_all_its_work_and_heals_its_crashes() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("demo.db");
+    let files = dir.path().join("files");
+    std::fs::create_dir(&files).unwrap();
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../demo/swarm.toml");
     let out: Output = wawe(dir.path())
         .arg("run")
         .arg(&manifest)
         .arg("--env")
         .arg(&db)
+        .arg("--workspace")
+        .arg(&files)
         .arg("--json")
         .arg("--reset")
         .output()
@@ -238,4 +242,91 @@ fn the_demo_swarm_finishes_all_its_work_and_heals_its_crashes() {
         "{tasks:?}"
     );
     assert!(block(env.list_reservations("")).unwrap().is_empty());
+    // The workspace part: `editor` checked every file against its edits (it
+    // ends failed, and so the run, on any difference) and the stale write.
+    let stale = block(env.get_value("editor/stale-write")).unwrap().unwrap();
+    assert_eq!(stale.value, "refused");
+    for i in 0..8 {
+        let text = std::fs::read_to_string(files.join(format!("src/f{i}.txt"))).unwrap();
+        assert!(
+            text.starts_with(&format!("src/f{i}.txt: first line\n")),
+            "{text}"
+        );
+        assert!(text.ends_with('\n'));
+    }
+    // Who wrote what, as a user would look it up.
+    let events = wawe(dir.path())
+        .args([
+            "env",
+            "events",
+            "--kind",
+            "workspace.",
+            "--json",
+            "--limit",
+            "1000",
+            "--env",
+        ])
+        .arg(&db)
+        .output()
+        .unwrap();
+    let events = String::from_utf8_lossy(&events.stdout);
+    let writers: std::collections::BTreeSet<String> = events
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["kind"] == "workspace.write")
+        .map(|e| {
+            e["agent"]
+                .as_str()
+                .unwrap()
+                .split('.')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert!(
+        writers.contains("editor") && writers.contains("editor-worker"),
+        "{writers:?}"
+    );
+}
+
+#[test]
+fn a_capability_not_granted_is_refused_before_the_environment_is_touched() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, before) = seeded_env(dir.path());
+    let err = run_refused(dir.path(), &agent("ws-probe"), &db);
+    assert!(
+        err.contains("wawe:env/workspace") && err.contains("workspace = \"write\""),
+        "{err}"
+    );
+    let err = run_refused(dir.path(), &agent("http-probe"), &db);
+    assert!(
+        err.contains("wasi:http") && err.contains("allow_http"),
+        "{err}"
+    );
+    let manifest = dir.path().join("swarm.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "[agents.w]\nmodule = {:?}\nworkspace = \"write\"\n",
+            agent("ws-probe")
+        ),
+    )
+    .unwrap();
+    let err = run_refused(dir.path(), &manifest, &db);
+    assert!(
+        err.contains("swarm.toml:1") && err.contains("names none"),
+        "{err}"
+    );
+    std::fs::write(
+        &manifest,
+        format!(
+            "[agents.h]\nmodule = {:?}\nallow_http = [{{ origin = \"https://api.example.com\", headers = {{ authorization = \"Bearer ${{WAWE_NO_SUCH_VAR}}\" }} }}]\n",
+            agent("http-probe")
+        ),
+    )
+    .unwrap();
+    let err = run_refused(dir.path(), &manifest, &db);
+    assert!(err.contains("WAWE_NO_SUCH_VAR"), "{err}");
+    assert_eq!(snapshot(&db), before, "the environment changed");
 }

@@ -82,7 +82,12 @@ pub async fn spawn(
         let instances_before = host.instantiations();
         let started = Instant::now();
         let handles: Vec<_> = (0..agents)
-            .map(|r| host.spawn(&module, guest::spec(r, waiting(WAIT_MS as u32), Default::default())))
+            .map(|r| {
+                host.spawn(
+                    &module,
+                    guest::spec(r, waiting(WAIT_MS as u32), Default::default()),
+                )
+            })
             .collect();
         // Each agent is instantiated, then writes twice before it waits: its
         // start, and a claim that finds nothing. Then it reads once and sleeps.

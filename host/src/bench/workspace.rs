@@ -134,5 +134,9 @@ async fn native(
     for w in writers {
         w.await?.context("a native writer failed")?;
     }
-    Ok(Throughput::of(per * u64::from(agents), started.elapsed(), 0))
+    Ok(Throughput::of(
+        per * u64::from(agents),
+        started.elapsed(),
+        0,
+    ))
 }
