@@ -124,3 +124,23 @@ fn bench_wake_measures_waiters_in_this_process_and_another() {
         assert!(positive(&r[waiter]["p50_us"]), "{r}");
     }
 }
+
+#[test]
+fn bench_workspace_writes_through_the_workspace_and_plainly() {
+    let r = bench(&[
+        "workspace",
+        "--agents",
+        "4",
+        "--writes",
+        "42",
+        "--size",
+        "64",
+    ]);
+    assert_eq!(r["writes"], 44, "rounded up to a multiple of the agents");
+    for mode in ["guarded", "plain", "plain_atomic"] {
+        assert!(positive(&r[mode]["rate_per_s"]), "{mode}: {r}");
+    }
+    // Every guarded write was its own journaled operation.
+    assert!(positive(&r["guarded"]["commits_per_unit"]), "{r}");
+    assert!(positive(&r["guarded_vs_plain"]), "{r}");
+}

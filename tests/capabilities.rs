@@ -125,6 +125,8 @@ async fn reads_see_the_workspace_and_nothing_outside_it() {
         {"read": "escape/outside.txt"},
         {"read_abs": "/etc/hostname"},
         {"list": "src"},
+        {"write_fs": "src/a.txt", "data": "overwritten"},
+        {"write_fs": "src/new.txt", "data": "new"},
     ]);
     // (The probe can change the workspace too, so it needs "write" to load;
     // it only reads here, and reads go through the same read-only preopen.)
@@ -142,6 +144,15 @@ async fn reads_see_the_workspace_and_nothing_outside_it() {
         assert!(err(&got[i], "io"), "{what} was not refused: {got:?}");
     }
     assert_eq!(got[5], "ok:a.txt");
+    assert!(
+        err(&got[6], "io") && err(&got[7], "io"),
+        "plain writes got through: {got:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(h.ws().join("src/a.txt")).unwrap(),
+        "hello"
+    );
+    assert!(!h.ws().join("src/new.txt").exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -352,3 +352,41 @@ every_backend!(
     escaping_paths_are_refused_before_anything_runs,
     one_environment_has_one_workspace,
 );
+
+/// An environment made before workspaces existed (schema version 1) is
+/// brought up to date when opened, its data kept.
+#[test]
+fn a_version_1_file_gains_the_workspace_tables_when_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let env = wawe::env::Env::open(&path, Default::default()).unwrap();
+        env.put_value(&agent("a"), "kept", "yes", None, None)
+            .await
+            .unwrap();
+        env.close();
+    });
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "DROP TABLE workspace; DROP TABLE workspace_files; PRAGMA user_version = 1;",
+    )
+    .unwrap();
+    drop(conn);
+    rt.block_on(async {
+        let env = wawe::env::Env::open(&path, Default::default()).unwrap();
+        assert_eq!(env.get_value("kept").await.unwrap().unwrap().value, "yes");
+        let record = WorkspaceRecord {
+            id: "w".into(),
+            path: "/w".into(),
+            host: "h".into(),
+        };
+        env.register_workspace(record).await.unwrap();
+        env.close();
+    });
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, wawe::env::SCHEMA_VERSION);
+}

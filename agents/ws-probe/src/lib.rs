@@ -7,7 +7,8 @@
 //! Steps: `{"reserve": ["a/"], "as": "L", "shared": false, "ttl_ms": 30000}`,
 //! `{"write": "a/x", "under": "L", "data": "..."}`, `{"read": "a/x"}` (a
 //! plain `std::fs` read of `/workspace/a/x`; `read_abs` reads a path as
-//! given), `{"rename": "a/x", "to": "a/y", "under": "L"}`,
+//! given; `write_fs` tries a plain `std::fs::write` there), `{"rename":
+//! "a/x", "to": "a/y", "under": "L"}`,
 //! `{"remove": "a/x", "under": "L"}`, `{"mkdir": "a/d", "under": "L"}`,
 //! `{"release": "L"}`, `{"sleep_ms": 100}`, `{"list": "a"}`, and
 //! `{"write_then_panic": "a/x", "under": "L", "data": "..."}`: begins a
@@ -35,6 +36,7 @@ struct Step {
     data: Option<String>,
     read: Option<String>,
     read_abs: Option<String>,
+    write_fs: Option<String>,
     rename: Option<String>,
     to: Option<String>,
     remove: Option<String>,
@@ -111,6 +113,8 @@ impl Agent for Probe {
                 io(workspace::read_to_string(path))
             } else if let Some(path) = &step.read_abs {
                 io(std::fs::read_to_string(path))
+            } else if let Some(path) = &step.write_fs {
+                io(std::fs::write(workspace::path(path), &data).map(|()| String::new()))
             } else if let Some(from) = &step.rename {
                 let id = lease(&leases).unwrap_or(u64::MAX);
                 let to = step.to.clone().unwrap_or_default();

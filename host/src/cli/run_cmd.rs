@@ -400,6 +400,13 @@ async fn apply(runtime: &Runtime, swarm: &mut Swarm, change: FolderChange) {
                     return;
                 }
             };
+            if plan.grants.workspace.is_some() && swarm.host().workspace().is_none() {
+                eprintln!(
+                    "wawe: skipped {name}: its settings grant the workspace, but this run has \
+                     none: start it with --workspace DIR"
+                );
+                return;
+            }
             if swarm.runs(&plan, &module) {
                 return;
             }

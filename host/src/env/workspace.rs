@@ -138,6 +138,25 @@ pub(crate) fn check_path_token(path: &str, token: u64, last: Option<u64>) -> Env
     }
 }
 
+/// What an edit leaves at each path it touches, as the backends record it:
+/// `Some((size, hash))` for something there (a file written or moved in, a
+/// directory), `None` for a path emptied (deleted, or moved away).
+pub(crate) type PathState<'a> = Option<(Option<u64>, Option<&'a str>)>;
+
+/// The paths an edit touches and what each holds afterwards.
+pub(crate) fn path_states(edit: &Edit) -> Vec<(&str, PathState<'_>)> {
+    let written = Some((edit.size, edit.hash.as_deref()));
+    match edit.kind {
+        EditKind::Write => vec![(edit.path.as_str(), written)],
+        EditKind::Mkdir => vec![(edit.path.as_str(), Some((None, None)))],
+        EditKind::Delete => vec![(edit.path.as_str(), None)],
+        EditKind::Rename => vec![
+            (edit.path.as_str(), None),
+            (edit.to.as_deref().unwrap_or_default(), written),
+        ],
+    }
+}
+
 /// Whether lease resource `resource` covers workspace path `path`.
 fn covers(resource: &str, path: &str) -> bool {
     match resource.strip_suffix('/') {

@@ -431,6 +431,11 @@ impl Host {
         &self.shared.env
     }
 
+    /// The swarm's workspace on this host, if it has one.
+    pub fn workspace(&self) -> Option<&Workspace> {
+        self.shared.workspace.as_deref()
+    }
+
     /// Why this host lost its place in the environment and stopped its
     /// agents (cut off from it, or reaped by another host), if it did.
     pub fn lost(&self) -> Option<String> {

@@ -11,7 +11,8 @@ use crate::env::events::Change;
 use crate::env::limits::{i, u};
 use crate::env::reservations::first_segments;
 use crate::env::workspace::{
-    Edit, EditKind, FileChange, LeaseRow, WorkspaceRecord, check_lease, check_path_token, edited,
+    Edit, FileChange, LeaseRow, PathState, WorkspaceRecord, check_lease, check_path_token, edited,
+    path_states,
 };
 use crate::env::{EnvResult, Mode};
 
@@ -48,7 +49,7 @@ async fn record_path(
     agent: &str,
     path: &str,
     token: u64,
-    state: Option<(Option<u64>, Option<&str>)>,
+    state: PathState<'_>,
 ) -> EnvResult<()> {
     let (size, hash) = state.unwrap_or((None, None));
     let now = i(tx.now);
@@ -97,18 +98,8 @@ impl PgStore {
                 let last = last_token(tx, path).await?;
                 check_path_token(path, token, last)?;
             }
-            let written = Some((edit.size, edit.hash.as_deref()));
-            match edit.kind {
-                EditKind::Write => record_path(tx, &agent, &edit.path, token, written).await?,
-                EditKind::Mkdir => {
-                    record_path(tx, &agent, &edit.path, token, Some((None, None))).await?
-                }
-                EditKind::Delete => record_path(tx, &agent, &edit.path, token, None).await?,
-                EditKind::Rename => {
-                    let to = edit.to.as_deref().unwrap_or_default();
-                    record_path(tx, &agent, &edit.path, token, None).await?;
-                    record_path(tx, &agent, to, token, written).await?;
-                }
+            for (path, state) in path_states(&edit) {
+                record_path(tx, &agent, path, token, state).await?;
             }
             tx.record(&agent, edited(&edit, lease, token));
             change.apply()?;

@@ -10,7 +10,8 @@ use super::{SqliteStore, Tx};
 use crate::env::events::Change;
 use crate::env::limits::{i, u};
 use crate::env::workspace::{
-    Edit, EditKind, FileChange, LeaseRow, WorkspaceRecord, check_lease, check_path_token, edited,
+    Edit, FileChange, LeaseRow, PathState, WorkspaceRecord, check_lease, check_path_token, edited,
+    path_states,
 };
 use crate::env::{EnvResult, Mode};
 
@@ -44,6 +45,21 @@ fn lease_row(tx: &Tx<'_>, id: u64) -> EnvResult<Option<LeaseRow>> {
     }))
 }
 
+const RECORD: &str = "SELECT id, path, host FROM workspace LIMIT 1";
+
+fn read_record(conn: &rusqlite::Connection) -> EnvResult<Option<WorkspaceRecord>> {
+    Ok(conn
+        .prepare_cached(RECORD)?
+        .query_row([], |r| {
+            Ok(WorkspaceRecord {
+                id: r.get(0)?,
+                path: r.get(1)?,
+                host: r.get(2)?,
+            })
+        })
+        .optional()?)
+}
+
 fn last_token(tx: &Tx<'_>, path: &str) -> EnvResult<Option<u64>> {
     Ok(tx
         .conn
@@ -58,7 +74,7 @@ fn record_path(
     agent: &str,
     path: &str,
     token: u64,
-    state: Option<(Option<u64>, Option<&str>)>,
+    state: PathState<'_>,
 ) -> EnvResult<()> {
     let (size, hash) = state.unwrap_or((None, None));
     tx.conn
@@ -94,27 +110,8 @@ impl SqliteStore {
             for path in edit.paths() {
                 check_path_token(path, token, last_token(tx, path)?)?;
             }
-            match edit.kind {
-                EditKind::Write => record_path(
-                    tx,
-                    &agent,
-                    &edit.path,
-                    token,
-                    Some((edit.size, edit.hash.as_deref())),
-                )?,
-                EditKind::Mkdir => record_path(tx, &agent, &edit.path, token, Some((None, None)))?,
-                EditKind::Delete => record_path(tx, &agent, &edit.path, token, None)?,
-                EditKind::Rename => {
-                    let to = edit.to.as_deref().unwrap_or_default();
-                    record_path(tx, &agent, &edit.path, token, None)?;
-                    record_path(
-                        tx,
-                        &agent,
-                        to,
-                        token,
-                        Some((edit.size, edit.hash.as_deref())),
-                    )?;
-                }
+            for (path, state) in path_states(&edit) {
+                record_path(tx, &agent, path, token, state)?;
             }
             tx.record(&agent, edited(&edit, lease, token))?;
             change.apply()?;
@@ -128,18 +125,7 @@ impl SqliteStore {
         record: WorkspaceRecord,
     ) -> EnvResult<WorkspaceRecord> {
         self.write(move |tx| {
-            let found = tx
-                .conn
-                .prepare_cached("SELECT id, path, host FROM workspace LIMIT 1")?
-                .query_row([], |r| {
-                    Ok(WorkspaceRecord {
-                        id: r.get(0)?,
-                        path: r.get(1)?,
-                        host: r.get(2)?,
-                    })
-                })
-                .optional()?;
-            if let Some(found) = found {
+            if let Some(found) = read_record(tx.conn)? {
                 return Ok(found);
             }
             tx.conn
@@ -159,18 +145,7 @@ impl SqliteStore {
     }
 
     pub(crate) async fn workspace(&self) -> EnvResult<Option<WorkspaceRecord>> {
-        self.read(|conn, _| {
-            Ok(conn
-                .prepare_cached("SELECT id, path, host FROM workspace LIMIT 1")?
-                .query_row([], |r| {
-                    Ok(WorkspaceRecord {
-                        id: r.get(0)?,
-                        path: r.get(1)?,
-                        host: r.get(2)?,
-                    })
-                })
-                .optional()?)
-        })
+        self.read(|conn, _| read_record(conn))
     }
 
     pub(crate) async fn record_change(&self, agent: &str, change: Change) -> EnvResult<()> {

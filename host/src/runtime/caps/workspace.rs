@@ -489,6 +489,32 @@ impl AgentState {
         })
     }
 
+    /// A change that writes no content (rename, remove, mkdir), as a call.
+    async fn change(
+        &mut self,
+        lease: u64,
+        kind: EditKind,
+        path: String,
+        to: Option<String>,
+        op: Op,
+    ) -> Res<()> {
+        self.charge(Call::Write).await?;
+        for p in std::iter::once(&path).chain(to.as_ref()) {
+            if let Err(e) = self.change_path(p) {
+                return refuse(e);
+            }
+        }
+        let edit = Edit {
+            kind,
+            path,
+            to,
+            size: None,
+            hash: None,
+        };
+        let r = self.edit(lease, edit, op).await;
+        Ok(r.map(drop).map_err(types::Error::from))
+    }
+
     fn new_temp(&self) -> EnvResult<TempFile> {
         let w = self.writable()?;
         TempFile::new(w.ws.dir.clone()).map_err(|e| io_error("make a temporary file", e))
@@ -548,53 +574,22 @@ impl wit::Host for AgentState {
     }
 
     async fn rename(&mut self, lease: u64, from: String, to: String) -> Res<()> {
-        self.charge(Call::Write).await?;
-        for p in [&from, &to] {
-            if let Err(e) = self.change_path(p) {
-                return refuse(e);
-            }
-        }
-        let edit = Edit {
-            kind: EditKind::Rename,
-            path: from.clone(),
-            to: Some(to.clone()),
-            size: None,
-            hash: None,
+        let op = Op::Rename {
+            from: from.clone(),
+            to: to.clone(),
         };
-        let r = self.edit(lease, edit, Op::Rename { from, to }).await;
-        Ok(r.map(drop).map_err(types::Error::from))
+        self.change(lease, EditKind::Rename, from, Some(to), op)
+            .await
     }
 
     async fn remove(&mut self, lease: u64, path: String) -> Res<()> {
-        self.charge(Call::Write).await?;
-        if let Err(e) = self.change_path(&path) {
-            return refuse(e);
-        }
-        let edit = Edit {
-            kind: EditKind::Delete,
-            path: path.clone(),
-            to: None,
-            size: None,
-            hash: None,
-        };
-        let r = self.edit(lease, edit, Op::Remove { path }).await;
-        Ok(r.map(drop).map_err(types::Error::from))
+        let op = Op::Remove { path: path.clone() };
+        self.change(lease, EditKind::Delete, path, None, op).await
     }
 
     async fn create_dir(&mut self, lease: u64, path: String) -> Res<()> {
-        self.charge(Call::Write).await?;
-        if let Err(e) = self.change_path(&path) {
-            return refuse(e);
-        }
-        let edit = Edit {
-            kind: EditKind::Mkdir,
-            path: path.clone(),
-            to: None,
-            size: None,
-            hash: None,
-        };
-        let r = self.edit(lease, edit, Op::Mkdir { path }).await;
-        Ok(r.map(drop).map_err(types::Error::from))
+        let op = Op::Mkdir { path: path.clone() };
+        self.change(lease, EditKind::Mkdir, path, None, op).await
     }
 }
 
