@@ -385,11 +385,14 @@ async fn a_host_with_another_workspace_is_refused_at_start() {
     second.shutdown().await.unwrap();
 }
 
+/// The headers of one request, lower-cased names.
+type Headers = Vec<(String, String)>;
+
 /// A tiny HTTP/1.1 server: answers by path, and remembers the headers of
 /// every request it got.
 struct Server {
     port: u16,
-    seen: Arc<Mutex<Vec<Vec<(String, String)>>>>,
+    seen: Arc<Mutex<Vec<Headers>>>,
 }
 
 fn serve() -> Server {
