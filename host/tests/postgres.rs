@@ -453,17 +453,21 @@ async fn an_environment_moves_from_sqlite_to_postgres_and_back_whole() {
 }
 
 /// `wawe run demo/swarm.toml --env postgres://…` ends as on SQLite: every
-/// task done, crashes healed, no lease held.
+/// task done (the workspace edits checked by the demo's `editor`), crashes
+/// healed, no lease held.
 #[test]
 fn the_demo_swarm_ends_on_postgres_as_on_sqlite() {
     let Some(s) = Schema::new("demo") else { return };
     let dir = tempfile::tempdir().unwrap();
     let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../demo/swarm.toml");
     let summary = |env: &str| -> serde_json::Value {
+        // A workspace of its own for each run, outside the repository.
+        let files = tempfile::tempdir_in(dir.path()).unwrap();
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_wawe"))
             .arg("run")
             .arg(&manifest)
-            .args(["--env", env, "--json", "--reset"])
+            .args(["--env", env, "--json", "--reset", "--workspace"])
+            .arg(files.path())
             .current_dir(dir.path())
             .env_remove("WAWE_ENV")
             .env_remove("WAWE_LOG")
