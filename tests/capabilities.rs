@@ -29,9 +29,13 @@ struct Harness {
 
 impl Harness {
     async fn new() -> Harness {
+        Self::with(EnvOptions::default()).await
+    }
+
+    async fn with(opts: EnvOptions) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("ws")).unwrap();
-        let env = Env::open(dir.path().join("env.db"), EnvOptions::default()).unwrap();
+        let env = Env::open(dir.path().join("env.db"), opts).unwrap();
         let runtime = Runtime::new(RuntimeOptions {
             cache_dir: Some(support::cache_dir()),
             ..RuntimeOptions::default()
@@ -234,6 +238,34 @@ async fn writes_follow_the_lease_rules_end_to_end() {
             "workspace.mkdir",
             "workspace.delete"
         ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_full_durability_every_kind_of_change_is_flushed_and_made() {
+    let h = Harness::with(EnvOptions {
+        durability: wawe::env::Durability::Full,
+        ..EnvOptions::default()
+    })
+    .await;
+    let steps = serde_json::json!([
+        {"reserve": ["top", "d/"], "as": "L"},
+        {"write": "top", "under": "L", "data": "at the top level"},
+        {"write": "d/a", "under": "L", "data": "one"},
+        {"rename": "d/a", "to": "d/e/b", "under": "L"},
+        {"mkdir": "d/f", "under": "L"},
+        {"remove": "d/f", "under": "L"},
+        {"read": "d/e/b"},
+    ]);
+    let (end, got) = h
+        .probe("full", steps, Access::Write, Limits::default())
+        .await;
+    assert_eq!(end, RunEnd::Exited, "{got:?}");
+    assert!(got.iter().all(|g| ok(g)), "{got:?}");
+    assert_eq!(got[6], "ok:one");
+    assert_eq!(
+        std::fs::read_to_string(h.ws().join("top")).unwrap(),
+        "at the top level"
     );
 }
 

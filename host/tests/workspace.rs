@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use common::{agent, open, res};
 use wawe::env::{
-    Edit, EditKind, EnvError, EnvResult, EventFilter, FileChange, Mode, WorkspaceRecord,
+    AgentId, Edit, EditKind, EnvError, EnvResult, EventFilter, FileChange, Lease, Mode,
+    WorkspaceRecord,
 };
 
 const TTL: u64 = 10_000;
@@ -48,6 +49,20 @@ fn only(kind: &str) -> EventFilter {
     }
 }
 
+/// A lease `who` is granted at once on `resources`.
+async fn grant(
+    t: &common::TestEnv,
+    who: &AgentId,
+    resources: &[&str],
+    mode: Mode,
+    ttl: u64,
+) -> Lease {
+    t.env
+        .reserve(who, &res(resources), mode, ttl, 0)
+        .await
+        .unwrap()
+}
+
 fn change() -> Arc<Counted> {
     Arc::new(Counted::default())
 }
@@ -65,11 +80,7 @@ async fn workspace_events(t: &common::TestEnv) -> Vec<String> {
 async fn a_write_under_a_live_exclusive_covering_lease_is_made_and_journaled() {
     let t = open();
     let a = agent("a");
-    let lease = t
-        .env
-        .reserve(&a, &res(&["src/"]), Mode::Exclusive, TTL, 0)
-        .await
-        .unwrap();
+    let lease = grant(&t, &a, &["src/"], Mode::Exclusive, TTL).await;
     let c = change();
     let token = t
         .env
@@ -98,11 +109,7 @@ async fn a_write_under_a_live_exclusive_covering_lease_is_made_and_journaled() {
 async fn a_write_without_a_lease_of_ones_own_is_refused() {
     let t = open();
     let (a, b) = (agent("a"), agent("b"));
-    let lease = t
-        .env
-        .reserve(&a, &res(&["src/"]), Mode::Exclusive, TTL, 0)
-        .await
-        .unwrap();
+    let lease = grant(&t, &a, &["src/"], Mode::Exclusive, TTL).await;
     for (who, id) in [(&b, lease.id), (&a, lease.id + 100)] {
         let c = change();
         let got = t
@@ -118,11 +125,7 @@ async fn a_write_without_a_lease_of_ones_own_is_refused() {
 async fn a_write_under_a_shared_lease_is_refused() {
     let t = open();
     let a = agent("a");
-    let lease = t
-        .env
-        .reserve(&a, &res(&["src/"]), Mode::Shared, TTL, 0)
-        .await
-        .unwrap();
+    let lease = grant(&t, &a, &["src/"], Mode::Shared, TTL).await;
     let got = t
         .env
         .workspace_edit(&a, lease.id, write("src/x"), change())
@@ -136,11 +139,7 @@ async fn a_write_under_a_shared_lease_is_refused() {
 async fn a_write_outside_what_the_lease_covers_is_refused() {
     let t = open();
     let a = agent("a");
-    let lease = t
-        .env
-        .reserve(&a, &res(&["src/a.rs"]), Mode::Exclusive, TTL, 0)
-        .await
-        .unwrap();
+    let lease = grant(&t, &a, &["src/a.rs"], Mode::Exclusive, TTL).await;
     for path in ["src/b.rs", "src/a.rs.bak", "src"] {
         let got = t
             .env
@@ -156,11 +155,7 @@ async fn a_write_outside_what_the_lease_covers_is_refused() {
 async fn a_rename_needs_a_lease_covering_both_ends() {
     let t = open();
     let a = agent("a");
-    let lease = t
-        .env
-        .reserve(&a, &res(&["src/"]), Mode::Exclusive, TTL, 0)
-        .await
-        .unwrap();
+    let lease = grant(&t, &a, &["src/"], Mode::Exclusive, TTL).await;
     let rename = |to: &str| Edit {
         kind: EditKind::Rename,
         path: "src/a.rs".into(),
@@ -189,11 +184,7 @@ async fn a_rename_needs_a_lease_covering_both_ends() {
 async fn an_expired_lease_is_refused_as_stale() {
     let t = open();
     let a = agent("a");
-    let lease = t
-        .env
-        .reserve(&a, &res(&["src/"]), Mode::Exclusive, 1_000, 0)
-        .await
-        .unwrap();
+    let lease = grant(&t, &a, &["src/"], Mode::Exclusive, 1_000).await;
     t.clock.advance(1_000);
     let c = change();
     let got = t
@@ -209,16 +200,8 @@ async fn a_stale_token_is_refused_after_a_newer_holder_wrote() {
     let a = agent("a");
     // Two live leases of one agent (its own leases never conflict): the
     // older token may not write over what the newer one wrote.
-    let old = t
-        .env
-        .reserve(&a, &res(&["src/"]), Mode::Exclusive, TTL, 0)
-        .await
-        .unwrap();
-    let new = t
-        .env
-        .reserve(&a, &res(&["src/main.rs"]), Mode::Exclusive, TTL, 0)
-        .await
-        .unwrap();
+    let old = grant(&t, &a, &["src/"], Mode::Exclusive, TTL).await;
+    let new = grant(&t, &a, &["src/main.rs"], Mode::Exclusive, TTL).await;
     assert!(new.token > old.token);
     t.env
         .workspace_edit(&a, new.id, write("src/main.rs"), change())
@@ -237,17 +220,9 @@ async fn a_stale_token_is_refused_after_a_newer_holder_wrote() {
     // And across holders: b takes over after a's lease lapses, writes, and
     // a late write by a is refused.
     let (b, c) = (agent("b"), agent("c"));
-    let first = t
-        .env
-        .reserve(&b, &res(&["docs/"]), Mode::Exclusive, 1_000, 0)
-        .await
-        .unwrap();
+    let first = grant(&t, &b, &["docs/"], Mode::Exclusive, 1_000).await;
     t.clock.advance(1_000);
-    let second = t
-        .env
-        .reserve(&c, &res(&["docs/"]), Mode::Exclusive, TTL, 0)
-        .await
-        .unwrap();
+    let second = grant(&t, &c, &["docs/"], Mode::Exclusive, TTL).await;
     t.env
         .workspace_edit(&c, second.id, write("docs/x"), change())
         .await
@@ -268,11 +243,7 @@ async fn a_stale_token_is_refused_after_a_newer_holder_wrote() {
 async fn a_failed_change_leaves_no_record_and_no_event() {
     let t = open();
     let a = agent("a");
-    let lease = t
-        .env
-        .reserve(&a, &res(&["src/"]), Mode::Exclusive, TTL, 0)
-        .await
-        .unwrap();
+    let lease = grant(&t, &a, &["src/"], Mode::Exclusive, TTL).await;
     let failing = Arc::new(Counted {
         runs: AtomicU32::new(0),
         fail: true,
@@ -291,11 +262,7 @@ async fn a_failed_change_leaves_no_record_and_no_event() {
 async fn escaping_paths_are_refused_before_anything_runs() {
     let t = open();
     let a = agent("a");
-    let lease = t
-        .env
-        .reserve(&a, &res(&["src/"]), Mode::Exclusive, TTL, 0)
-        .await
-        .unwrap();
+    let lease = grant(&t, &a, &["src/"], Mode::Exclusive, TTL).await;
     for path in [
         "../etc/passwd",
         "/etc/passwd",

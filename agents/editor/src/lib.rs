@@ -17,6 +17,7 @@
 //!   then tries to write: the write must be refused as stale. It records the
 //!   outcome in `editor/stale-write`.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -103,24 +104,22 @@ fn producer(config: &Config) -> Result<(), String> {
 /// Every file holds exactly its first line and one line per edit of it, and
 /// nothing else is left in the workspace.
 fn check(files: u32, count: u32) -> Result<(), String> {
-    let mut expected: Vec<Vec<String>> = (0..files).map(|i| vec![first_line(&file(i))]).collect();
+    let mut expected: BTreeMap<String, Vec<String>> = (0..files)
+        .map(|i| (file(i), vec![first_line(&file(i))]))
+        .collect();
     for edit in edits(count, files) {
-        for f in &edit.files {
-            let i: usize = f[5..f.len() - 4]
-                .parse()
-                .map_err(|_| format!("bad name {f}"))?;
-            expected[i].push(edit.line.clone());
+        for f in edit.files {
+            expected.entry(f).or_default().push(edit.line.clone());
         }
     }
-    for (i, want) in expected.iter_mut().enumerate() {
-        let path = file(i as u32);
-        let text = workspace::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
-        let mut got: Vec<String> = text.lines().map(str::to_string).collect();
+    for (path, want) in &mut expected {
+        let text = workspace::read_to_string(path.as_str()).map_err(|e| format!("{path}: {e}"))?;
         if !text.ends_with('\n') {
             return Err(format!("{path} is torn: it does not end with a whole line"));
         }
-        got.sort();
-        want.sort();
+        let mut got: Vec<&str> = text.lines().collect();
+        got.sort_unstable();
+        want.sort_unstable();
         if got != *want {
             return Err(format!(
                 "{path} holds {} lines, not the {} its edits imply:\n{text}",
@@ -129,11 +128,14 @@ fn check(files: u32, count: u32) -> Result<(), String> {
             ));
         }
     }
-    let extra: Vec<String> = std::fs::read_dir(workspace::path("src"))
+    let present: BTreeSet<String> = std::fs::read_dir(workspace::path("src"))
         .map_err(|e| e.to_string())?
         .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| !n.starts_with('f') || !n.ends_with(".txt"))
+        .map(|e| format!("src/{}", e.file_name().to_string_lossy()))
+        .collect();
+    let extra: Vec<&String> = present
+        .iter()
+        .filter(|p| !expected.contains_key(*p))
         .collect();
     if !extra.is_empty() {
         return Err(format!("unexpected files left in src/: {extra:?}"));

@@ -1,7 +1,8 @@
 //! The journal, as every backend offers it: reading events, waiting for
 //! them (woken by commits, never by polling), and pruning.
 
-use super::{Env, EnvResult, Event, EventFilter};
+use super::events::Change;
+use super::{AgentId, Env, EnvResult, Event, EventFilter};
 
 /// The most events one read returns.
 pub(crate) const MAX_READ: u32 = 10_000;
@@ -56,5 +57,24 @@ impl Env {
     /// Sequence numbers are never reused.
     pub async fn prune_events(&self) -> EnvResult<u64> {
         store!(self, s => s.prune_events().await)
+    }
+
+    /// Journal that `who` was refused something outside the environment
+    /// (an HTTP request): `kind` such as `http.denied`, with `subject` and
+    /// `detail` saying what and why. Its own operation: the refusal is not
+    /// part of a write that could roll it back.
+    pub async fn record_denied(
+        &self,
+        who: &AgentId,
+        kind: &'static str,
+        subject: String,
+        detail: serde_json::Value,
+    ) -> EnvResult<()> {
+        let change = Change {
+            kind,
+            subject,
+            detail,
+        };
+        store!(self, s => s.record_change(who.as_str(), change).await)
     }
 }

@@ -88,8 +88,9 @@ pub(crate) struct LeaseRow {
     pub(crate) resources: Vec<String>,
 }
 
-/// Check that `lease` (as read inside the write) lets `who` make `edit` at
-/// `now`; returns its token. `last` gives the last token that wrote a path.
+/// Check that lease `id` (its row as read inside the write, if any) lets
+/// `who` make `edit` at `now`; returns its token. The per-path token rule is
+/// [`check_path_token`].
 pub(crate) fn check_lease(
     who: &str,
     id: u64,
@@ -186,6 +187,15 @@ pub(crate) fn edited(edit: &Edit, lease: u64, token: u64) -> Change {
     }
 }
 
+/// The journal event of host `record.host` registering the workspace.
+pub(crate) fn registered(record: &WorkspaceRecord) -> Change {
+    Change {
+        kind: "workspace.registered",
+        subject: format!("workspace/{}", record.id),
+        detail: json!({"path": record.path}),
+    }
+}
+
 /// Check a workspace path as written by an agent: a plain relative path.
 pub fn validate_path(path: &str, max_len: usize) -> EnvResult<()> {
     if path.ends_with('/') {
@@ -264,24 +274,6 @@ impl Env {
     /// The workspace recorded for this environment, if any.
     pub async fn workspace(&self) -> EnvResult<Option<WorkspaceRecord>> {
         store!(self, s => s.workspace().await)
-    }
-
-    /// Journal that `who` was refused something outside the environment (a
-    /// workspace edit, an HTTP request): `kind` such as `http.denied`, with
-    /// `subject` and `detail` saying what and why.
-    pub async fn record_denied(
-        &self,
-        who: &AgentId,
-        kind: &'static str,
-        subject: String,
-        detail: serde_json::Value,
-    ) -> EnvResult<()> {
-        let change = Change {
-            kind,
-            subject,
-            detail,
-        };
-        store!(self, s => s.record_change(who.as_str(), change).await)
     }
 }
 

@@ -5,11 +5,32 @@
 use super::bindings::wawe::env::{
     events, learnings, logging, reservations, signals, tasks, types, values,
 };
+use wasmtime::component::{HasSelf, Linker};
+
 use super::quota::Call;
 use super::state::AgentState;
 use crate::env::{self, EnvError};
 
 type Res<T> = wasmtime::Result<Result<T, types::Error>>;
+
+/// Link the environment's interfaces of `wawe:env` (the capabilities link
+/// their own: see [`super::caps`]).
+pub(crate) fn add_to_linker(linker: &mut Linker<AgentState>) -> anyhow::Result<()> {
+    types::add_to_linker::<_, HasSelf<_>>(linker, me)?;
+    reservations::add_to_linker::<_, HasSelf<_>>(linker, me)?;
+    tasks::add_to_linker::<_, HasSelf<_>>(linker, me)?;
+    learnings::add_to_linker::<_, HasSelf<_>>(linker, me)?;
+    signals::add_to_linker::<_, HasSelf<_>>(linker, me)?;
+    values::add_to_linker::<_, HasSelf<_>>(linker, me)?;
+    events::add_to_linker::<_, HasSelf<_>>(linker, me)?;
+    logging::add_to_linker::<_, HasSelf<_>>(linker, me)?;
+    Ok(())
+}
+
+/// The store data, as the bindings' accessor for the agent's own state.
+fn me(state: &mut AgentState) -> &mut AgentState {
+    state
+}
 
 impl From<EnvError> for types::Error {
     fn from(e: EnvError) -> Self {

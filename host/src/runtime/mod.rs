@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::Linker;
 use wasmtime::{Config, Engine};
 
 pub use caps::Grants;
@@ -311,7 +311,7 @@ impl Runtime {
         let engine = Engine::new(&config)?;
         let mut linker = Linker::<AgentState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        bindings::Agent::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+        imports::add_to_linker(&mut linker)?;
         caps::add_to_linker(&mut linker)?;
         let ticker = Ticker::start(engine.clone())?;
         Ok(Runtime {

@@ -2,6 +2,7 @@
 //! [`super::writer`]), read after a sequence number, pruned by age.
 
 use super::PgStore;
+use crate::env::events::Change;
 use crate::env::limits::{i, u};
 use crate::env::{EnvResult, Event, EventFilter};
 
@@ -9,6 +10,16 @@ use crate::env::{EnvResult, Event, EventFilter};
 const PAGE: i64 = 1_000;
 
 impl PgStore {
+    /// Append one change of `agent` on its own (a refusal to journal).
+    pub(crate) async fn record_change(&self, agent: &str, change: Change) -> EnvResult<()> {
+        let agent = agent.to_owned();
+        self.write(async move |tx| {
+            tx.record(&agent, change.clone());
+            Ok(())
+        })
+        .await
+    }
+
     /// Up to `limit` events after `after` matching `filter`, and the last
     /// sequence number looked at.
     pub(crate) async fn read_events(

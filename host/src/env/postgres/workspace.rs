@@ -7,12 +7,11 @@ use std::sync::Arc;
 
 use super::writer::lock_key;
 use super::{PgStore, PgTx};
-use crate::env::events::Change;
 use crate::env::limits::{i, u};
 use crate::env::reservations::first_segments;
 use crate::env::workspace::{
     Edit, FileChange, LeaseRow, PathState, WorkspaceRecord, check_lease, check_path_token, edited,
-    path_states,
+    path_states, registered,
 };
 use crate::env::{EnvResult, Mode};
 
@@ -125,12 +124,7 @@ impl PgStore {
                 &[&record.id, &record.path, &record.host, &now],
             )
             .await?;
-            tx.journal(
-                &record.host,
-                "workspace.registered",
-                &format!("workspace/{}", record.id),
-                serde_json::json!({"path": record.path}),
-            );
+            tx.record(&record.host, registered(&record));
             Ok(record.clone())
         })
         .await
@@ -141,14 +135,5 @@ impl PgStore {
             .query("SELECT id, path, host FROM workspace LIMIT 1", &[])
             .await?;
         Ok(rows.first().map(read_record))
-    }
-
-    pub(crate) async fn record_change(&self, agent: &str, change: Change) -> EnvResult<()> {
-        let agent = agent.to_owned();
-        self.write(async move |tx| {
-            tx.record(&agent, change.clone());
-            Ok(())
-        })
-        .await
     }
 }

@@ -9,6 +9,7 @@ use rusqlite::{Connection, params};
 use tokio::sync::watch;
 
 use super::SqliteStore;
+use crate::env::events::Change;
 use crate::env::limits::{i, u};
 use crate::env::{EnvResult, Event, EventFilter};
 
@@ -118,6 +119,13 @@ pub(crate) fn watch_other_processes(
 }
 
 impl SqliteStore {
+    /// Append one change of `agent` on its own (a refusal to journal).
+    pub(crate) async fn record_change(&self, agent: &str, change: Change) -> EnvResult<()> {
+        let agent = agent.to_owned();
+        self.write(move |tx| tx.record(&agent, change).map(drop))
+            .await
+    }
+
     /// Up to `limit` events after `after` matching `filter`, and the last
     /// sequence number looked at.
     pub(crate) async fn read_events(

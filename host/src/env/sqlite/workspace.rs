@@ -7,11 +7,10 @@ use std::sync::Arc;
 use rusqlite::{OptionalExtension, params};
 
 use super::{SqliteStore, Tx};
-use crate::env::events::Change;
 use crate::env::limits::{i, u};
 use crate::env::workspace::{
     Edit, FileChange, LeaseRow, PathState, WorkspaceRecord, check_lease, check_path_token, edited,
-    path_states,
+    path_states, registered,
 };
 use crate::env::{EnvResult, Mode};
 
@@ -133,12 +132,7 @@ impl SqliteStore {
                     "INSERT INTO workspace (id, path, host, registered_at) VALUES (?1, ?2, ?3, ?4)",
                 )?
                 .execute(params![record.id, record.path, record.host, i(tx.now)])?;
-            tx.journal(
-                &record.host,
-                "workspace.registered",
-                &format!("workspace/{}", record.id),
-                serde_json::json!({"path": record.path}),
-            )?;
+            tx.record(&record.host, registered(&record))?;
             Ok(record)
         })
         .await
@@ -146,11 +140,5 @@ impl SqliteStore {
 
     pub(crate) async fn workspace(&self) -> EnvResult<Option<WorkspaceRecord>> {
         self.read(|conn, _| read_record(conn))
-    }
-
-    pub(crate) async fn record_change(&self, agent: &str, change: Change) -> EnvResult<()> {
-        let agent = agent.to_owned();
-        self.write(move |tx| tx.record(&agent, change).map(drop))
-            .await
     }
 }

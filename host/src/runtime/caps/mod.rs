@@ -30,6 +30,7 @@ pub struct Grants {
 /// agents; what each may use is decided by [`check_grants`] at load and by
 /// its per-agent state at run time.
 pub(crate) fn add_to_linker(linker: &mut Linker<AgentState>) -> anyhow::Result<()> {
+    workspace::add_to_linker(linker)?;
     http::add_to_linker(linker)
 }
 

@@ -23,7 +23,7 @@ use anyhow::Context;
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
 use sha2::{Digest, Sha256};
-use wasmtime::component::Resource;
+use wasmtime::component::{HasSelf, Linker, Resource};
 
 use crate::env::{Edit, EditKind, Env, EnvError, EnvResult, FileChange, WorkspaceRecord};
 use crate::runtime::bindings::wawe::env::{types, workspace as wit};
@@ -171,6 +171,12 @@ fn clear_stale_tmp(dir: &Dir) {
     }
 }
 
+/// Link `wawe:env/workspace`.
+pub(crate) fn add_to_linker(linker: &mut Linker<AgentState>) -> anyhow::Result<()> {
+    wit::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+    Ok(())
+}
+
 /// Per-write and per-listing limits of the workspace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WorkspaceLimits {
@@ -267,6 +273,9 @@ struct Apply {
     dir: Arc<Dir>,
     op: Op,
     max_dir_entries: u64,
+    /// Flush the directories changed to disk (durability `full`), so the
+    /// rename outlives a power loss as the commit that journals it does.
+    sync: bool,
     done: AtomicBool,
 }
 
@@ -288,61 +297,76 @@ enum Op {
     },
 }
 
-impl Apply {
-    fn make_parent(&self, path: &str) -> EnvResult<()> {
-        if let Some(parent) = Path::new(path).parent()
-            && !parent.as_os_str().is_empty()
-        {
-            self.dir
-                .create_dir_all(parent)
-                .map_err(|e| io_error(&format!("make the directories of `{path}`"), e))?;
-        }
-        Ok(())
-    }
+/// The directory holding `path` (`.` for the workspace's top level).
+fn parent(path: &str) -> &Path {
+    Path::new(path)
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
 
-    /// Refuse a new entry in a directory already holding the most allowed.
-    fn room_for(&self, path: &str) -> EnvResult<()> {
+impl Apply {
+    /// Make the directories above a new entry at `path`, and refuse it if
+    /// its directory already holds the most entries allowed.
+    fn make_room(&self, path: &str) -> EnvResult<()> {
+        let dir = parent(path);
+        self.dir
+            .create_dir_all(dir)
+            .map_err(|e| io_error(&format!("make the directories of `{path}`"), e))?;
         if self.dir.symlink_metadata(path).is_ok() {
             return Ok(());
         }
-        let parent = Path::new(path)
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let Ok(entries) = self.dir.read_dir(parent) else {
+        let Ok(entries) = self.dir.read_dir(dir) else {
             return Ok(());
         };
         let n = entries.count() as u64;
         if n >= self.max_dir_entries {
             return Err(EnvError::TooLarge {
-                what: format!("directory `{}` (entries)", parent.display()),
+                what: format!("directory `{}` (entries)", dir.display()),
                 limit: self.max_dir_entries,
                 actual: n + 1,
             });
         }
         Ok(())
     }
-}
 
-impl FileChange for Apply {
-    fn apply(&self) -> EnvResult<()> {
-        if self.done.load(Ordering::Acquire) {
-            return Ok(());
+    /// Flush the directories holding `paths` when durability asks for it.
+    /// The change is made by then, so a flush that fails is reported, not
+    /// turned into a refusal of what already happened.
+    fn sync_dirs(&self, paths: &[&str]) {
+        if !self.sync {
+            return;
         }
+        let mut read = cap_std::fs::OpenOptions::new();
+        read.read(true);
+        for path in paths {
+            let flushed = self
+                .dir
+                .open_with(parent(path), &read)
+                .and_then(|d| d.sync_all());
+            if let Err(e) = flushed {
+                tracing::warn!("cannot flush the workspace directory of `{path}`: {e}");
+            }
+        }
+    }
+
+    fn run(&self) -> EnvResult<()> {
         match &self.op {
             Op::Put { tmp, to } => {
-                self.make_parent(to)?;
-                self.room_for(to)?;
+                self.make_room(to)?;
                 self.dir
                     .rename(tmp, &self.dir, to)
                     .map_err(|e| io_error(&format!("write `{to}`"), e))?;
+                self.sync_dirs(&[to]);
+                Ok(())
             }
             Op::Rename { from, to } => {
-                self.make_parent(to)?;
-                self.room_for(to)?;
+                self.make_room(to)?;
                 self.dir
                     .rename(from, &self.dir, to)
                     .map_err(|e| io_error(&format!("rename `{from}` to `{to}`"), e))?;
+                self.sync_dirs(&[from, to]);
+                Ok(())
             }
             Op::Remove { path } => {
                 let meta = self
@@ -355,15 +379,27 @@ impl FileChange for Apply {
                     self.dir.remove_file(path)
                 };
                 removed.map_err(|e| io_error(&format!("remove `{path}`"), e))?;
+                self.sync_dirs(&[path]);
+                Ok(())
             }
             Op::Mkdir { path } => {
-                self.make_parent(path)?;
-                self.room_for(path)?;
+                self.make_room(path)?;
                 self.dir
                     .create_dir_all(path)
                     .map_err(|e| io_error(&format!("make the directory `{path}`"), e))?;
+                self.sync_dirs(&[path]);
+                Ok(())
             }
         }
+    }
+}
+
+impl FileChange for Apply {
+    fn apply(&self) -> EnvResult<()> {
+        if self.done.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.run()?;
         self.done.store(true, Ordering::Release);
         Ok(())
     }
@@ -444,6 +480,7 @@ impl AgentState {
             dir: w.ws.dir.clone(),
             op,
             max_dir_entries: w.limits.max_dir_entries,
+            sync: self.durable(),
             done: AtomicBool::new(false),
         });
         let result = self
@@ -465,8 +502,7 @@ impl AgentState {
         size: u64,
         hash: String,
     ) -> EnvResult<wit::Written> {
-        let sync = self.env.options().durability == crate::env::Durability::Full;
-        tmp.close(sync)
+        tmp.close(self.durable())
             .map_err(|e| io_error(&format!("write `{path}`"), e))?;
         let edit = Edit {
             kind: EditKind::Write,
@@ -513,6 +549,12 @@ impl AgentState {
         };
         let r = self.edit(lease, edit, op).await;
         Ok(r.map(drop).map_err(types::Error::from))
+    }
+
+    /// Whether changes must reach the disk before they count (durability
+    /// `full`): the content before its rename, the directory after.
+    fn durable(&self) -> bool {
+        self.env.options().durability == crate::env::Durability::Full
     }
 
     fn new_temp(&self) -> EnvResult<TempFile> {
