@@ -83,7 +83,7 @@ fn watch(root: &Path, agents_dir: &Path, agents: &[String]) {
     let mut paths = vec![
         PathBuf::from("build.rs"),
         root.join("Cargo.toml"),
-        root.join("wit"),
+        root.join("guest-sdk").join("wit"),
         root.join("guest-sdk").join("Cargo.toml"),
         root.join("guest-sdk").join("src"),
         agents_dir.join("Cargo.toml"),

@@ -7,7 +7,27 @@ use crate::{Result, millis};
 
 pub use raw::Event;
 
-/// Which events to return: kind prefixes and a subject prefix; empty matches everything.
+/// Which events to return: kind prefixes (any of them) and a subject prefix.
+///
+/// Start from what you care about and narrow or widen it:
+///
+/// ```
+/// use wawe_sdk::events::Filter;
+///
+/// // Everything that happens to one task.
+/// let one_task = Filter::subject("task/42");
+/// // Writes to one value (kinds `value.put` and `value.deleted`).
+/// let top10 = Filter::kind("value.").and_subject("value/wc/top10");
+/// // Tasks ending, in any queue.
+/// let ends = Filter::kind("task.completed").or_kind("task.dead");
+/// // The whole journal.
+/// let all = Filter::all();
+/// # let _ = (one_task, top10, ends, all);
+/// ```
+///
+/// Prefixes match the start of the text: `task/4` also matches `task/42`; end
+/// a prefix with a separator when that matters. The guide
+/// (`docs/agents.md`) lists every kind with its subject and detail fields.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Filter {
     kinds: Vec<String>,
@@ -20,24 +40,37 @@ impl Filter {
         Self::default()
     }
 
-    /// Also matches events whose kind starts with `prefix` (e.g. `"task."`).
-    pub fn kind(mut self, prefix: impl Into<String>) -> Self {
-        self.kinds.push(prefix.into());
-        self
+    /// Matches events whose kind starts with `prefix` (e.g. `"task."`).
+    pub fn kind(prefix: impl Into<String>) -> Self {
+        Self::all().or_kind(prefix)
     }
 
-    /// Also matches events whose kind starts with any of `prefixes`.
-    pub fn kinds<I>(mut self, prefixes: I) -> Self
+    /// Matches events whose kind starts with any of `prefixes`.
+    pub fn kinds<I>(prefixes: I) -> Self
     where
         I: IntoIterator,
         I::Item: Into<String>,
     {
-        self.kinds.extend(prefixes.into_iter().map(Into::into));
+        Self {
+            kinds: prefixes.into_iter().map(Into::into).collect(),
+            subject_prefix: String::new(),
+        }
+    }
+
+    /// Matches events (of any kind) whose subject starts with `prefix` (e.g. `"task/42"`).
+    pub fn subject(prefix: impl Into<String>) -> Self {
+        Self::all().and_subject(prefix)
+    }
+
+    /// Widens the filter to also match kinds starting with `prefix`.
+    pub fn or_kind(mut self, prefix: impl Into<String>) -> Self {
+        self.kinds.push(prefix.into());
         self
     }
 
-    /// Only matches events whose subject starts with `prefix` (e.g. `"task/42"`).
-    pub fn subject(mut self, prefix: impl Into<String>) -> Self {
+    /// Narrows the filter to subjects starting with `prefix` (replacing any
+    /// subject prefix given before).
+    pub fn and_subject(mut self, prefix: impl Into<String>) -> Self {
         self.subject_prefix = prefix.into();
         self
     }
@@ -68,4 +101,27 @@ pub fn wait(after: u64, filter: &Filter, timeout: Duration) -> Result<Vec<Event>
 /// in between can be missed.
 pub fn latest() -> Result<u64> {
     Ok(raw::latest()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Filter;
+
+    #[test]
+    fn filters_build_the_wit_record() {
+        let raw = Filter::kind("value.").and_subject("value/wc/").to_raw();
+        assert_eq!(raw.kinds, ["value."]);
+        assert_eq!(raw.subject_prefix, "value/wc/");
+
+        let raw = Filter::kinds(["task.completed", "task.dead"])
+            .or_kind("task.cancelled")
+            .to_raw();
+        assert_eq!(raw.kinds, ["task.completed", "task.dead", "task.cancelled"]);
+        assert_eq!(raw.subject_prefix, "");
+
+        let raw = Filter::subject("task/42").to_raw();
+        assert!(raw.kinds.is_empty());
+        assert_eq!(raw.subject_prefix, "task/42");
+        assert_eq!(Filter::all().to_raw().kinds.len(), 0);
+    }
 }

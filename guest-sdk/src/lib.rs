@@ -22,23 +22,70 @@
 //!
 //! # Example
 //!
-//! This is `agents/hello` from the repository, built there for real: it claims
-//! greeting tasks, writes each greeting as a shared value fenced by a lease on
-//! the name, and completes the task.
+//! A complete agent: it claims `{"name": …}` tasks, writes each greeting as a
+//! shared value fenced by a lease on the name, and completes the task. (The
+//! same agent is `agents/hello` in the repository, where it is built and run
+//! by the tests.)
 //!
 //! ```no_run
-#![doc = include_str!("../../agents/hello/src/lib.rs")]
+//! use std::time::Duration;
+//!
+//! use serde::Deserialize;
+//! use wawe_sdk::reservations::{self, Mode};
+//! use wawe_sdk::values::{self, WriteOptions};
+//! use wawe_sdk::{Agent, Config, RunResult, info, tasks};
+//!
+//! #[derive(Deserialize)]
+//! struct Greet {
+//!     name: String,
+//! }
+//!
+//! struct Hello;
+//!
+//! impl Agent for Hello {
+//!     fn run(config: Config) -> RunResult {
+//!         let queue = config.get_or("queue", "greetings");
+//!         let idle = Duration::from_millis(config.parse("idle_ms", 1000)?);
+//!         let lease = Duration::from_secs(10);
+//!
+//!         while let Some((task, greet)) = tasks::claim_json::<Greet>(queue, lease, idle)? {
+//!             // One writer per name at a time, waiting up to 5 s for it.
+//!             let name = format!("names/{}", greet.name);
+//!             let guard =
+//!                 reservations::reserve([name], Mode::Exclusive, lease, Duration::from_secs(5))?;
+//!             // The lease's token fences the write against a holder whose lease lapsed.
+//!             let text = format!("hello, {}", greet.name);
+//!             values::put(&format!("greetings/{}", greet.name), &text, WriteOptions::new().fence(guard.token()))?;
+//!             info!("greeted {} (task {})", greet.name, task.id());
+//!             task.complete(&text)?;
+//!             guard.release()?;
+//!         }
+//!         Ok(())
+//!     }
+//! }
+//!
+//! wawe_sdk::agent!(Hello);
 //! ```
 //!
-//! Build it with `cargo build --target wasm32-wasip2` in a `cdylib` crate:
-//! the `.wasm` file is the component.
+//! Build it with `cargo build --release --target wasm32-wasip2` in a `cdylib`
+//! crate: the `.wasm` file is the component. `wawe new NAME` writes such a
+//! crate, with a swarm manifest that runs it.
+//!
+//! # Errors
+//!
+//! `run` returns [`RunResult`]: `?` works on every error type (the SDK's
+//! [`Error`], JSON, parsing, I/O), and `Err("message".into())` ends the run
+//! failed with that message. The error and its chain of causes become the
+//! agent's end reason. A panic ends the run as crashed; its message and
+//! location are reported without Rust's `RUST_BACKTRACE` hint, which means
+//! nothing in the sandbox (the host prints a wasm backtrace instead).
 //!
 //! # Time
 //!
 //! Every timestamp ([`Timestamp`]) is milliseconds since the Unix epoch from
 //! the host's clock; durations passed in are rounded up to whole milliseconds.
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 pub mod config;
 mod error;
@@ -63,10 +110,54 @@ pub type Timestamp = bindings::wawe::env::types::Timestamp;
 /// A fencing token: grows environment-wide; present it on guarded writes.
 pub type Token = bindings::wawe::env::types::Token;
 
+/// What `run` returns: `Err` ends the run failed, with the error (and its
+/// causes) as the reason. Any error type converts with `?`.
+pub type RunResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
 /// What an agent does: implement it and export the type with [`agent!`].
 pub trait Agent {
     /// Runs the agent with its config map; returning `Err` ends it as failed with that message.
-    fn run(config: Config) -> std::result::Result<(), String>;
+    fn run(config: Config) -> RunResult;
+}
+
+/// Runs `A` as the component's `run` export: installs the panic report and
+/// turns an error into its message with its causes. Used by [`agent!`].
+#[doc(hidden)]
+pub fn run_agent<A: Agent>(config: Vec<(String, String)>) -> std::result::Result<(), String> {
+    std::panic::set_hook(Box::new(report_panic));
+    A::run(Config::new(config)).map_err(|error| describe_error(&*error))
+}
+
+/// Writes a panic to stderr as `panicked at LOCATION:` and the message: the
+/// form the host reads into the crash reason, without the `RUST_BACKTRACE`
+/// hint (there is no environment to set in the sandbox).
+fn report_panic(info: &std::panic::PanicHookInfo<'_>) {
+    let message = info
+        .payload()
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| info.payload().downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(a panic without a message)");
+    match info.location() {
+        Some(at) => eprintln!("panicked at {at}:\n{message}"),
+        None => eprintln!("panicked:\n{message}"),
+    }
+}
+
+/// An error and its causes, as one line: `outer: cause: root cause`.
+fn describe_error(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let line = cause.to_string();
+        // Many errors already print their cause; do not say it twice.
+        if !text.ends_with(&line) {
+            text.push_str(": ");
+            text.push_str(&line);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// Exports `$ty` (a type implementing [`Agent`]) as the component's `run`.
@@ -77,7 +168,7 @@ pub trait Agent {
 /// struct Idle;
 ///
 /// impl wawe_sdk::Agent for Idle {
-///     fn run(_config: wawe_sdk::Config) -> Result<(), String> {
+///     fn run(_config: wawe_sdk::Config) -> wawe_sdk::RunResult {
 ///         Ok(())
 ///     }
 /// }
@@ -91,7 +182,7 @@ macro_rules! agent {
             fn run(
                 config: ::std::vec::Vec<(::std::string::String, ::std::string::String)>,
             ) -> ::core::result::Result<(), ::std::string::String> {
-                <$ty as $crate::Agent>::run($crate::Config::new(config))
+                $crate::run_agent::<$ty>(config)
             }
         }
 
@@ -111,7 +202,7 @@ pub(crate) fn millis(duration: std::time::Duration) -> u64 {
 pub mod bindings {
     wit_bindgen::generate!({
         world: "agent",
-        path: "../wit",
+        path: "wit",
         pub_export_macro: true,
         export_macro_name: "export_agent",
         default_bindings_module: "wawe_sdk::bindings",
@@ -123,6 +214,17 @@ mod tests {
     use std::time::Duration;
 
     use super::millis;
+
+    #[test]
+    fn an_error_is_described_with_its_causes_once() {
+        let json = crate::Error::from(serde_json::from_str::<u32>("nope").unwrap_err());
+        let text = super::describe_error(&json);
+        assert!(text.starts_with("JSON: expected"), "{text}");
+        assert_eq!(text.matches("expected").count(), 1, "{text}");
+
+        let boxed: Box<dyn std::error::Error> = "plain message".into();
+        assert_eq!(super::describe_error(&*boxed), "plain message");
+    }
 
     #[test]
     fn millis_round_up_and_saturate() {

@@ -132,11 +132,12 @@ impl TaskState {
     }
 }
 
-/// A task this agent has claimed; finish it with [`Task::complete`] or [`Task::fail`].
+/// A task this agent has claimed; finish it with [`Task::complete`] or
+/// [`Task::fail`], which consume it (as [`LeaseGuard::release`](crate::reservations::LeaseGuard::release) does a lease).
 ///
 /// Dropping an unfinished task does nothing: the claim lapses at its lease
 /// expiry (or when the agent ends) and the task goes back to the queue.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Task {
     claimed: raw::Claimed,
 }
@@ -177,20 +178,20 @@ impl Task {
         Ok(serde_json::from_str(&self.claimed.payload)?)
     }
 
-    /// Finishes the task with `result`. Fails with
+    /// Finishes the task with `result`, ending the claim. Fails with
     /// [`Error::StaleToken`](crate::Error::StaleToken) if the claim is no longer ours.
-    pub fn complete(&self, result: &str) -> Result<()> {
+    pub fn complete(self, result: &str) -> Result<()> {
         Ok(raw::complete(self.id(), self.token(), result)?)
     }
 
     /// Finishes the task with `value` as JSON.
-    pub fn complete_json<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
+    pub fn complete_json<T: Serialize + ?Sized>(self, value: &T) -> Result<()> {
         self.complete(&serde_json::to_string(value)?)
     }
 
     /// Gives up on the task: with `retry` it goes back after a backoff (until
-    /// its attempts run out), without it is dead at once.
-    pub fn fail(&self, reason: &str, retry: bool) -> Result<()> {
+    /// its attempts run out), without it is dead at once. Ends the claim.
+    pub fn fail(self, reason: &str, retry: bool) -> Result<()> {
         Ok(raw::fail(self.id(), self.token(), reason, retry)?)
     }
 

@@ -86,14 +86,15 @@ fn workspace(config: &Config) -> Result<(), String> {
 struct Bench;
 
 impl Agent for Bench {
-    fn run(config: Config) -> Result<(), String> {
+    fn run(config: Config) -> wawe_sdk::RunResult {
         match config.get_or("workload", "tasks") {
             "tasks" => tasks(&config),
             "reservations" => reservations(&config),
             "wait" => wait(&config),
             "workspace" => workspace(&config),
             other => Err(format!("unknown workload `{other}`")),
-        }
+        }?;
+        Ok(())
     }
 }
 

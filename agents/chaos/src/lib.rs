@@ -153,7 +153,7 @@ struct Chaos;
 impl Agent for Chaos {
     // Kept out of line, so that crash backtraces name it even in an LTO build.
     #[inline(never)]
-    fn run(config: Config) -> Result<(), String> {
+    fn run(config: Config) -> wawe_sdk::RunResult {
         let mode = config.get_or("mode", "panic");
         let crash = Crash::parse(mode)?;
         let queue = config.get_or("queue", "work");
@@ -167,17 +167,15 @@ impl Agent for Chaos {
             let default_counter = format!("chaos/{mode}/crashes");
             let counter = config.get_or("counter", &default_counter);
             if !take_a_crash(counter, limit)? {
-                return work_normally(queue, lease, wait);
+                return Ok(work_normally(queue, lease, wait)?);
             }
         }
 
         for n in 1..=after {
             let task = next_task(queue, lease, wait)?;
+            let id = task.id();
             task.complete(r#"{"by":"chaos","normal":true}"#)?;
-            info!(
-                "chaos: completed task {} normally ({n} of {after})",
-                task.id()
-            );
+            info!("chaos: completed task {id} normally ({n} of {after})");
         }
 
         let task = next_task(queue, lease, wait)?;
@@ -211,7 +209,8 @@ impl Agent for Chaos {
                 "chaos: deliberate error (task {}, lease {})",
                 task.id(),
                 held.id
-            )),
+            )
+            .into()),
             Crash::Exit => {
                 task.complete(r#"{"by":"chaos","normal":false}"#)?;
                 Ok(())

@@ -196,7 +196,7 @@ fn worker(config: &Config, crashes: u32) -> Result<(), String> {
             let spent: u32 = values::get_json("editor/crashes")
                 .ok()
                 .flatten()
-                .unwrap_or(0);
+                .map_or(0, |e| e.value);
             values::put_json("editor/crashes", &(spent + 1), WriteOptions::new())
                 .map_err(|e| e.to_string())?;
             let path = &edit.files[0];
@@ -251,20 +251,19 @@ fn stale() -> Result<(), String> {
 struct Editor;
 
 impl Agent for Editor {
-    fn run(config: Config) -> Result<(), String> {
+    fn run(config: Config) -> wawe_sdk::RunResult {
         match config.get_or("mode", "worker") {
             "producer" => producer(&config),
             "worker" => worker(&config, 0),
             "crash" => {
                 let want: u32 = config.parse("crashes", 2)?;
-                let spent: u32 = values::get_json("editor/crashes")
-                    .map_err(|e| e.to_string())?
-                    .unwrap_or(0);
+                let spent: u32 = values::get_json("editor/crashes")?.map_or(0, |e| e.value);
                 worker(&config, want.saturating_sub(spent))
             }
             "stale" => stale(),
             other => Err(format!("unknown mode {other:?}")),
-        }
+        }?;
+        Ok(())
     }
 }
 

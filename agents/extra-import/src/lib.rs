@@ -2,12 +2,12 @@
 //! `wawe:env` interfaces) that also imports `evil:net/raw`. A wawe host must
 //! refuse it at load, naming that import.
 //!
-//! The WIT comes from two places: `../../wit` (the `wawe:env` package) and
+//! The WIT comes from two places: `../../guest-sdk/wit` (the `wawe:env` package) and
 //! this crate's `wit/` (the `evil:net` package, whose world includes the agent world).
 
 wit_bindgen::generate!({
     world: "evil:net/agent",
-    path: ["../../wit", "wit"],
+    path: ["../../guest-sdk/wit", "wit"],
     // `wawe:env` is a dependency package here: generate its bindings too.
     generate_all,
 });

@@ -1,4 +1,4 @@
-// A complete agent: claim `{"name": …}` tasks from a queue, write a greeting
+// The SDK's documented example, built and run by the tests. A complete agent: claim `{"name": …}` tasks from a queue, write a greeting
 // as a shared value fenced by a lease on the name, complete the task.
 // Config: `queue` (default "greetings"), `idle_ms` (default 1000): how long to
 // wait for a task before returning.
@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use wawe_sdk::reservations::{self, Mode};
 use wawe_sdk::values::{self, WriteOptions};
-use wawe_sdk::{Agent, Config, info, tasks};
+use wawe_sdk::{Agent, Config, RunResult, info, tasks};
 
 /// The payload of a greeting task.
 #[derive(Deserialize)]
@@ -19,12 +19,12 @@ struct Greet {
 struct Hello;
 
 impl Agent for Hello {
-    fn run(config: Config) -> Result<(), String> {
+    fn run(config: Config) -> RunResult {
         let queue = config.get_or("queue", "greetings");
         let idle = Duration::from_millis(config.parse("idle_ms", 1000)?);
         let lease = Duration::from_secs(10);
 
-        // `?` turns a `wawe_sdk::Error` into the `String` that `run` returns.
+        // `?` works for any error: it ends the run failed, with the error as the reason.
         while let Some((task, greet)) = tasks::claim_json::<Greet>(queue, lease, idle)? {
             // One writer per name at a time, waiting up to 5 s for it.
             let name = format!("names/{}", greet.name);
@@ -43,7 +43,8 @@ impl Agent for Hello {
                 task.attempt()
             );
             task.complete(&text)?;
-            // `guard` drops here: the lease is released.
+            // Dropping `guard` would release the lease too; this reports the outcome.
+            guard.release()?;
         }
         Ok(())
     }

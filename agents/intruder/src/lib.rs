@@ -258,7 +258,7 @@ fn recurse(depth: u64, pad: &mut [u8; 256]) -> u64 {
 struct Intruder;
 
 impl Agent for Intruder {
-    fn run(config: Config) -> Result<(), String> {
+    fn run(config: Config) -> wawe_sdk::RunResult {
         let mode = config.require("mode")?;
         let mut found = Findings::default();
         match mode {
@@ -269,20 +269,21 @@ impl Agent for Intruder {
             "complete-other" => complete_other(&mut found),
             "huge-payload" => huge_payload(&mut found, config.parse("bytes", 16 << 20)?),
             "injection" => injection(&mut found),
-            "flood" => return flood(config.get_or("what", "tasks")),
+            "flood" => return Ok(flood(config.get_or("what", "tasks"))?),
             "deep-recursion" => {
                 let depth = recurse(0, &mut [0; 256]);
-                return Err(format!("recursed {depth} deep and came back"));
+                return Err(format!("recursed {depth} deep and came back").into());
             }
             other => {
                 return Err(format!(
                     "unknown mode {other:?}: expected read-file, socket, env-var, \
                      release-other, complete-other, huge-payload, injection, flood or \
                      deep-recursion"
-                ));
+                )
+                .into());
             }
         }
-        found.verdict(mode)
+        Ok(found.verdict(mode)?)
     }
 }
 

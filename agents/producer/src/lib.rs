@@ -162,14 +162,14 @@ fn push_graph(
 struct Producer;
 
 impl Agent for Producer {
-    fn run(config: Config) -> Result<(), String> {
+    fn run(config: Config) -> wawe_sdk::RunResult {
         let queue = config.get_or("queue", "work");
         let total: u32 = config.parse("tasks", 20)?;
         let resources: u32 = config.parse("resources", 4)?;
         let timeout = Duration::from_millis(config.parse("timeout_ms", 0)?);
         let max_attempts: u32 = config.parse("max_attempts", 0)?;
         if total == 0 || resources == 0 {
-            return Err("config `tasks` and `resources` must be at least 1".to_owned());
+            return Err("config `tasks` and `resources` must be at least 1".into());
         }
         let started = Instant::now();
         let total_key = format!("{queue}/total");
@@ -177,7 +177,7 @@ impl Agent for Producer {
         // A producer restarted after the graph was recorded reuses it; one
         // restarted while pushing gets its earlier tasks back through the dedupe keys.
         let ids = match values::get_json::<Graph>(&total_key)? {
-            Some(graph) => {
+            Some(values::Entry { value: graph, .. }) => {
                 info!("graph of {} tasks already pushed to `{queue}`", graph.total);
                 graph.ids
             }
@@ -191,7 +191,7 @@ impl Agent for Producer {
         };
 
         // Take the journal position before each check, so no change is missed.
-        let filter = Filter::all().kind("task.");
+        let filter = Filter::kind("task.");
         let states = loop {
             let seen = events::latest()?;
             let states = ids
@@ -207,7 +207,7 @@ impl Agent for Producer {
                     "gave up after {timeout:?}: {open} of {} tasks still open",
                     ids.len()
                 );
-                return Err(format!("{open} tasks still open after {timeout:?}"));
+                return Err(format!("{open} tasks still open after {timeout:?}").into());
             }
             events::wait(seen, &filter, Duration::from_secs(5))?;
         };

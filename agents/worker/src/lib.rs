@@ -16,7 +16,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use wawe_sdk::reservations::{self, Mode};
+use wawe_sdk::reservations::{self, LeaseGuard, Mode};
 use wawe_sdk::tasks::{self, Task};
 use wawe_sdk::values::{self, WriteOptions};
 use wawe_sdk::{Agent, Config, Error, debug, info, learnings, signals, warn};
@@ -94,7 +94,9 @@ fn crunch(seed: u64, rounds: u64) -> u64 {
 impl Worker {
     /// True when the producer has recorded its graph and every task in it has ended.
     fn all_done(&self) -> Result<bool, Error> {
-        let Some(graph) = values::get_json::<Graph>(&format!("{}/total", self.queue))? else {
+        let Some(values::Entry { value: graph, .. }) =
+            values::get_json::<Graph>(&format!("{}/total", self.queue))?
+        else {
             return Ok(false);
         };
         for id in graph.ids {
@@ -105,8 +107,27 @@ impl Worker {
         Ok(true)
     }
 
-    /// Does one task, from reservation to completion.
-    fn work_on(&mut self, task: &Task, payload: &Payload) -> Result<(), Setback> {
+    /// Does one task, from reservation to completion (which consumes it; a
+    /// setback hands it back, unless completing it was what failed).
+    fn work_on(&mut self, task: Task, payload: &Payload) -> Result<(), (Option<Task>, Setback)> {
+        let outcome = match self.prepare(&task, payload) {
+            Ok(outcome) => outcome,
+            Err(setback) => return Err((Some(task), setback)),
+        };
+        let (checksum, lease) = outcome;
+        let attempt = task.attempt();
+        task.complete_json(&Outcome {
+            checksum,
+            resources: &payload.resources,
+            attempt,
+            fence: lease.token(),
+        })
+        .map_err(|error| (None, error.into()))
+    }
+
+    /// The work of one task under its lease: returns the checksum and the
+    /// lease, still held, for the completion.
+    fn prepare(&mut self, task: &Task, payload: &Payload) -> Result<(u64, LeaseGuard), Setback> {
         let lease = reservations::reserve(
             &payload.resources,
             Mode::Exclusive,
@@ -135,13 +156,7 @@ impl Worker {
             self.mine.insert(id);
         }
 
-        task.complete_json(&Outcome {
-            checksum,
-            resources: &payload.resources,
-            attempt: task.attempt(),
-            fence: lease.token(),
-        })?;
-        Ok(())
+        Ok((checksum, lease))
     }
 
     /// Endorses the best learning about `resource` that some other agent recorded.
@@ -168,7 +183,7 @@ impl Worker {
 struct WorkerAgent;
 
 impl Agent for WorkerAgent {
-    fn run(config: Config) -> Result<(), String> {
+    fn run(config: Config) -> wawe_sdk::RunResult {
         let idle = Duration::from_millis(config.parse("idle_ms", 2000)?);
         let mut worker = Worker {
             queue: config.get_or("queue", "work").to_owned(),
@@ -194,17 +209,18 @@ impl Agent for WorkerAgent {
                     continue;
                 }
             };
-            match worker.work_on(&task, &payload) {
+            let id = task.id();
+            match worker.work_on(task, &payload) {
                 Ok(()) => completed += 1,
-                Err(Setback::Retry(error)) => {
-                    info!("task {}: {error}; failing it for a retry", task.id());
+                Err((task, Setback::Retry(error))) => {
+                    info!("task {id}: {error}; failing it for a retry");
                     retried += 1;
-                    if let Err(error) = task.fail(&error.to_string(), true) {
-                        // A stale claim cannot be failed either: it is someone else's now.
-                        warn!("task {}: could not fail it: {error}", task.id());
+                    // A stale claim cannot be failed either: it is someone else's now.
+                    if let Some(Err(error)) = task.map(|t| t.fail(&error.to_string(), true)) {
+                        warn!("task {id}: could not fail it: {error}");
                     }
                 }
-                Err(Setback::Fatal(error)) => return Err(format!("task {}: {error}", task.id())),
+                Err((_, Setback::Fatal(error))) => return Err(format!("task {id}: {error}").into()),
             }
         }
 

@@ -1,7 +1,7 @@
 //! Host-side bindings for the `agent` world of the `wawe:env` WIT package.
 
 wasmtime::component::bindgen!({
-    path: "../wit",
+    path: "../guest-sdk/wit",
     world: "agent",
     imports: { default: async | trappable },
     exports: { default: async },
