@@ -109,7 +109,7 @@ fn probe(url: &str, follow: bool) -> Seen {
 struct Probe;
 
 impl Agent for Probe {
-    fn run(config: Config) -> Result<(), String> {
+    fn run(config: Config) -> wawe_sdk::RunResult {
         let name = config.get_or("name", "probe");
         let follow = config.get_or("follow", "false") == "true";
         let urls: Vec<String> =

@@ -77,7 +77,7 @@ fn io(r: std::io::Result<String>) -> String {
 struct Probe;
 
 impl Agent for Probe {
-    fn run(config: Config) -> Result<(), String> {
+    fn run(config: Config) -> wawe_sdk::RunResult {
         let name = config.get_or("name", "probe").to_string();
         let steps: Vec<Step> =
             serde_json::from_str(config.require("steps")?).map_err(|e| format!("steps: {e}"))?;
