@@ -608,3 +608,94 @@ fn help_explains_wawe_and_its_commands() {
         );
     }
 }
+
+/// Writes value `key` = `text` into the sandbox's environment, as an agent would.
+fn put_value(sb: &Sandbox, key: &str, text: &str) {
+    let env = Env::open(&sb.db, EnvOptions::default()).unwrap();
+    let who = wawe::env::AgentId::operator();
+    support::block(env.put_value(&who, key, text, None, None)).unwrap();
+    env.close();
+}
+
+#[test]
+fn value_shows_one_value_whole_and_pretty_prints_json() {
+    let sb = Sandbox::new();
+    sb.push("q", "x", &[]);
+    let long: String = (0..40).map(|i| format!("word{i} ")).collect();
+    put_value(
+        &sb,
+        "wc/top",
+        &format!(r#"{{"words":{},"text":"{long}"}}"#, 3),
+    );
+    let shown = sb.ok(&["value", "wc/top"]);
+    assert!(shown.starts_with("wc/top (version 1)\n"), "{shown}");
+    assert!(shown.contains("  \"words\": 3"), "pretty-printed: {shown}");
+    assert!(shown.contains(long.trim_end()), "whole: {shown}");
+    let line = &sb.json(&["value", "wc/top"])[0];
+    assert_eq!(line["version"], 1);
+
+    let missing = sb.env(&["value", "nope"]);
+    assert!(!missing.status.success());
+    let err = stderr(&missing);
+    assert!(
+        err.contains("there is no value `nope`") && err.contains("wawe env values"),
+        "{err}"
+    );
+}
+
+#[test]
+fn tables_fit_100_columns_unless_wide() {
+    let sb = Sandbox::new();
+    let payload = format!(r#"{{"text":"{}"}}"#, "lorem ipsum ".repeat(30));
+    sb.push(
+        "a-queue-with-a-long-name",
+        &payload,
+        &["--dedupe-key", &"k".repeat(50)],
+    );
+    let fitted = sb.ok(&["tasks"]);
+    assert!(
+        fitted.lines().all(|l| l.chars().count() <= 100),
+        "wider than 100 columns:\n{fitted}"
+    );
+    assert_eq!(fitted.lines().count(), 3, "one line per row:\n{fitted}");
+    assert!(
+        fitted.contains('…'),
+        "long fields are cut with a marker:\n{fitted}"
+    );
+    let wide = sb.ok(&["tasks", "--wide"]);
+    assert!(wide.contains(&payload), "--wide shows all:\n{wide}");
+}
+
+#[test]
+fn limit_0_means_no_limit() {
+    let sb = Sandbox::new();
+    for i in 0..120 {
+        sb.push("q", &i.to_string(), &[]);
+    }
+    assert_eq!(sb.json(&["events", "--limit", "0"]).len(), 120);
+    assert_eq!(sb.json(&["events"]).len(), 100);
+    assert_eq!(sb.json(&["tasks", "--limit", "0"]).len(), 120);
+}
+
+#[test]
+fn a_missing_module_is_reported_with_its_cause_once() {
+    let sb = Sandbox::new();
+    let manifest = sb.dir.path().join("swarm.toml");
+    std::fs::write(
+        &manifest,
+        "[agents.mapper]\nmodule = \"nope/mapper.wasm\"\n",
+    )
+    .unwrap();
+    let out = sb
+        .command()
+        .arg("run")
+        .arg(&manifest)
+        .arg("--env")
+        .arg(&sb.db)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("nope/mapper.wasm"), "{err}");
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+}

@@ -330,3 +330,117 @@ fn a_capability_not_granted_is_refused_before_the_environment_is_touched() {
     assert!(err.contains("WAWE_NO_SUCH_VAR"), "{err}");
     assert_eq!(snapshot(&db), before, "the environment changed");
 }
+
+#[test]
+fn a_watched_folder_waits_for_settings_says_what_changed_and_sums_up_truly() {
+    let dir = tempfile::tempdir().unwrap();
+    let modules = dir.path().join("modules");
+    std::fs::create_dir(&modules).unwrap();
+    let db = dir.path().join("env.db");
+    let child = wawe(dir.path())
+        .arg("run")
+        .arg(&modules)
+        .arg("--env")
+        .arg(&db)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut running = KillOnDrop(child);
+    let env = wait_for("the environment", LIMIT, || {
+        Env::open_existing(&db, EnvOptions::default()).ok()
+    });
+    let row = |name: &str| {
+        block(env.list_agents())
+            .unwrap()
+            .into_iter()
+            .find(|a| a.name == name)
+    };
+
+    // The module first, its settings half a second later: it starts once,
+    // with them (without them, `intruder` fails: `mode` is required).
+    std::fs::copy(agent("intruder"), modules.join("probe.wasm")).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::write(modules.join("probe.toml"), "[config]\nmode = \"env-var\"\n").unwrap();
+    let first = wait_for("probe to end", LIMIT, || {
+        row("probe").filter(|a| a.state == "exited")
+    });
+    assert_eq!(first.restarts, 0, "{first:?}");
+
+    // Only the settings change: restarted with them.
+    std::fs::write(
+        modules.join("probe.toml"),
+        "[config]\nmode = \"read-file\"\n",
+    )
+    .unwrap();
+    wait_for("probe to run again", LIMIT, || {
+        row("probe").filter(|a| a.state == "exited" && a.restarts == 1)
+    });
+
+    // No settings at all: after the grace it starts without, fails into a
+    // crash loop and is given up; settings arriving then revive it.
+    std::fs::copy(agent("intruder"), modules.join("lonely.wasm")).unwrap();
+    wait_for("lonely to be given up", LIMIT, || {
+        row("lonely").filter(|a| {
+            a.state == "failed"
+                && a.end_reason
+                    .as_deref()
+                    .is_some_and(|r| r.contains("crash loop"))
+        })
+    });
+    std::fs::write(
+        modules.join("lonely.toml"),
+        "[config]\nmode = \"env-var\"\n",
+    )
+    .unwrap();
+    wait_for("lonely to be revived", LIMIT, || {
+        row("lonely").filter(|a| a.state == "exited")
+    });
+
+    let pid = running.0.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let status = wait_for("wawe run to exit", LIMIT, || running.0.try_wait().unwrap());
+    let (mut stdout, mut stderr) = (String::new(), String::new());
+    std::io::Read::read_to_string(running.0.stdout.as_mut().unwrap(), &mut stdout).unwrap();
+    std::io::Read::read_to_string(running.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "{status}\n{stdout}\n{stderr}");
+    assert!(stderr.contains("probe: started (1 replica(s))"), "{stderr}");
+    assert!(
+        stderr.contains("probe: restarted with its changed settings (probe.toml)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("lonely: started without settings (no lonely.toml)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("restarted on its new code"), "{stderr}");
+    // The summary tells the same story as the exit status.
+    assert!(
+        stdout.contains("1 given up (crash loop); 1 of the failed started again on a change"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn quiet_prints_errors_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = wawe(dir.path())
+        .arg("run")
+        .arg(agent("chaos"))
+        .args(["--restart", "never", "--quiet"])
+        .args(["--config", "mode=error", "--config", "wait_ms=10"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("WARN"), "{stderr}");
+    assert!(
+        stderr.contains("error: 1 agent(s) ended failed"),
+        "{stderr}"
+    );
+}

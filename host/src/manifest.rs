@@ -154,7 +154,7 @@ fn cap(written: Option<u64>, default: Option<u64>) -> Option<u64> {
     }
 }
 
-/// A byte size: a number of bytes, or text like `64 MiB`, `512KiB`, `1 GiB`.
+/// A byte size: a number of bytes, or text like `64 MiB` (2^20) or `64 MB` (10^6).
 #[derive(Debug, Clone, Copy)]
 struct Size(u64);
 
@@ -170,14 +170,18 @@ impl<'de> Deserialize<'de> for Size {
             Raw::Bytes(b) => Ok(Size(b)),
             Raw::Text(t) => parse_size(&t).map(Size).ok_or_else(|| {
                 serde::de::Error::custom(format!(
-                    "{t:?} is not a size; write it like \"64 MiB\", \"512 KiB\" or \"1 GiB\""
+                    "{t:?} is not a size; write it like \"64 MiB\" (64 × 2^20 bytes), \
+                     \"64 MB\" (64 × 10^6 bytes), \"512 KiB\" or \"1 GiB\""
                 ))
             }),
         }
     }
 }
 
-/// Parse `64 MiB`, `64MiB`, `512 KiB`, `1 GiB`, `1000 B`, or a plain number of bytes.
+/// Parse a size: a plain number of bytes, or a number with a unit, binary
+/// (`KiB`, `MiB`, `GiB`, `TiB`: powers of 2^10) or decimal (`kB`, `MB`, `GB`,
+/// `TB`: powers of 10^3), in any case, with or without a space. A bare `K`,
+/// `M` or `G` is refused: it does not say which of the two is meant.
 pub fn parse_size(text: &str) -> Option<u64> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
@@ -185,9 +189,14 @@ pub fn parse_size(text: &str) -> Option<u64> {
     let n: u64 = num.parse().ok()?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
         _ => return None,
     };
     n.checked_mul(mult)
@@ -474,5 +483,16 @@ n = 5
         assert_eq!(parse_size("1 GiB"), Some(1 << 30));
         assert_eq!(parse_size("1000"), Some(1000));
         assert_eq!(parse_size("lots"), None);
+    }
+
+    #[test]
+    fn decimal_sizes_are_powers_of_ten_and_bare_letters_are_refused() {
+        assert_eq!(parse_size("64MB"), Some(64_000_000));
+        assert_eq!(parse_size("64 mb"), Some(64_000_000));
+        assert_eq!(parse_size("2 kB"), Some(2_000));
+        assert_eq!(parse_size("1 GB"), Some(1_000_000_000));
+        assert_eq!(parse_size("64 mib"), Some(64 << 20));
+        assert_eq!(parse_size("64M"), None);
+        assert_eq!(parse_size("64 K"), None);
     }
 }

@@ -25,9 +25,6 @@ const GLOBAL: &str = "Environment options";
 /// How many search hits `learnings --search --topic` narrows down to one topic.
 const SEARCH_POOL: u32 = 1_000;
 
-/// Widest a payload, body or detail is shown in a table.
-const CELL_WIDTH: usize = 60;
-
 /// `wawe env`: the environment file, how to print, and what to do.
 #[derive(Debug, Args)]
 #[command(
@@ -70,6 +67,11 @@ pub struct EnvArgs {
     #[arg(long, global = true, help_heading = GLOBAL)]
     pub json: bool,
 
+    /// Show every field whole: tables are not fitted to the terminal (or to
+    /// 100 columns when there is none) and long fields are not cut.
+    #[arg(long, global = true, help_heading = GLOBAL)]
+    pub wide: bool,
+
     /// What to do.
     #[command(subcommand)]
     pub command: EnvCommand,
@@ -108,12 +110,18 @@ pub enum EnvCommand {
         /// Only trails starting with this prefix.
         #[arg(long, default_value = "", value_name = "PREFIX")]
         prefix: String,
-        /// Show at most this many trails.
-        #[arg(long, default_value_t = 50, value_name = "N", value_parser = at_least_one())]
+        /// Show at most this many trails (0: all).
+        #[arg(long, default_value_t = 50, value_name = "N", value_parser = limit())]
         limit: u32,
     },
 
-    /// List shared values with their versions, by key.
+    /// Show one shared value whole (pretty-printed when it is JSON), with its version.
+    Value {
+        /// The key.
+        key: String,
+    },
+
+    /// List shared values with their versions, by key (`value KEY` shows one whole).
     Values {
         /// Only keys starting with this prefix.
         #[arg(long, default_value = "", value_name = "PREFIX")]
@@ -172,8 +180,8 @@ pub struct TasksArgs {
     #[arg(long, value_name = "STATE", value_parser = task_state())]
     pub state: Option<TaskState>,
 
-    /// Show at most this many tasks.
-    #[arg(long, default_value_t = 100, value_name = "N", value_parser = at_least_one())]
+    /// Show at most this many tasks (0: as many as the environment lists at once, 100,000).
+    #[arg(long, default_value_t = 100, value_name = "N", value_parser = limit())]
     pub limit: u32,
 }
 
@@ -189,8 +197,8 @@ pub struct LearningsArgs {
     #[arg(long, value_name = "TOPIC")]
     pub topic: Option<String>,
 
-    /// Show at most this many learnings.
-    #[arg(long, default_value_t = 20, value_name = "N", value_parser = at_least_one())]
+    /// Show at most this many learnings (0: as many as the environment lists at once, 1,000).
+    #[arg(long, default_value_t = 20, value_name = "N", value_parser = limit())]
     pub limit: u32,
 }
 
@@ -210,8 +218,8 @@ pub struct EventsArgs {
     #[arg(long, value_name = "PREFIX")]
     pub subject: Option<String>,
 
-    /// Stop after this many events [default: 100, or no limit with --follow].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    /// Stop after this many events; 0 means no limit [default: 100, or no limit with --follow].
+    #[arg(long, value_name = "N")]
     pub limit: Option<u64>,
 
     /// Keep going: after the events already there, print each new one as it is
@@ -263,9 +271,9 @@ fn task_state() -> impl TypedValueParser<Value = TaskState> {
         .map(|s| TaskState::parse(&s).expect("clap only accepts listed states"))
 }
 
-/// Parses a count of 1 or more.
-fn at_least_one() -> impl TypedValueParser<Value = u32> {
-    clap::value_parser!(u32).range(1..)
+/// Parses a `--limit`: a count, where 0 means no limit.
+fn limit() -> impl TypedValueParser<Value = u32> {
+    clap::value_parser!(u32).map(|n| if n == 0 { u32::MAX } else { n })
 }
 
 /// Parses a human duration such as `5s` or `200ms` into milliseconds.
@@ -277,7 +285,7 @@ fn duration_ms(text: &str) -> Result<u64, String> {
 
 /// Run one `wawe env` command.
 pub async fn run(args: EnvArgs) -> anyhow::Result<()> {
-    let out = Out::new(args.json);
+    let out = Out::new(args.json, args.wide);
     let opts = EnvOptions {
         durability: args.durability.into(),
         ..EnvOptions::default()
@@ -298,6 +306,7 @@ pub async fn run(args: EnvArgs) -> anyhow::Result<()> {
         EnvCommand::Task { id } => task(&env, out, id).await,
         EnvCommand::Learnings(args) => learnings(&env, out, args).await,
         EnvCommand::Signals { prefix, limit } => signals(&env, out, &prefix, limit).await,
+        EnvCommand::Value { key } => value(&env, out, &key).await,
         EnvCommand::Values { prefix } => values(&env, out, &prefix).await,
         EnvCommand::Events(args) => events(&env, out, args).await,
         EnvCommand::Stats => stats(&env, out).await,
@@ -378,10 +387,10 @@ async fn agents(env: &Env, out: Out) -> anyhow::Result<()> {
             a.restarts.to_string(),
             a.end_reason
                 .as_deref()
-                .map_or(String::new(), |r| clip(r, CELL_WIDTH)),
+                .map_or(String::new(), |r| out.cell(r)),
         ]);
     }
-    out.table(&t, "no agents")?;
+    out.table(t, "no agents")?;
     Ok(())
 }
 
@@ -424,7 +433,7 @@ async fn hosts(env: &Env, out: Out) -> anyhow::Result<()> {
             running.to_string(),
         ]);
     }
-    out.table(&t, "no hosts")?;
+    out.table(t, "no hosts")?;
     Ok(())
 }
 
@@ -449,7 +458,7 @@ async fn reservations(env: &Env, out: Out, prefix: &str) -> anyhow::Result<()> {
             relative(h.expires_at, now),
         ]);
     }
-    out.table(&t, "no live reservations")?;
+    out.table(t, "no live reservations")?;
     Ok(())
 }
 
@@ -473,13 +482,13 @@ async fn tasks(env: &Env, out: Out, args: TasksArgs) -> anyhow::Result<()> {
             task.state.to_string(),
             task.priority.to_string(),
             format!("{}/{}", task.attempts, task.max_attempts),
-            clip(&task.payload, CELL_WIDTH),
-            task_note(task, now),
+            out.cell(&task.payload),
+            task_note(task, now, out),
             relative(task.updated_at, now),
         ]);
     }
-    out.table(&t, "no tasks")?;
-    if tasks.len() == args.limit as usize {
+    out.table(t, "no tasks")?;
+    if tasks.len() == args.limit as usize && args.limit != u32::MAX {
         eprintln!(
             "showing the first {} tasks; raise --limit to see more",
             args.limit
@@ -543,7 +552,7 @@ async fn learnings(env: &Env, out: Out, args: LearningsArgs) -> anyhow::Result<(
         let mut row = vec![
             l.id.to_string(),
             l.topic.clone(),
-            clip(&l.body, CELL_WIDTH),
+            out.cell(&l.body),
             l.tags.join(", "),
             l.author.clone(),
             l.endorsements.to_string(),
@@ -554,7 +563,7 @@ async fn learnings(env: &Env, out: Out, args: LearningsArgs) -> anyhow::Result<(
         }
         t.add_row(row);
     }
-    out.table(&t, "no learnings")?;
+    out.table(t, "no learnings")?;
     Ok(())
 }
 
@@ -571,7 +580,7 @@ async fn signals(env: &Env, out: Out, prefix: &str, limit: u32) -> anyhow::Resul
     for s in &trails {
         t.add_row([s.trail.clone(), output::number(s.strength)]);
     }
-    out.table(&t, "no signal trails")?;
+    out.table(t, "no signal trails")?;
     Ok(())
 }
 
@@ -590,17 +599,48 @@ async fn values(env: &Env, out: Out, prefix: &str) -> anyhow::Result<()> {
         t.add_row([
             v.key.clone(),
             v.version.to_string(),
-            clip(&v.value, CELL_WIDTH),
+            out.cell(&v.value),
             v.updated_by.clone(),
             relative(v.updated_at, now),
         ]);
     }
-    out.table(&t, "no values")?;
+    out.table(t, "no values")?;
     Ok(())
 }
 
+/// `wawe env value KEY`.
+async fn value(env: &Env, out: Out, key: &str) -> anyhow::Result<()> {
+    let found = env
+        .get_value(key)
+        .await
+        .with_context(|| format!("cannot read value `{key}`"))?;
+    let Some(found) = found else {
+        anyhow::bail!("there is no value `{key}`: `wawe env values` lists the keys there are");
+    };
+    if out.is_json() {
+        return Ok(out.json_line(&json!({
+            "key": key,
+            "version": found.version,
+            "value": found.value,
+        }))?);
+    }
+    out.line(format!("{key} (version {})", found.version))?;
+    out.line(pretty(&found.value))?;
+    Ok(())
+}
+
+/// `text` pretty-printed when it is JSON (an object or an array), else as it is.
+fn pretty(text: &str) -> String {
+    match serde_json::from_str::<Value>(text) {
+        Ok(value @ (Value::Object(_) | Value::Array(_))) => {
+            serde_json::to_string_pretty(&value).unwrap_or_else(|_| text.to_owned())
+        }
+        _ => text.to_owned(),
+    }
+}
+
 /// The one thing worth knowing about a task beyond its state, for the tasks table.
-fn task_note(task: &Task, now: u64) -> String {
+fn task_note(task: &Task, now: u64, out: Out) -> String {
     match task.state {
         TaskState::Blocked => format!("waits for {}", ids(&task.depends_on)),
         TaskState::Ready if task.not_before > now => {
@@ -612,13 +652,14 @@ fn task_note(task: &Task, now: u64) -> String {
             task.claim_expires_at
                 .map_or_else(|| "?".into(), |at| relative(at, now))
         ),
-        TaskState::Done => task.result.as_deref().map_or(String::new(), |r| {
-            format!("result: {}", clip(r, CELL_WIDTH))
-        }),
+        TaskState::Done => task
+            .result
+            .as_deref()
+            .map_or(String::new(), |r| format!("result: {}", out.cell(r))),
         TaskState::Dead | TaskState::Cancelled => task
             .last_error
             .as_deref()
-            .map_or(String::new(), |e| format!("error: {}", clip(e, CELL_WIDTH))),
+            .map_or(String::new(), |e| format!("error: {}", out.cell(e))),
         TaskState::Ready => String::new(),
     }
 }
@@ -723,7 +764,7 @@ async fn stats(env: &Env, out: Out) -> anyhow::Result<()> {
         t.add_row([what, "", &n.to_string()]);
     }
     t.add_row(["newest event", "seq", &s.last_seq.to_string()]);
-    out.table(&t, "")?;
+    out.table(t, "")?;
     Ok(())
 }
 
@@ -821,10 +862,12 @@ async fn events(env: &Env, out: Out, args: EventsArgs) -> anyhow::Result<()> {
         kinds: args.kinds,
         subject_prefix: args.subject.unwrap_or_default(),
     };
+    // 0 means no limit.
+    let limit = args.limit.map(|n| if n == 0 { u64::MAX } else { n });
     if args.follow {
-        return follow_events(env, out, &filter, args.after, args.limit).await;
+        return follow_events(env, out, &filter, args.after, limit).await;
     }
-    let limit = args.limit.unwrap_or(100);
+    let limit = limit.unwrap_or(100);
     let mut events: Vec<Event> = Vec::new();
     let mut after = args.after;
     while (events.len() as u64) < limit {
@@ -852,10 +895,10 @@ async fn events(env: &Env, out: Out, args: EventsArgs) -> anyhow::Result<()> {
             e.agent.clone(),
             e.kind.clone(),
             e.subject.clone(),
-            clip(&e.detail, CELL_WIDTH),
+            out.cell(&e.detail),
         ]);
     }
-    out.table(&t, "no events")?;
+    out.table(t, "no events")?;
     if events.len() as u64 == limit
         && let Some(last) = events.last()
     {

@@ -12,16 +12,33 @@ use std::time::{Duration, UNIX_EPOCH};
 use comfy_table::{ContentArrangement, LineStyle, Row, Table, TableStyle};
 use serde::Serialize;
 
+/// How wide a table is drawn when stdout is not a terminal (a terminal's own
+/// width is used when there is one).
+pub const DEFAULT_WIDTH: u16 = 100;
+
+/// Widest a free-text field (payload, body, detail) is shown in a table
+/// cell before the table itself fits the rest to the width.
+const CELL_WIDTH: usize = 60;
+
 /// Where command output goes: stdout, as tables or as JSON lines.
 #[derive(Debug, Clone, Copy)]
 pub struct Out {
     json: bool,
+    wide: bool,
 }
 
 impl Out {
-    /// Output in JSON lines when `json` is set, else for people.
-    pub fn new(json: bool) -> Self {
-        Self { json }
+    /// Output in JSON lines when `json` is set, else for people: tables fit
+    /// the terminal (or [`DEFAULT_WIDTH`]) unless `wide`, which shows every
+    /// field whole.
+    pub fn new(json: bool, wide: bool) -> Self {
+        Self { json, wide }
+    }
+
+    /// A free-text field for a table cell: on one line, and cut with "…"
+    /// unless the output is wide.
+    pub fn cell(&self, text: &str) -> String {
+        clip(text, if self.wide { usize::MAX } else { CELL_WIDTH })
     }
 
     /// Whether programs (JSON lines) rather than people are reading.
@@ -49,13 +66,31 @@ impl Out {
         items.iter().try_for_each(|item| self.json_line(item))
     }
 
-    /// Print a table, or `empty` when it has no rows.
-    pub fn table(&self, table: &Table, empty: &str) -> io::Result<()> {
+    /// Print a table, or `empty` when it has no rows. Unless the output is
+    /// wide, the table is fitted to the terminal's width (or
+    /// [`DEFAULT_WIDTH`]), and a cell that would wrap is cut to one line
+    /// ending in "…".
+    pub fn table(&self, table: Table, empty: &str) -> io::Result<()> {
         if table.row_count() == 0 {
-            self.line(empty)
-        } else {
-            self.line(table)
+            return self.line(empty);
         }
+        self.line(self.render(table))
+    }
+
+    /// The text of `table` as [`Out::table`] prints it.
+    fn render(&self, mut table: Table) -> String {
+        if self.wide {
+            table.set_content_arrangement(ContentArrangement::Disabled);
+        } else {
+            if table.width().is_none() {
+                table.set_width(DEFAULT_WIDTH);
+            }
+            table.set_truncation_indicator("…");
+            for row in table.row_iter_mut() {
+                row.max_height(1);
+            }
+        }
+        table.trim_fmt()
     }
 }
 
@@ -188,6 +223,34 @@ mod tests {
         assert_eq!(number(2.9994), "2.999");
         assert_eq!(number(0.0), "0.000");
         assert_eq!(number(0.000_001_2), "1.20e-6");
+    }
+
+    #[test]
+    fn tables_fit_the_default_width_unless_wide() {
+        let long = "x".repeat(300);
+        let build = |out: &Out| {
+            let mut t = table(["id", "payload", "note"]);
+            t.add_row([
+                "1",
+                &out.cell(&long),
+                "a note that is long enough to matter",
+            ]);
+            t
+        };
+        let (narrow, wide) = (Out::new(false, false), Out::new(false, true));
+        // Not a terminal under `cargo test`: the default width applies.
+        let text = narrow.render(build(&narrow));
+        assert!(
+            text.lines()
+                .all(|l| l.chars().count() <= DEFAULT_WIDTH as usize),
+            "{text}"
+        );
+        assert_eq!(text.lines().count(), 3, "one line per row:\n{text}");
+        assert!(text.contains('…'));
+
+        let text = wide.render(build(&wide));
+        assert!(text.contains(&long), "{text}");
+        assert_eq!(text.lines().count(), 3);
     }
 
     #[test]

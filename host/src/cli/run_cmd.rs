@@ -13,7 +13,7 @@ use crate::env::{Durability, Env, EnvLocation, EnvOptions, Stats, TaskState};
 use crate::manifest::{AgentPlan, AgentSettings, Manifest};
 use crate::runtime::caps::workspace::Access;
 use crate::runtime::{Grants, Limits, Module, RestartPolicy, Runtime, RuntimeOptions, Workspace};
-use crate::swarm::{Endings, FolderChange, Swarm, watch_folder};
+use crate::swarm::{Changed, Endings, FolderChange, Swarm, watch_folder};
 
 /// Arguments of `wawe run`.
 #[derive(Debug, Args)]
@@ -212,11 +212,7 @@ fn print_summary(s: &Summary<'_>, stats: &Stats, interrupted: bool) {
         s.runs.crashed,
         s.runs.stopped,
         s.runs.restarts,
-        if s.runs.gave_up > 0 {
-            format!(", {} given up (crash loop)", s.runs.gave_up)
-        } else {
-            String::new()
-        }
+        gave_up(s.runs.gave_up, s.agents.revived),
     );
     let tasks: Vec<String> = stats
         .tasks
@@ -247,6 +243,20 @@ fn print_summary(s: &Summary<'_>, stats: &Stats, interrupted: bool) {
             n => format!("{n} crashes healed (each crashed agent was restarted and finished)"),
         };
         println!("ok: all {total} tasks done, {healed}, no lease left held");
+    }
+}
+
+/// The summary's note on crash loops: how many replicas gave up, and how many
+/// of those (or of other failed ones) a change in the folder started again,
+/// so the line agrees with the exit status.
+fn gave_up(gave_up: u64, revived: u32) -> String {
+    match (gave_up, revived) {
+        (0, 0) => String::new(),
+        (n, 0) => format!(", {n} given up (crash loop)"),
+        (0, r) => format!(", {r} ended failed, then started again on a change in the folder"),
+        (n, r) => format!(
+            ", {n} given up (crash loop); {r} of the failed started again on a change in the folder"
+        ),
     }
 }
 
@@ -391,6 +401,7 @@ async fn apply(runtime: &Runtime, swarm: &mut Swarm, change: FolderChange) {
             name,
             module,
             settings,
+            what,
         } => {
             let loaded = load_with_settings(runtime, &name, &module, settings.as_deref()).await;
             let (plan, module) = match loaded {
@@ -410,14 +421,21 @@ async fn apply(runtime: &Runtime, swarm: &mut Swarm, change: FolderChange) {
             if swarm.runs(&plan, &module) {
                 return;
             }
-            let verb = if swarm.contains(&name) {
-                swarm.stop(&name).await;
-                "restarted on its new code"
-            } else {
-                "started"
+            let verb = match (swarm.contains(&name), what) {
+                (true, Changed::Settings) => "restarted with its changed settings (NAME.toml)",
+                (true, _) => "restarted on its new code",
+                (false, _) if settings.is_none() => "started without settings (no NAME.toml)",
+                (false, _) => "started",
             };
+            if swarm.contains(&name) {
+                swarm.replace(&name).await;
+            }
             swarm.start(&plan, &module);
-            eprintln!("wawe: {name}: {verb} ({} replica(s))", plan.replicas);
+            eprintln!(
+                "wawe: {name}: {} ({} replica(s))",
+                verb.replace("NAME", &name),
+                plan.replicas
+            );
         }
     }
 }

@@ -19,12 +19,13 @@ use super::state::AgentState;
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The file cannot be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {error}")]
     Unreadable {
         /// The module path.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error, named in the message (not a `source`, so that a
+        /// printed chain does not say it twice).
+        error: std::io::Error,
     },
     /// Not WebAssembly at all.
     #[error(
@@ -132,9 +133,9 @@ pub(crate) fn load(
     path: &Path,
 ) -> Result<Module, LoadError> {
     let path_buf = path.to_path_buf();
-    let bytes = std::fs::read(path).map_err(|source| LoadError::Unreadable {
+    let bytes = std::fs::read(path).map_err(|error| LoadError::Unreadable {
         path: path_buf.clone(),
-        source,
+        error,
     })?;
     if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
         return Err(LoadError::NotWasm { path: path_buf });

@@ -78,6 +78,11 @@ impl Output {
     }
 
     fn emit(&self, line: &str) {
+        // Rust's panic hint: there is no environment to set in the sandbox,
+        // and the crash reason carries a wasm backtrace anyway.
+        if line.starts_with("note: run with `RUST_BACKTRACE=1`") {
+            return;
+        }
         let agent = self.agent.as_str();
         match self.stream {
             Stream::Stdout => {

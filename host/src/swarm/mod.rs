@@ -5,7 +5,7 @@ mod watch;
 
 use std::collections::BTreeMap;
 
-pub use watch::{FolderChange, watch_folder};
+pub use watch::{Changed, FolderChange, SETTINGS_GRACE, watch_folder};
 
 use crate::manifest::AgentPlan;
 use crate::runtime::{AgentHandle, AgentSpec, CountersSnapshot, Host, Module, RunEnd};
@@ -14,6 +14,8 @@ use crate::runtime::{AgentHandle, AgentSpec, CountersSnapshot, Host, Module, Run
 pub struct Swarm {
     host: Host,
     groups: BTreeMap<String, Group>,
+    /// Replicas that had ended failed (or given up) and were replaced.
+    revived: u32,
 }
 
 struct Group {
@@ -31,6 +33,9 @@ pub struct Endings {
     pub failed: Vec<String>,
     /// Replicas stopped by the host.
     pub stopped: u32,
+    /// Replicas that had ended failed (or given up in a crash loop) and were
+    /// started again on new code or settings; their earlier end does not count.
+    pub revived: u32,
 }
 
 impl Swarm {
@@ -39,6 +44,7 @@ impl Swarm {
         Swarm {
             host,
             groups: BTreeMap::new(),
+            revived: 0,
         }
     }
 
@@ -97,6 +103,13 @@ impl Swarm {
         endings
     }
 
+    /// Stop every replica of `name` to start it again on new code or
+    /// settings; replicas that had ended failed count as revived.
+    pub async fn replace(&mut self, name: &str) {
+        let ended = self.stop(name).await;
+        self.revived += u32::try_from(ended.failed.len()).unwrap_or(u32::MAX);
+    }
+
     /// Whether every agent has ended for good (none running or restarting).
     pub fn all_finished(&self) -> bool {
         self.groups
@@ -107,7 +120,10 @@ impl Swarm {
     /// Stop everything, wait for each agent's end, and stop the host.
     /// Returns how the agents ended and what their runs came to.
     pub async fn shutdown(mut self) -> anyhow::Result<(Endings, CountersSnapshot)> {
-        let mut endings = Endings::default();
+        let mut endings = Endings {
+            revived: self.revived,
+            ..Endings::default()
+        };
         for (_, group) in std::mem::take(&mut self.groups) {
             stop_group(group, &mut endings).await;
         }

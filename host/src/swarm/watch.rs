@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use tokio::time::Instant;
+
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
@@ -19,6 +21,8 @@ pub enum FolderChange {
         module: PathBuf,
         /// Its settings file, if there is one.
         settings: Option<PathBuf>,
+        /// What is new.
+        what: Changed,
     },
     /// `NAME.wasm` went away.
     Removed {
@@ -26,6 +30,23 @@ pub enum FolderChange {
         name: String,
     },
 }
+
+/// What an [`FolderChange::Upsert`] brings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Changed {
+    /// A module not seen before.
+    Added,
+    /// The module's code (and perhaps its settings too).
+    Module,
+    /// Only its `NAME.toml` settings.
+    Settings,
+}
+
+/// How long a module that appears without its `NAME.toml` is held back for
+/// the settings to follow (a `.wasm` copied in just before its `.toml`
+/// would otherwise start without its config). Modules already there when
+/// the watch begins start at once.
+pub const SETTINGS_GRACE: Duration = Duration::from_secs(2);
 
 /// How long the folder must be quiet before it is looked at again, so a file
 /// being copied in is seen once, whole.
@@ -92,21 +113,32 @@ pub fn watch_folder(dir: &Path) -> anyhow::Result<mpsc::UnboundedReceiver<Folder
         }
     })?;
     watcher.watch(&dir, RecursiveMode::NonRecursive)?;
-    let mut known = Seen::new();
-    diff(&dir, &mut known, &tx)?;
+    let mut folder = Folder::default();
+    folder.diff(&dir, &tx, None)?;
     tokio::spawn(async move {
         let _watcher = watcher;
-        while poke_rx.recv().await.is_some() {
+        loop {
+            // Wake for file-system events, or when a held-back module's grace ends.
+            let poked = match folder.next_deadline() {
+                Some(at) => match tokio::time::timeout_at(at, poke_rx.recv()).await {
+                    Ok(poked) => poked.is_some(),
+                    Err(_) => true,
+                },
+                None => poke_rx.recv().await.is_some(),
+            };
+            if !poked {
+                return;
+            }
             // Let a burst of events (a copy in progress) settle first.
-            let give_up = tokio::time::Instant::now() + SETTLE_AT_MOST;
-            while tokio::time::Instant::now() < give_up {
+            let give_up = Instant::now() + SETTLE_AT_MOST;
+            while Instant::now() < give_up {
                 match tokio::time::timeout(SETTLE, poke_rx.recv()).await {
                     Ok(Some(())) => continue,
                     Ok(None) => return,
                     Err(_) => break,
                 }
             }
-            if let Err(e) = diff(&dir, &mut known, &tx) {
+            if let Err(e) = folder.diff(&dir, &tx, Some(Instant::now())) {
                 tracing::warn!("cannot read {}: {e}", dir.display());
             }
             if tx.is_closed() {
@@ -117,28 +149,64 @@ pub fn watch_folder(dir: &Path) -> anyhow::Result<mpsc::UnboundedReceiver<Folder
     Ok(rx)
 }
 
-fn diff(
-    dir: &Path,
-    known: &mut Seen,
-    tx: &mpsc::UnboundedSender<FolderChange>,
-) -> std::io::Result<()> {
-    let now = scan(dir)?;
-    for (name, stamp) in &now {
-        if known.get(name) != Some(stamp) {
+/// What the watch knows of the folder: the modules it reported, and the new
+/// ones it holds back while their settings may still arrive.
+#[derive(Default)]
+struct Folder {
+    known: Seen,
+    held: BTreeMap<String, Instant>,
+}
+
+impl Folder {
+    /// When the first held-back module is due to start without settings.
+    fn next_deadline(&self) -> Option<Instant> {
+        self.held
+            .values()
+            .min()
+            .map(|since| *since + SETTINGS_GRACE)
+    }
+
+    /// Reports what changed since the last look. `now` is `None` for the
+    /// first look, which holds nothing back.
+    fn diff(
+        &mut self,
+        dir: &Path,
+        tx: &mpsc::UnboundedSender<FolderChange>,
+        now: Option<Instant>,
+    ) -> std::io::Result<()> {
+        let mut seen = scan(dir)?;
+        self.held.retain(|name, _| seen.contains_key(name));
+        for (name, stamp) in &seen {
+            let what = match self.known.get(name) {
+                Some(old) if old == stamp => continue,
+                Some(old) if old.0 == stamp.0 => Changed::Settings,
+                Some(_) => Changed::Module,
+                None => Changed::Added,
+            };
+            if let (Changed::Added, None, Some(now)) = (what, stamp.1, now) {
+                let since = *self.held.entry(name.clone()).or_insert(now);
+                if now < since + SETTINGS_GRACE {
+                    continue;
+                }
+            }
+            self.held.remove(name);
             let module = dir.join(format!("{name}.wasm"));
             let settings = stamp.1.map(|_| module.with_extension("toml"));
             let _ = tx.send(FolderChange::Upsert {
                 name: name.clone(),
                 module,
                 settings,
+                what,
             });
         }
-    }
-    for name in known.keys() {
-        if !now.contains_key(name) {
-            let _ = tx.send(FolderChange::Removed { name: name.clone() });
+        for name in self.known.keys() {
+            if !seen.contains_key(name) {
+                let _ = tx.send(FolderChange::Removed { name: name.clone() });
+            }
         }
+        // Held-back modules are not known yet: they are reported once due.
+        seen.retain(|name, _| !self.held.contains_key(name));
+        self.known = seen;
+        Ok(())
     }
-    *known = now;
-    Ok(())
 }
