@@ -15,4 +15,5 @@ pub mod cli;
 pub mod env;
 pub mod manifest;
 pub mod runtime;
+pub mod scaffold;
 pub mod swarm;

@@ -4,6 +4,7 @@
 
 pub mod bench_cmd;
 pub mod env_cmd;
+pub mod new_cmd;
 pub mod output;
 pub mod run_cmd;
 
@@ -50,6 +51,8 @@ pub enum Command {
     Bench(bench_cmd::BenchArgs),
     /// Look at and feed an environment: tasks, leases, learnings, signals, values and the journal.
     Env(EnvArgs),
+    /// Create an agent project (a crate and a swarm manifest) that builds and runs as it is.
+    New(new_cmd::NewArgs),
 }
 
 /// Commit durability, as a command-line value.
@@ -78,6 +81,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Env(args) => env_cmd::run(args).await,
         Command::Run(args) => run_cmd::run(args).await,
         Command::Bench(args) => bench_cmd::run(args).await,
+        Command::New(args) => new_cmd::run(args),
     };
     match result {
         Err(e) if is_broken_pipe(&e) => Ok(()),
@@ -93,10 +97,13 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
-/// Send the log (warnings and up; more with `-v`; or as `WAWE_LOG` says) to
-/// stderr, where it does not mix with command output.
+/// Send the log (warnings and up; more with `-v`; errors only with `run
+/// --quiet`; or as `WAWE_LOG` says) to stderr, where it does not mix with
+/// command output.
 pub fn init_tracing(cli: &Cli) {
+    let quiet = matches!(&cli.command, Command::Run(args) if args.quiet);
     let level = match cli.verbose {
+        0 if quiet => "error",
         0 => "warn",
         1 => "info",
         2 => "debug",
