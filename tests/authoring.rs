@@ -89,7 +89,7 @@ fn check_squares(project: &Path, name: &str, stdout: &str) {
         "{summary}"
     );
     let env =
-        Env::open_existing(&project.join(format!("{name}.db")), EnvOptions::default()).unwrap();
+        Env::open_existing(project.join(format!("{name}.db")), EnvOptions::default()).unwrap();
     let squares = block(env.get_value("squares"))
         .unwrap()
         .expect("squares written");
@@ -167,4 +167,64 @@ fn wawe_new_refuses_a_bad_name_and_an_existing_directory() {
         std::fs::read_to_string(dir.path().join("taken/keep.txt")).unwrap(),
         "mine"
     );
+}
+
+/// Every string literal in `dir`'s Rust files (recursively) that looks like
+/// an event kind: an area, a dot and a lowercase word.
+fn event_kinds_in(dir: &Path, found: &mut std::collections::BTreeSet<String>) {
+    const AREAS: &[&str] = &[
+        "task",
+        "lease",
+        "value",
+        "learning",
+        "signal",
+        "agent",
+        "host",
+        "workspace",
+        "http",
+    ];
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            event_kinds_in(&path, found);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            for literal in text.split('"').skip(1).step_by(2) {
+                let Some((area, word)) = literal.split_once('.') else {
+                    continue;
+                };
+                if AREAS.contains(&area)
+                    && !word.is_empty()
+                    && word.chars().all(|c| c.is_ascii_lowercase() || c == '-')
+                {
+                    found.insert(literal.to_owned());
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn every_event_kind_the_environment_writes_is_documented() {
+    let mut kinds = std::collections::BTreeSet::new();
+    event_kinds_in(&root().join("host/src/env"), &mut kinds);
+    event_kinds_in(&root().join("host/src/runtime"), &mut kinds);
+    // Sanity: the scan finds the kinds it must.
+    for known in [
+        "task.pushed",
+        "lease.granted",
+        "http.denied",
+        "workspace.write",
+    ] {
+        assert!(kinds.contains(known), "the scan missed {known}: {kinds:?}");
+    }
+    let guide = std::fs::read_to_string(root().join("docs/agents.md")).unwrap();
+    let wit = std::fs::read_to_string(root().join("guest-sdk/wit/events.wit")).unwrap();
+    for kind in &kinds {
+        assert!(
+            guide.contains(&format!("`{kind}`")),
+            "docs/agents.md lacks `{kind}`"
+        );
+        assert!(wit.contains(kind.as_str()), "events.wit lacks {kind}");
+    }
 }

@@ -24,7 +24,7 @@ impl WriteOptions {
         Self::default()
     }
 
-    /// Write only if the key is at `version` (else [`Error::VersionMismatch`](crate::Error::VersionMismatch)).
+    /// Write only if the key is at `version` (else [`Error::VersionMismatch`]).
     pub fn if_version(mut self, version: u64) -> Self {
         self.expected_version = Some(version);
         self
@@ -36,7 +36,7 @@ impl WriteOptions {
     }
 
     /// Present a lease's fencing token: a token older than one already used on
-    /// this key is refused with [`Error::StaleToken`](crate::Error::StaleToken).
+    /// this key is refused with [`Error::StaleToken`].
     pub fn fence(mut self, token: Token) -> Self {
         self.fence = Some(token);
         self
@@ -70,7 +70,7 @@ pub fn get_json<T: DeserializeOwned>(key: &str) -> Result<Option<Entry<T>>> {
 }
 
 /// How many times [`update`] tries before giving up with the last
-/// [`Error::VersionMismatch`](crate::Error::VersionMismatch).
+/// [`Error::VersionMismatch`].
 pub const UPDATE_ATTEMPTS: u32 = 32;
 
 /// Reads `key` (JSON), computes its next value with `change`, and writes it
@@ -136,7 +136,7 @@ pub fn put_json<T: Serialize + ?Sized>(key: &str, value: &T, options: WriteOptio
 }
 
 /// Deletes `key` under `options`. Fails with
-/// [`Error::NotFound`](crate::Error::NotFound) when there is nothing to delete.
+/// [`Error::NotFound`] when there is nothing to delete.
 ///
 /// A deleted key keeps counting: its next write gets the next version, and
 /// fencing tokens older than one used on it stay stale.

@@ -4,7 +4,7 @@
 //!
 //! An agent needs `workspace = "read"` (or `"write"`, to change it) in its
 //! manifest table. Every change names a [`HoldsLease`] (a
-//! [`LeaseGuard`](crate::reservations::LeaseGuard) or a [`Lease`]), so a write
+//! [`LeaseGuard`] or a [`Lease`]), so a write
 //! without a lease does not compile. The host checks, in one step with the
 //! change, that the lease is the caller's, live and exclusive, covers every
 //! path touched, and that its token is not older than the last one that

@@ -123,8 +123,10 @@ pub enum Workload {
     /// The waiting side of `wake` in another process (used by `wake` itself).
     #[command(hide = true)]
     WakeWaiter {
+        /// Wake-ups to wait for.
         #[arg(long)]
         rounds: usize,
+        /// The environment the `wake` run uses.
         #[arg(long)]
         env: EnvLocation,
     },

@@ -48,7 +48,7 @@ pub struct EnvOptions {
     pub signal_half_life_ms: u64,
     /// Half-life of a learning's freshness in search ranking.
     pub learning_half_life_ms: u64,
-    /// Events older than this are pruned by [`Env::sweep`].
+    /// Events older than this are pruned by [`Env::sweep`](super::Env::sweep).
     pub event_retention_ms: u64,
     /// Operations at most committed together by the writer.
     pub max_batch: usize,
