@@ -130,33 +130,73 @@ fn bad_manifests_point_at_the_line_and_field() {
     }
 }
 
-#[test]
-fn a_watched_folder_starts_restarts_and_stops_modules() {
-    let dir = tempfile::tempdir().unwrap();
-    let modules = dir.path().join("modules");
-    std::fs::create_dir(&modules).unwrap();
-    let db = dir.path().join("env.db");
-    // A module that fails to load is reported and skipped.
-    std::fs::write(modules.join("broken.wasm"), "not wasm").unwrap();
-    let child = wawe(dir.path())
-        .arg("run")
-        .arg(&modules)
-        .arg("--env")
-        .arg(&db)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut running = KillOnDrop(child);
-    let env = wait_for("the environment", LIMIT, || {
-        Env::open_existing(&db, EnvOptions::default()).ok()
-    });
-    let row = |name: &str| {
-        block(env.list_agents())
+/// `wawe run` on a watched folder (`modules/` in a temporary directory).
+struct FolderRun {
+    _dir: tempfile::TempDir,
+    modules: PathBuf,
+    env: Env,
+    running: KillOnDrop,
+}
+
+impl FolderRun {
+    /// Starts the run (after `prepare` has put files in the folder) and
+    /// waits until its environment exists.
+    fn start(prepare: impl FnOnce(&Path)) -> FolderRun {
+        let dir = tempfile::tempdir().unwrap();
+        let modules = dir.path().join("modules");
+        std::fs::create_dir(&modules).unwrap();
+        prepare(&modules);
+        let db = dir.path().join("env.db");
+        let child = wawe(dir.path())
+            .arg("run")
+            .arg(&modules)
+            .arg("--env")
+            .arg(&db)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let running = KillOnDrop(child);
+        let env = wait_for("the environment", LIMIT, || {
+            Env::open_existing(&db, EnvOptions::default()).ok()
+        });
+        FolderRun {
+            _dir: dir,
+            modules,
+            env,
+            running,
+        }
+    }
+
+    /// The agents-table row of agent `name`.
+    fn row(&self, name: &str) -> Option<wawe::env::AgentInfo> {
+        block(self.env.list_agents())
             .unwrap()
             .into_iter()
             .find(|a| a.name == name)
-    };
+    }
+
+    /// Sends SIGTERM; returns the exit status, stdout and stderr.
+    fn stop(&mut self) -> (std::process::ExitStatus, String, String) {
+        let child = &mut self.running.0;
+        let pid = child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let status = wait_for("wawe run to exit", LIMIT, || child.try_wait().unwrap());
+        let (mut stdout, mut stderr) = (String::new(), String::new());
+        std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut stdout).unwrap();
+        std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+        (status, stdout, stderr)
+    }
+}
+
+#[test]
+fn a_watched_folder_starts_restarts_and_stops_modules() {
+    // A module that fails to load is reported and skipped.
+    let mut run = FolderRun::start(|modules| {
+        std::fs::write(modules.join("broken.wasm"), "not wasm").unwrap();
+    });
+    let modules = run.modules.clone();
+    let row = |name: &str| run.row(name);
 
     // Dropped in, with its settings: started.
     std::fs::write(
@@ -188,16 +228,12 @@ fn a_watched_folder_starts_restarts_and_stops_modules() {
     });
 
     // SIGTERM: a clean shutdown.
-    let pid = running.0.id().to_string();
-    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let status = wait_for("wawe run to exit", LIMIT, || running.0.try_wait().unwrap());
+    let (status, _, stderr) = run.stop();
     assert!(status.success(), "{status}");
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(running.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     assert!(stderr.contains("skipped broken"), "{stderr}");
     assert!(stderr.contains("not a WebAssembly file"), "{stderr}");
     assert!(
-        block(env.list_hosts())
+        block(run.env.list_hosts())
             .unwrap()
             .iter()
             .all(|h| h.state == "stopped")
@@ -333,29 +369,9 @@ fn a_capability_not_granted_is_refused_before_the_environment_is_touched() {
 
 #[test]
 fn a_watched_folder_waits_for_settings_says_what_changed_and_sums_up_truly() {
-    let dir = tempfile::tempdir().unwrap();
-    let modules = dir.path().join("modules");
-    std::fs::create_dir(&modules).unwrap();
-    let db = dir.path().join("env.db");
-    let child = wawe(dir.path())
-        .arg("run")
-        .arg(&modules)
-        .arg("--env")
-        .arg(&db)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut running = KillOnDrop(child);
-    let env = wait_for("the environment", LIMIT, || {
-        Env::open_existing(&db, EnvOptions::default()).ok()
-    });
-    let row = |name: &str| {
-        block(env.list_agents())
-            .unwrap()
-            .into_iter()
-            .find(|a| a.name == name)
-    };
+    let mut run = FolderRun::start(|_| {});
+    let modules = run.modules.clone();
+    let row = |name: &str| run.row(name);
 
     // The module first, its settings half a second later: it starts once,
     // with them (without them, `intruder` fails: `mode` is required).
@@ -397,12 +413,7 @@ fn a_watched_folder_waits_for_settings_says_what_changed_and_sums_up_truly() {
         row("lonely").filter(|a| a.state == "exited")
     });
 
-    let pid = running.0.id().to_string();
-    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let status = wait_for("wawe run to exit", LIMIT, || running.0.try_wait().unwrap());
-    let (mut stdout, mut stderr) = (String::new(), String::new());
-    std::io::Read::read_to_string(running.0.stdout.as_mut().unwrap(), &mut stdout).unwrap();
-    std::io::Read::read_to_string(running.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    let (status, stdout, stderr) = run.stop();
     assert!(status.success(), "{status}\n{stdout}\n{stderr}");
     assert!(stderr.contains("probe: started (1 replica(s))"), "{stderr}");
     assert!(
