@@ -240,9 +240,14 @@ fn print_summary(s: &Summary<'_>, stats: &Stats, interrupted: bool) {
     if !interrupted && s.agents.failed.is_empty() && done == total && s.leases_held == 0 {
         let healed = match crashes {
             0 => "no agent crashed".to_string(),
+            1 => "1 crash healed (the crashed agent was restarted and finished)".to_string(),
             n => format!("{n} crashes healed (each crashed agent was restarted and finished)"),
         };
-        println!("ok: all {total} tasks done, {healed}, no lease left held");
+        let tasks = match total {
+            0 => "no tasks".to_string(),
+            n => format!("all {n} tasks done"),
+        };
+        println!("ok: {tasks}, {healed}, no lease left held");
     }
 }
 

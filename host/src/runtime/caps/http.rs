@@ -336,12 +336,15 @@ impl WasiHttpHooks for Filter {
     }
 }
 
-/// The request's URL without its query, as logs and the journal show it.
+/// The request's URL without its query and without any `user:password@`,
+/// as logs and the journal show it (a guest's credentials stay out of both).
 fn shown(uri: &http::Uri) -> String {
+    let host_port = uri
+        .authority()
+        .map_or("?", |a| a.as_str().rsplit('@').next().unwrap_or("?"));
     format!(
-        "{}://{}{}",
+        "{}://{host_port}{}",
         uri.scheme_str().unwrap_or("?"),
-        uri.authority().map_or("?", |a| a.as_str()),
         uri.path()
     )
 }
@@ -604,6 +607,14 @@ mod tests {
         assert!(w.matches("https", "a.example.com", 443));
         assert!(!w.matches("https", "example.com", 443));
         assert!(!w.matches("https", "aexample.com", 443));
+    }
+
+    #[test]
+    fn shown_urls_keep_no_credentials_and_no_query() {
+        let uri: http::Uri = "https://user:secret@api.example.com:8443/v1/x?token=abc"
+            .parse()
+            .unwrap();
+        assert_eq!(shown(&uri), "https://api.example.com:8443/v1/x");
     }
 
     #[test]
