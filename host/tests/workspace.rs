@@ -217,8 +217,9 @@ async fn a_stale_token_is_refused_after_a_newer_holder_wrote() {
         .workspace_edit(&a, old.id, write("src/lib.rs"), change())
         .await
         .unwrap();
-    // And across holders: b takes over after a's lease lapses, writes, and
-    // a late write by a is refused.
+    // Across holders the lease itself decides: once b's lease lapsed and c
+    // holds the files, b's late write is refused because its lease is gone
+    // (the token rule above is for one agent's overlapping leases).
     let (b, c) = (agent("b"), agent("c"));
     let first = grant(&t, &b, &["docs/"], Mode::Exclusive, 1_000).await;
     t.clock.advance(1_000);
@@ -243,20 +244,28 @@ async fn a_stale_token_is_refused_after_a_newer_holder_wrote() {
 async fn a_failed_change_leaves_no_record_and_no_event() {
     let t = open();
     let a = agent("a");
-    let lease = grant(&t, &a, &["src/"], Mode::Exclusive, TTL).await;
+    // An older lease on `src/` and a newer one on `src/x`: had the failed
+    // edit recorded the newer token for `src/x`, the older lease could no
+    // longer write there.
+    let old = grant(&t, &a, &["src/"], Mode::Exclusive, TTL).await;
+    let new = grant(&t, &a, &["src/x"], Mode::Exclusive, TTL).await;
     let failing = Arc::new(Counted {
         runs: AtomicU32::new(0),
         fail: true,
     });
     let got = t
         .env
-        .workspace_edit(&a, lease.id, write("src/x"), failing)
+        .workspace_edit(&a, new.id, write("src/x"), failing)
         .await;
     assert!(
         matches!(&got, Err(EnvError::InvalidArgument(m)) if m.contains("the disk said no")),
         "{got:?}"
     );
     assert!(workspace_events(&t).await.is_empty());
+    t.env
+        .workspace_edit(&a, old.id, write("src/x"), change())
+        .await
+        .expect("the failed edit left no token behind");
 }
 
 async fn escaping_paths_are_refused_before_anything_runs() {

@@ -81,8 +81,10 @@ pub async fn workspace(
     host.shutdown().await?;
     discard(env).await?;
 
-    let plain = native(&root.join("plain"), agents, per, size, FILES, false).await?;
-    let plain_atomic = native(&root.join("atomic"), agents, per, size, FILES, true).await?;
+    // The baselines flush to disk exactly when the guarded writes do.
+    let sync = durability == Durability::Full;
+    let plain = native(&root.join("plain"), agents, per, size, FILES, false, sync).await?;
+    let plain_atomic = native(&root.join("atomic"), agents, per, size, FILES, true, sync).await?;
     Ok(WorkspaceReport {
         agents,
         writes,
@@ -98,7 +100,9 @@ pub async fn workspace(
 }
 
 /// `agents` native writers, each writing `per` files of `size` bytes into a
-/// directory of its own (cycling over `files` names).
+/// directory of its own (cycling over `files` names); with `sync`, each
+/// file's content is flushed (and, for `atomic`, the directory after the
+/// rename), as the workspace does at durability `full`.
 async fn native(
     root: &std::path::Path,
     agents: u32,
@@ -106,6 +110,7 @@ async fn native(
     size: usize,
     files: u64,
     atomic: bool,
+    sync: bool,
 ) -> anyhow::Result<Throughput> {
     let started = std::time::Instant::now();
     let root = Arc::new(root.to_path_buf());
@@ -116,15 +121,29 @@ async fn native(
                 let dir = root.join(r.to_string());
                 std::fs::create_dir_all(&dir)?;
                 let mut content = vec![b'x'; size];
+                let write = |path: &std::path::Path, content: &[u8]| -> std::io::Result<()> {
+                    let mut file = std::fs::File::create(path)?;
+                    std::io::Write::write_all(&mut file, content)?;
+                    if sync {
+                        file.sync_data()?;
+                    }
+                    Ok(())
+                };
                 for n in 0..per {
-                    content[..8].copy_from_slice(&n.to_le_bytes());
+                    // Each version differs (as far as the size allows).
+                    let stamp = n.to_le_bytes();
+                    let k = size.min(stamp.len());
+                    content[..k].copy_from_slice(&stamp[..k]);
                     let path = dir.join(format!("f{}", n % files));
                     if atomic {
                         let tmp = dir.join(format!(".tmp-{n}"));
-                        std::fs::write(&tmp, &content)?;
+                        write(&tmp, &content)?;
                         std::fs::rename(&tmp, &path)?;
+                        if sync {
+                            std::fs::File::open(&dir)?.sync_all()?;
+                        }
                     } else {
-                        std::fs::write(&path, &content)?;
+                        write(&path, &content)?;
                     }
                 }
                 Ok(())

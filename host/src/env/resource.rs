@@ -47,7 +47,9 @@ pub fn overlaps(a: &str, b: &str) -> bool {
     covers(a, b) || covers(b, a)
 }
 
-fn covers(dir: &str, other: &str) -> bool {
+/// Whether resource `dir` covers `other`: equal, or `dir` is a directory
+/// (`a/`) with `other` in it (or `other` is `a` itself).
+pub(crate) fn covers(dir: &str, other: &str) -> bool {
     match dir.strip_suffix('/') {
         Some(base) => other == base || other.starts_with(dir),
         None => dir == other,

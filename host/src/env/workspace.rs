@@ -16,7 +16,7 @@ use serde_json::json;
 
 use super::events::Change;
 use super::limits::check_name;
-use super::resource::validate_resource;
+use super::resource::{covers, validate_resource};
 use super::{AgentId, Env, EnvError, EnvResult, Mode};
 
 /// What an edit does, as the journal names it (`workspace.<kind>`).
@@ -155,14 +155,6 @@ pub(crate) fn path_states(edit: &Edit) -> Vec<(&str, PathState<'_>)> {
             (edit.path.as_str(), None),
             (edit.to.as_deref().unwrap_or_default(), written),
         ],
-    }
-}
-
-/// Whether lease resource `resource` covers workspace path `path`.
-fn covers(resource: &str, path: &str) -> bool {
-    match resource.strip_suffix('/') {
-        Some(dir) => path == dir || path.starts_with(resource),
-        None => resource == path,
     }
 }
 

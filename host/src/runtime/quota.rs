@@ -7,9 +7,11 @@
 //! made, whatever its outcome: a claim that finds nothing counts, and so does
 //! a refused one.
 
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::limits::Limits;
+use crate::env::AgentId;
 
 /// What a call to the environment is, for the quotas.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +24,26 @@ pub(crate) enum Call {
     Push,
     /// Records a learning (a write).
     Learning,
+}
+
+/// Charges one call by agent `who` to `quota`: waits out its rate if it
+/// calls too fast (saying so in the log the first time), or names the
+/// per-run cap it went past.
+pub(crate) async fn pay(quota: &Mutex<Quota>, call: Call, who: &AgentId) -> Result<(), String> {
+    let (wait, first_throttle) = {
+        let mut quota = quota.lock().expect("quota poisoned");
+        let wait = quota.charge(call)?;
+        let first = !wait.is_zero() && !quota.throttled;
+        quota.throttled |= first;
+        (wait, first)
+    };
+    if first_throttle {
+        tracing::warn!(agent = %who, "calls the environment faster than its quota allows; throttled");
+    }
+    if !wait.is_zero() {
+        tokio::time::sleep(wait).await;
+    }
+    Ok(())
 }
 
 /// One run's use of its quotas.

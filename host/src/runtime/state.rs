@@ -11,7 +11,7 @@ use super::caps::http::HttpState;
 use super::caps::workspace::{GUEST_ROOT, Workspace, WorkspaceState};
 use super::limits::{Limiter, Limits};
 use super::output::{Output, Stream};
-use super::quota::{Call, Quota};
+use super::quota::{self, Call, Quota};
 use crate::env::{AgentId, Env};
 
 /// The most WASI handles one agent instance may hold at once.
@@ -113,32 +113,12 @@ impl AgentState {
     /// if it calls too fast, or stop the run (a trap naming the quota, kept
     /// as the reason it ended) when it goes past a per-run cap.
     pub(crate) async fn charge(&mut self, call: Call) -> wasmtime::Result<()> {
-        let (charged, first_throttle) = {
-            let mut quota = self.quota.lock().expect("quota poisoned");
-            let charged = quota.charge(call);
-            let first = matches!(charged, Ok(w) if !w.is_zero()) && !quota.throttled;
-            if first {
-                quota.throttled = true;
-            }
-            (charged, first)
-        };
-        match charged {
-            Ok(wait) if wait.is_zero() => Ok(()),
-            Ok(wait) => {
-                if first_throttle {
-                    tracing::warn!(
-                        agent = %self.id,
-                        "calls the environment faster than its quota allows; throttled"
-                    );
-                }
-                tokio::time::sleep(wait).await;
-                Ok(())
-            }
-            Err(reason) => {
+        quota::pay(&self.quota, call, &self.id)
+            .await
+            .map_err(|reason| {
                 self.limiter.hit = Some(reason.clone());
-                Err(wasmtime::format_err!("{reason}"))
-            }
-        }
+                wasmtime::format_err!("{reason}")
+            })
     }
 
     /// Charge `bytes` written to the workspace to the per-run quota: past

@@ -97,11 +97,14 @@ impl PgStore {
                 let last = last_token(tx, path).await?;
                 check_path_token(path, token, last)?;
             }
+            // The file change first: a write job that fails must have written
+            // nothing (the writer runs jobs without savepoints), and the
+            // change is what can still fail here.
+            change.apply()?;
             for (path, state) in path_states(&edit) {
                 record_path(tx, &agent, path, token, state).await?;
             }
             tx.record(&agent, edited(&edit, lease, token));
-            change.apply()?;
             Ok(token)
         })
         .await

@@ -109,11 +109,13 @@ impl SqliteStore {
             for path in edit.paths() {
                 check_path_token(path, token, last_token(tx, path)?)?;
             }
+            // The file change first, as on PostgreSQL: what can still fail
+            // fails before anything is recorded.
+            change.apply()?;
             for (path, state) in path_states(&edit) {
                 record_path(tx, &agent, path, token, state)?;
             }
             tx.record(&agent, edited(&edit, lease, token))?;
-            change.apply()?;
             Ok(token)
         })
         .await

@@ -19,7 +19,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -35,7 +35,7 @@ use wasmtime_wasi_http::{
 };
 
 use crate::env::{AgentId, Env};
-use crate::runtime::quota::{Call, Quota};
+use crate::runtime::quota::{self, Call, Quota};
 use crate::runtime::state::AgentState;
 
 /// The component import names of the capability (any version).
@@ -50,8 +50,9 @@ pub struct Origin {
     pub host: String,
     /// The port (the scheme's default when not written).
     pub port: u16,
-    /// Headers the host adds to requests for this origin, values filled in.
-    pub headers: Vec<(String, String)>,
+    /// Headers the host adds to requests for this origin, values filled in
+    /// (and marked sensitive).
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 impl std::fmt::Debug for Origin {
@@ -108,14 +109,14 @@ impl Origin {
         }
         let mut filled = Vec::new();
         for (name, value) in headers {
-            let name = name.to_ascii_lowercase();
-            http::HeaderName::from_bytes(name.as_bytes())
+            let name = http::HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| format!("{name:?} is not a header name"))?;
             let value = fill(value, &var)
                 .map_err(|v| format!("header `{name}` for {text} needs the host environment variable `{v}`, which is not set"))?;
-            http::HeaderValue::from_str(&value).map_err(|_| {
+            let mut value = http::HeaderValue::from_str(&value).map_err(|_| {
                 format!("the value of header `{name}` for {text} is not a valid header value")
             })?;
+            value.set_sensitive(true);
             filled.push((name, value));
         }
         Ok(Origin {
@@ -135,11 +136,6 @@ impl Origin {
             Some(base) => host.len() > base.len() + 1 && host.ends_with(&format!(".{base}")),
             None => self.host == host,
         }
-    }
-
-    /// Whether the entry names an IP address literally.
-    fn literal_ip(&self) -> Option<IpAddr> {
-        self.host.parse().ok()
     }
 }
 
@@ -309,15 +305,11 @@ impl WasiHttpHooks for Filter {
             self.quota.clone(),
         );
         Box::new(async move {
-            let wait = quota.lock().expect("quota poisoned").charge(Call::Read);
-            if let Ok(wait) = wait
-                && !wait.is_zero()
-            {
-                tokio::time::sleep(wait).await;
-            }
+            // A read: only the rate counts it, so there is no cap to go past.
+            let _ = quota::pay(&quota, Call::Read, &id).await;
             let target = shown(request.uri());
             let checked = check(&allowed, request.uri()).await;
-            let (origin, addr) = match checked {
+            let checked = match checked {
                 Ok(ok) => ok,
                 Err(why) => {
                     tracing::warn!(agent = %id, "HTTP request to {target} denied: {why}");
@@ -331,7 +323,7 @@ impl WasiHttpHooks for Filter {
                     return Err(Error::HttpRequestDenied);
                 }
             };
-            send(request, origin, addr, options, limits).await
+            send(request, checked, options, limits).await
         })
     }
 }
@@ -349,9 +341,19 @@ fn shown(uri: &http::Uri) -> String {
     )
 }
 
+/// Where a request may go, once checked.
+struct Checked {
+    /// The allow-list entry that lets it.
+    origin: Origin,
+    /// The host it names (what TLS verifies; the entry may be a `*.` wildcard).
+    host: String,
+    /// The address to connect to.
+    addr: SocketAddr,
+}
+
 /// Find the origin `uri` is allowed by and the address to connect to, or
 /// say why not.
-async fn check(allowed: &[Origin], uri: &http::Uri) -> Result<(Origin, SocketAddr), String> {
+async fn check(allowed: &[Origin], uri: &http::Uri) -> Result<Checked, String> {
     let scheme = match uri.scheme() {
         Some(s) if *s == Scheme::HTTPS => "https",
         Some(s) if *s == Scheme::HTTP => "http",
@@ -372,7 +374,11 @@ async fn check(allowed: &[Origin], uri: &http::Uri) -> Result<(Origin, SocketAdd
         .ok_or_else(|| format!("{scheme}://{host}:{port} is not in its allow_http"))?;
     if let Ok(ip) = host.parse::<IpAddr>() {
         // An IP literal matched an entry naming it: allowed, whatever it is.
-        return Ok((origin.clone(), SocketAddr::new(ip, port)));
+        return Ok(Checked {
+            origin: origin.clone(),
+            addr: SocketAddr::new(ip, port),
+            host,
+        });
     }
     let resolved = tokio::time::timeout(
         Duration::from_secs(10),
@@ -382,11 +388,9 @@ async fn check(allowed: &[Origin], uri: &http::Uri) -> Result<(Origin, SocketAdd
     .map_err(|_| format!("resolving {host} timed out"))?
     .map_err(|e| format!("cannot resolve {host}: {e}"))?
     .collect::<Vec<_>>();
-    let literal = origin.literal_ip();
-    if let Some(bad) = resolved
-        .iter()
-        .find(|a| !is_public(a.ip()) && Some(a.ip()) != literal)
-    {
+    // A name resolving to a private address is refused even when its entry
+    // allows the name: only an entry naming the address itself allows that.
+    if let Some(bad) = resolved.iter().find(|a| !is_public(a.ip())) {
         return Err(format!(
             "{host} resolves to {}, a private or local address; allow it by writing the \
              address itself in allow_http",
@@ -397,15 +401,18 @@ async fn check(allowed: &[Origin], uri: &http::Uri) -> Result<(Origin, SocketAdd
         .first()
         .copied()
         .ok_or_else(|| format!("{host} resolves to no address"))?;
-    Ok((origin.clone(), addr))
+    Ok(Checked {
+        origin: origin.clone(),
+        host,
+        addr,
+    })
 }
 
 /// Send `request` to `addr` (checked for `origin`), with the origin's
 /// headers added, within the agent's limits.
 async fn send(
     mut request: http::Request<WasiBody>,
-    origin: Origin,
-    addr: SocketAddr,
+    checked: Checked,
     options: Option<RequestOptions>,
     limits: HttpLimits,
 ) -> Sent {
@@ -413,13 +420,10 @@ async fn send(
     let cap = |t: Option<Duration>| t.map_or(limits.timeout, |t| t.min(limits.timeout));
     let connect_timeout = cap(options.and_then(|o| o.connect_timeout));
     let first_byte_timeout = cap(options.and_then(|o| o.first_byte_timeout));
-    for (name, value) in &origin.headers {
-        let name =
-            http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| Error::HttpRequestDenied)?;
-        let value = http::HeaderValue::from_str(value).map_err(|_| Error::HttpRequestDenied)?;
-        request.headers_mut().insert(name, value);
+    for (name, value) in &checked.origin.headers {
+        request.headers_mut().insert(name.clone(), value.clone());
     }
-    let tcp = tokio::time::timeout(connect_timeout, TcpStream::connect(addr))
+    let tcp = tokio::time::timeout(connect_timeout, TcpStream::connect(checked.addr))
         .await
         .map_err(|_| Error::ConnectionTimeout)?
         .map_err(Error::Connect)?;
@@ -432,8 +436,8 @@ async fn send(
         .path_and_query(path)
         .build()
         .map_err(|_| Error::HttpRequestUriInvalid)?;
-    let (mut sender, conn) = if origin.scheme == "https" {
-        let tls = tls_connect(&origin.host, tcp).await?;
+    let (mut sender, conn) = if checked.origin.scheme == "https" {
+        let tls = tls_connect(&checked.host, tcp).await?;
         handshake(tls, connect_timeout).await?
     } else {
         handshake(tcp, connect_timeout).await?
@@ -498,19 +502,23 @@ async fn tls_connect(
     host: &str,
     tcp: TcpStream,
 ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Error> {
-    let roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.into(),
-    };
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| Error::Tls(std::io::Error::other(e)))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    /// Built once: the web's root certificates, ring, safe protocol versions.
+    static CONFIG: LazyLock<Arc<rustls::ClientConfig>> = LazyLock::new(|| {
+        let roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.into(),
+        };
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        Arc::new(config)
+    });
     let name = rustls::pki_types::ServerName::try_from(host.to_string())
         .map_err(|_| Error::HttpRequestUriInvalid)?;
-    tokio_rustls::TlsConnector::from(Arc::new(config))
+    tokio_rustls::TlsConnector::from(CONFIG.clone())
         .connect(name, tcp)
         .await
         .map_err(Error::Tls)
@@ -624,10 +632,10 @@ mod tests {
             (v == "KEY").then(|| "s3cret".into())
         })
         .unwrap();
-        assert_eq!(
-            o.headers,
-            [("authorization".to_string(), "Bearer s3cret".to_string())]
-        );
+        assert_eq!(o.headers.len(), 1);
+        assert_eq!(o.headers[0].0, "authorization");
+        assert_eq!(o.headers[0].1, "Bearer s3cret");
+        assert!(o.headers[0].1.is_sensitive());
         assert!(!format!("{o:?}").contains("s3cret"));
         let e = Origin::parse("https://m.example", &headers, |_| None).unwrap_err();
         assert!(e.contains("`KEY`"), "{e}");

@@ -306,16 +306,28 @@ fn parent(path: &str) -> &Path {
 }
 
 impl Apply {
-    /// Make the directories above a new entry at `path`, and refuse it if
-    /// its directory already holds the most entries allowed.
-    fn make_room(&self, path: &str) -> EnvResult<()> {
-        let dir = parent(path);
-        self.dir
-            .create_dir_all(dir)
-            .map_err(|e| io_error(&format!("make the directories of `{path}`"), e))?;
+    /// The entry the change adds, if any.
+    fn adds(&self) -> Option<&str> {
+        match &self.op {
+            Op::Put { to, .. } | Op::Rename { to, .. } => Some(to),
+            Op::Mkdir { path } => Some(path),
+            Op::Remove { .. } => None,
+        }
+    }
+
+    /// Refuse the change if it adds an entry to a directory that already
+    /// holds the most entries allowed. Counting a large directory is slow,
+    /// so this runs before the environment's transaction, not in it: writers
+    /// racing into one directory may pass it together and go past the limit
+    /// by at most their number.
+    fn check_room(&self) -> EnvResult<()> {
+        let Some(path) = self.adds() else {
+            return Ok(());
+        };
         if self.dir.symlink_metadata(path).is_ok() {
             return Ok(());
         }
+        let dir = parent(path);
         let Ok(entries) = self.dir.read_dir(dir) else {
             return Ok(());
         };
@@ -328,6 +340,13 @@ impl Apply {
             });
         }
         Ok(())
+    }
+
+    /// Make the directories above a new entry at `path`.
+    fn make_parents(&self, path: &str) -> EnvResult<()> {
+        self.dir
+            .create_dir_all(parent(path))
+            .map_err(|e| io_error(&format!("make the directories of `{path}`"), e))
     }
 
     /// Flush the directories holding `paths` when durability asks for it.
@@ -353,7 +372,7 @@ impl Apply {
     fn run(&self) -> EnvResult<()> {
         match &self.op {
             Op::Put { tmp, to } => {
-                self.make_room(to)?;
+                self.make_parents(to)?;
                 self.dir
                     .rename(tmp, &self.dir, to)
                     .map_err(|e| io_error(&format!("write `{to}`"), e))?;
@@ -361,7 +380,7 @@ impl Apply {
                 Ok(())
             }
             Op::Rename { from, to } => {
-                self.make_room(to)?;
+                self.make_parents(to)?;
                 self.dir
                     .rename(from, &self.dir, to)
                     .map_err(|e| io_error(&format!("rename `{from}` to `{to}`"), e))?;
@@ -383,7 +402,7 @@ impl Apply {
                 Ok(())
             }
             Op::Mkdir { path } => {
-                self.make_room(path)?;
+                self.make_parents(path)?;
                 self.dir
                     .create_dir_all(path)
                     .map_err(|e| io_error(&format!("make the directory `{path}`"), e))?;
@@ -402,6 +421,16 @@ impl FileChange for Apply {
         self.run()?;
         self.done.store(true, Ordering::Release);
         Ok(())
+    }
+}
+
+/// Runs blocking file-system work off the async threads; a panic in it is
+/// resumed here.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(done) => done,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => panic!("blocking workspace work did not finish: {e}"),
     }
 }
 
@@ -483,12 +512,14 @@ impl AgentState {
             sync: self.durable(),
             done: AtomicBool::new(false),
         });
-        let result = self
-            .env
-            .workspace_edit(&self.id, lease, edit.clone(), apply)
-            .await;
+        let (kind, path) = (edit.kind, edit.path.clone());
+        let room = apply.clone();
+        let result = match blocking(move || room.check_room()).await {
+            Ok(()) => self.env.workspace_edit(&self.id, lease, edit, apply).await,
+            Err(e) => Err(e),
+        };
         if let Err(e) = &result {
-            tracing::debug!(agent = %self.id, "workspace {:?} of {} refused: {e}", edit.kind, edit.path);
+            tracing::debug!(agent = %self.id, "workspace {kind:?} of {path} refused: {e}");
         }
         result
     }
@@ -502,7 +533,9 @@ impl AgentState {
         size: u64,
         hash: String,
     ) -> EnvResult<wit::Written> {
-        tmp.close(self.durable())
+        let sync = self.durable();
+        let tmp = blocking(move || tmp.close(sync).map(|()| tmp))
+            .await
             .map_err(|e| io_error(&format!("write `{path}`"), e))?;
         let edit = Edit {
             kind: EditKind::Write,
@@ -581,11 +614,11 @@ impl wit::Host for AgentState {
             Ok(t) => t,
             Err(e) => return refuse(e),
         };
-        let (tmp, written) = tokio::task::spawn_blocking(move || {
+        let (tmp, written) = blocking(move || {
             let r = tmp.write(&contents);
             (tmp, r.map(|()| digest(Sha256::new_with_prefix(&contents))))
         })
-        .await?;
+        .await;
         let hash = match written {
             Ok(h) => h,
             Err(e) => return refuse(io_error(&format!("write `{path}`"), e)),
