@@ -132,6 +132,16 @@ pub enum Workload {
     },
 }
 
+/// Print a workload's report: one JSON object with `json`, else for people.
+fn show<T: serde::Serialize>(report: &T, json: bool, human: impl FnOnce(&T)) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(report)?);
+    } else {
+        human(report);
+    }
+    Ok(())
+}
+
 /// Run `wawe bench`.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.workload {
@@ -145,40 +155,37 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         } => {
             let place = Place::new(env)?;
             let r = bench::tasks(&place, agents, tasks, durability.into(), &only).await?;
-            if json {
-                println!("{}", serde_json::to_string(&r)?);
-                return Ok(());
-            }
-            println!(
-                "tasks: push + claim + complete, {} tasks by {} callers ({}, durability {})",
-                r.tasks, r.agents, r.backend, r.durability
-            );
-            println!(
-                "  {:<8} {:>10} {:>12} {:>14}",
-                "mode", "seconds", "tasks/s", "commits/task"
-            );
-            for (name, t) in [("wasm", r.wasm), ("native", r.native), ("naive", r.naive)] {
-                let Some(t) = t else { continue };
+            show(&r, json, |r| {
                 println!(
-                    "  {name:<8} {:>10.2} {:>12.0} {:>14.3}",
-                    t.seconds, t.rate_per_s, t.commits_per_unit
+                    "tasks: push + claim + complete, {} tasks by {} callers ({}, durability {})",
+                    r.tasks, r.agents, r.backend, r.durability
                 );
-            }
-            // DESIGN.md's targets for SQLite; the PostgreSQL issue's for PostgreSQL.
-            let (rate, naive) = match r.backend {
-                "postgres" => (12_000, 5),
-                _ => (50_000, 10),
-            };
-            if let Some(wasm) = r.wasm {
-                println!("  wasm {:.0} tasks/s (target >= {rate})", wasm.rate_per_s);
-            }
-            if let Some(ratio) = r.wasm_vs_native {
-                println!("  wasm/native {ratio:.2} (target >= 0.8)");
-            }
-            if let Some(ratio) = r.wasm_vs_naive {
-                println!("  wasm/naive {ratio:.1}x (target >= {naive}x)");
-            }
-            Ok(())
+                println!(
+                    "  {:<8} {:>10} {:>12} {:>14}",
+                    "mode", "seconds", "tasks/s", "commits/task"
+                );
+                for (name, t) in [("wasm", r.wasm), ("native", r.native), ("naive", r.naive)] {
+                    let Some(t) = t else { continue };
+                    println!(
+                        "  {name:<8} {:>10.2} {:>12.0} {:>14.3}",
+                        t.seconds, t.rate_per_s, t.commits_per_unit
+                    );
+                }
+                // DESIGN.md's targets for SQLite; the PostgreSQL issue's for PostgreSQL.
+                let (rate, naive) = match r.backend {
+                    "postgres" => (12_000, 5),
+                    _ => (50_000, 10),
+                };
+                if let Some(wasm) = r.wasm {
+                    println!("  wasm {:.0} tasks/s (target >= {rate})", wasm.rate_per_s);
+                }
+                if let Some(ratio) = r.wasm_vs_native {
+                    println!("  wasm/native {ratio:.2} (target >= 0.8)");
+                }
+                if let Some(ratio) = r.wasm_vs_naive {
+                    println!("  wasm/naive {ratio:.1}x (target >= {naive}x)");
+                }
+            })
         }
         Workload::Reservations {
             agents,
@@ -190,30 +197,27 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         } => {
             let place = Place::new(env)?;
             let r = bench::reservations(&place, agents, rounds, shared, durability.into()).await?;
-            if json {
-                println!("{}", serde_json::to_string(&r)?);
-                return Ok(());
-            }
-            println!(
-                "reservations: reserve + release, {} rounds by {} callers; overlapping callers share {} resources ({}, durability {})",
-                r.rounds, r.agents, r.shared_resources, r.backend, r.durability
-            );
-            println!(
-                "  {:<12} {:<7} {:>9} {:>10} {:>14} {:>8}",
-                "scenario", "mode", "seconds", "rounds/s", "commits/round", "queued"
-            );
-            for run in &r.runs {
+            show(&r, json, |r| {
                 println!(
-                    "  {:<12} {:<7} {:>9.2} {:>10.0} {:>14.3} {:>8}",
-                    run.scenario,
-                    run.mode,
-                    run.rate.seconds,
-                    run.rate.rate_per_s,
-                    run.rate.commits_per_unit,
-                    run.waited
+                    "reservations: reserve + release, {} rounds by {} callers; overlapping callers share {} resources ({}, durability {})",
+                    r.rounds, r.agents, r.shared_resources, r.backend, r.durability
                 );
-            }
-            Ok(())
+                println!(
+                    "  {:<12} {:<7} {:>9} {:>10} {:>14} {:>8}",
+                    "scenario", "mode", "seconds", "rounds/s", "commits/round", "queued"
+                );
+                for run in &r.runs {
+                    println!(
+                        "  {:<12} {:<7} {:>9.2} {:>10.0} {:>14.3} {:>8}",
+                        run.scenario,
+                        run.mode,
+                        run.rate.seconds,
+                        run.rate.rate_per_s,
+                        run.rate.commits_per_unit,
+                        run.waited
+                    );
+                }
+            })
         }
         Workload::Workspace {
             agents,
@@ -225,27 +229,24 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         } => {
             let place = Place::new(env)?;
             let r = bench::workspace(&place, agents, writes, size, durability.into()).await?;
-            if json {
-                println!("{}", serde_json::to_string(&r)?);
-                return Ok(());
-            }
-            println!(
-                "workspace: {} files of {} bytes by {} writers ({}, durability {})",
-                r.writes, r.size, r.agents, r.backend, r.durability
-            );
-            println!("  {:<28} {:>10} {:>12}", "mode", "seconds", "writes/s");
-            for (name, t) in [
-                ("guarded (wasm, workspace)", &r.guarded),
-                ("plain (native, in place)", &r.plain),
-                ("plain atomic (temp+rename)", &r.plain_atomic),
-            ] {
-                println!("  {name:<28} {:>10.2} {:>12.0}", t.seconds, t.rate_per_s);
-            }
-            println!(
-                "  guarded/plain {:.2}, guarded/plain atomic {:.2}",
-                r.guarded_vs_plain, r.guarded_vs_plain_atomic
-            );
-            Ok(())
+            show(&r, json, |r| {
+                println!(
+                    "workspace: {} files of {} bytes by {} writers ({}, durability {})",
+                    r.writes, r.size, r.agents, r.backend, r.durability
+                );
+                println!("  {:<28} {:>10} {:>12}", "mode", "seconds", "writes/s");
+                for (name, t) in [
+                    ("guarded (wasm, workspace)", &r.guarded),
+                    ("plain (native, in place)", &r.plain),
+                    ("plain atomic (temp+rename)", &r.plain_atomic),
+                ] {
+                    println!("  {name:<28} {:>10.2} {:>12.0}", t.seconds, t.rate_per_s);
+                }
+                println!(
+                    "  guarded/plain {:.2}, guarded/plain atomic {:.2}",
+                    r.guarded_vs_plain, r.guarded_vs_plain_atomic
+                );
+            })
         }
         Workload::Spawn {
             agents,
@@ -254,38 +255,35 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         } => {
             let dir = tempfile::tempdir()?;
             let r = bench::spawn(dir.path(), &agents, durability.into()).await?;
-            if json {
-                println!("{}", serde_json::to_string(&r)?);
-                return Ok(());
-            }
-            println!(
-                "spawn: agents alive at once, each blocked in a wait (durability {})",
-                r.durability
-            );
-            println!(
-                "  {:>7} {:>12} {:>16} {:>16} {:>16} {:>14}",
-                "agents",
-                "all waiting",
-                "instantiate p50",
-                "instantiate p99",
-                "resident/agent",
-                "mappings/agent"
-            );
-            for run in &r.runs {
+            show(&r, json, |r| {
                 println!(
-                    "  {:>7} {:>11.2}s {:>14.0}us {:>14.0}us {:>13.1}KiB {:>14.1}",
-                    run.agents,
-                    run.all_waiting_s,
-                    run.instantiation.p50_us,
-                    run.instantiation.p99_us,
-                    run.resident_kib_per_agent,
-                    run.mappings_per_agent
+                    "spawn: agents alive at once, each blocked in a wait (durability {})",
+                    r.durability
                 );
-            }
-            println!(
-                "  targets: instantiation median <= 50us; <= 64 KiB resident per agent at 10,000"
-            );
-            Ok(())
+                println!(
+                    "  {:>7} {:>12} {:>16} {:>16} {:>16} {:>14}",
+                    "agents",
+                    "all waiting",
+                    "instantiate p50",
+                    "instantiate p99",
+                    "resident/agent",
+                    "mappings/agent"
+                );
+                for run in &r.runs {
+                    println!(
+                        "  {:>7} {:>11.2}s {:>14.0}us {:>14.0}us {:>13.1}KiB {:>14.1}",
+                        run.agents,
+                        run.all_waiting_s,
+                        run.instantiation.p50_us,
+                        run.instantiation.p99_us,
+                        run.resident_kib_per_agent,
+                        run.mappings_per_agent
+                    );
+                }
+                println!(
+                    "  targets: instantiation median <= 50us; <= 64 KiB resident per agent at 10,000"
+                );
+            })
         }
         Workload::Wake {
             rounds,
@@ -297,9 +295,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             let place = Place::new(env)?;
             let exe = std::env::current_exe()?;
             let report = bench::wake(&place, &exe, rounds.max(1), durability).await?;
-            if json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
+            show(&report, json, |report| {
                 println!(
                     "wake: push -> a waiting claim holds the task ({}, durability {})",
                     report.backend, report.durability
@@ -322,8 +318,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     _ => "other process p99 <= 20 ms",
                 };
                 println!("  targets: same process p99 <= 1 ms; {other}");
-            }
-            Ok(())
+            })
         }
         Workload::WakeWaiter { rounds, env } => bench::run_waiter(&env, rounds).await,
     }
