@@ -86,6 +86,7 @@ fn watch(root: &Path, agents_dir: &Path, agents: &[String]) {
         root.join("guest-sdk").join("wit"),
         root.join("guest-sdk").join("Cargo.toml"),
         root.join("guest-sdk").join("src"),
+        root.join("guest-sdk").join("examples"),
         agents_dir.join("Cargo.toml"),
         agents_dir.join("Cargo.lock"),
         agents_dir.join(".cargo"),

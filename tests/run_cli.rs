@@ -4,7 +4,7 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use support::{KillOnDrop, agent, block, wait_for, wawe};
@@ -130,9 +130,10 @@ fn bad_manifests_point_at_the_line_and_field() {
     }
 }
 
-/// `wawe run` on a watched folder (`modules/` in a temporary directory).
+/// `wawe run` on a watched folder (`modules/` in a temporary directory),
+/// its output going to files there (a pipe nobody reads could fill up).
 struct FolderRun {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     modules: PathBuf,
     env: Env,
     running: KillOnDrop,
@@ -152,8 +153,8 @@ impl FolderRun {
             .arg(&modules)
             .arg("--env")
             .arg(&db)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stdout(std::fs::File::create(dir.path().join("stdout")).unwrap())
+            .stderr(std::fs::File::create(dir.path().join("stderr")).unwrap())
             .spawn()
             .unwrap();
         let running = KillOnDrop(child);
@@ -161,7 +162,7 @@ impl FolderRun {
             Env::open_existing(&db, EnvOptions::default()).ok()
         });
         FolderRun {
-            _dir: dir,
+            dir,
             modules,
             env,
             running,
@@ -182,10 +183,8 @@ impl FolderRun {
         let pid = child.id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         let status = wait_for("wawe run to exit", LIMIT, || child.try_wait().unwrap());
-        let (mut stdout, mut stderr) = (String::new(), String::new());
-        std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut stdout).unwrap();
-        std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
-        (status, stdout, stderr)
+        let read = |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap();
+        (status, read("stdout"), read("stderr"))
     }
 }
 

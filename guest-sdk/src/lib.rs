@@ -23,48 +23,12 @@
 //! # Example
 //!
 //! A complete agent: it claims `{"name": …}` tasks, writes each greeting as a
-//! shared value fenced by a lease on the name, and completes the task. (The
-//! same agent is `agents/hello` in the repository, where it is built and run
-//! by the tests.)
+//! shared value fenced by a lease on the name, and completes the task. It is
+//! this crate's `examples/hello.rs`, which the repository's tests build and
+//! run as `agents/hello`.
 //!
 //! ```no_run
-//! use std::time::Duration;
-//!
-//! use serde::Deserialize;
-//! use wawe_sdk::reservations::{self, Mode};
-//! use wawe_sdk::values::{self, WriteOptions};
-//! use wawe_sdk::{Agent, Config, RunResult, info, tasks};
-//!
-//! #[derive(Deserialize)]
-//! struct Greet {
-//!     name: String,
-//! }
-//!
-//! struct Hello;
-//!
-//! impl Agent for Hello {
-//!     fn run(config: Config) -> RunResult {
-//!         let queue = config.get_or("queue", "greetings");
-//!         let idle = Duration::from_millis(config.parse("idle_ms", 1000)?);
-//!         let lease = Duration::from_secs(10);
-//!
-//!         while let Some((task, greet)) = tasks::claim_json::<Greet>(queue, lease, idle)? {
-//!             // One writer per name at a time, waiting up to 5 s for it.
-//!             let name = format!("names/{}", greet.name);
-//!             let guard =
-//!                 reservations::reserve([name], Mode::Exclusive, lease, Duration::from_secs(5))?;
-//!             // The lease's token fences the write against a holder whose lease lapsed.
-//!             let text = format!("hello, {}", greet.name);
-//!             values::put(&format!("greetings/{}", greet.name), &text, WriteOptions::new().fence(guard.token()))?;
-//!             info!("greeted {} (task {})", greet.name, task.id());
-//!             task.complete(&text)?;
-//!             guard.release()?;
-//!         }
-//!         Ok(())
-//!     }
-//! }
-//!
-//! wawe_sdk::agent!(Hello);
+#![doc = include_str!("../examples/hello.rs")]
 //! ```
 //!
 //! Build it with `cargo build --release --target wasm32-wasip2` in a `cdylib`
@@ -76,9 +40,9 @@
 //! `run` returns [`RunResult`]: `?` works on every error type (the SDK's
 //! [`Error`], JSON, parsing, I/O), and `Err("message".into())` ends the run
 //! failed with that message. The error and its chain of causes become the
-//! agent's end reason. A panic ends the run as crashed; its message and
-//! location are reported without Rust's `RUST_BACKTRACE` hint, which means
-//! nothing in the sandbox (the host prints a wasm backtrace instead).
+//! agent's end reason. A panic ends the run as crashed, with the panic's
+//! message and location and a wasm backtrace as the reason (the host drops
+//! Rust's `RUST_BACKTRACE` hint, which means nothing in the sandbox).
 //!
 //! # Time
 //!
@@ -120,28 +84,11 @@ pub trait Agent {
     fn run(config: Config) -> RunResult;
 }
 
-/// Runs `A` as the component's `run` export: installs the panic report and
-/// turns an error into its message with its causes. Used by [`agent!`].
+/// Runs `A` as the component's `run` export, turning an error into its
+/// message with its causes. Used by [`agent!`].
 #[doc(hidden)]
 pub fn run_agent<A: Agent>(config: Vec<(String, String)>) -> std::result::Result<(), String> {
-    std::panic::set_hook(Box::new(report_panic));
     A::run(Config::new(config)).map_err(|error| describe_error(&*error))
-}
-
-/// Writes a panic to stderr as `panicked at LOCATION:` and the message: the
-/// form the host reads into the crash reason, without the `RUST_BACKTRACE`
-/// hint (there is no environment to set in the sandbox).
-fn report_panic(info: &std::panic::PanicHookInfo<'_>) {
-    let message = info
-        .payload()
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| info.payload().downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("(a panic without a message)");
-    match info.location() {
-        Some(at) => eprintln!("panicked at {at}:\n{message}"),
-        None => eprintln!("panicked:\n{message}"),
-    }
 }
 
 /// An error and its causes, as one line: `outer: cause: root cause`.

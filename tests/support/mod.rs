@@ -44,12 +44,18 @@ pub fn cache_dir() -> PathBuf {
 /// A `wawe` command run in `dir`, with nothing inherited that would change it.
 pub fn wawe(dir: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wawe"));
-    cmd.current_dir(dir)
-        .env_remove("WAWE_ENV")
+    cmd.current_dir(dir);
+    scrub(&mut cmd);
+    cmd
+}
+
+/// Keeps the caller's `WAWE_*` settings away from `cmd` (which runs `wawe`
+/// itself or a script that does), and shares the tests' compile cache.
+pub fn scrub(cmd: &mut Command) -> &mut Command {
+    cmd.env_remove("WAWE_ENV")
         .env_remove("WAWE_LOG")
         .env("WAWE_CACHE_DIR", cache_dir())
-        .stdin(Stdio::null());
-    cmd
+        .stdin(Stdio::null())
 }
 
 /// A child process, killed when dropped.

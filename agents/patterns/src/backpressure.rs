@@ -15,6 +15,7 @@
 //! item goes back to the queue for another consumer; the crashed one's
 //! credit decays, and its restart grants a fresh window.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -45,10 +46,13 @@ pub(crate) fn run(config: &Config) -> RunResult {
 
 fn produce(items: u64, half_life: Duration) -> RunResult {
     let mut ids = Vec::new();
-    let mut outstanding: Vec<u64> = Vec::new();
+    let mut outstanding = BTreeSet::new();
     let mut most = 0;
     let mut waits = 0u64;
     let credit = Filter::kind("signal.deposited").and_subject(format!("signal/{CREDIT}"));
+    // Items leave `outstanding` as the journal reports them ended.
+    let ended = Filter::kinds(["task.completed", "task.dead"]);
+    let mut read_up_to = events::latest()?;
     for n in 1..=items {
         // Spend a credit, or wait for consumers to grant one.
         loop {
@@ -63,8 +67,21 @@ fn produce(items: u64, half_life: Duration) -> RunResult {
         let options = PushOptions::new().dedupe_key(format!("item/{n}"));
         let id = tasks::push_json(QUEUE, &Item { n }, options)?.id;
         ids.push(id);
-        outstanding.push(id);
-        outstanding.retain(|&id| tasks::get(id).is_ok_and(|t| !t.state.is_final()));
+        outstanding.insert(id);
+        loop {
+            let batch = events::read(read_up_to, &ended, 1_000)?;
+            let Some(last) = batch.last() else { break };
+            read_up_to = last.seq;
+            for event in &batch {
+                if let Some(id) = event
+                    .subject
+                    .strip_prefix("task/")
+                    .and_then(|id| id.parse().ok())
+                {
+                    outstanding.remove(&id);
+                }
+            }
+        }
         most = most.max(outstanding.len());
     }
     values::put_json(
@@ -78,6 +95,7 @@ fn produce(items: u64, half_life: Duration) -> RunResult {
 
 fn consume(config: &Config, window: f64, half_life: Duration) -> RunResult {
     signals::deposit_with_half_life(CREDIT, window, half_life)?;
+    let mut items = crate::Ending::new("backpressure/ids");
     loop {
         match tasks::claim_json::<Item>(QUEUE, Duration::from_secs(30), Duration::from_millis(300))?
         {
@@ -90,14 +108,9 @@ fn consume(config: &Config, window: f64, half_life: Duration) -> RunResult {
                 task.complete("")?;
                 signals::deposit_with_half_life(CREDIT, 1.0, half_life)?;
             }
-            None => {
-                // Done once the producer has pushed everything and every item has ended.
-                if let Some(ids) = values::get_json::<Vec<u64>>("backpressure/ids")?
-                    && crate::all_final(&ids.value)?
-                {
-                    return Ok(());
-                }
-            }
+            // Done once the producer has pushed everything and every item has ended.
+            None if items.all()? => return Ok(()),
+            None => {}
         }
     }
 }

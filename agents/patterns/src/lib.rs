@@ -45,12 +45,49 @@ pub(crate) fn crash_once(config: &Config, key: &str) -> bool {
         .is_ok()
 }
 
-/// Whether every task in `ids` has ended (done, dead or cancelled).
-pub(crate) fn all_final(ids: &[u64]) -> wawe_sdk::Result<bool> {
-    for &id in ids {
-        if !tasks::get(id)?.state.is_final() {
-            return Ok(false);
+/// Follows the tasks whose ids are recorded in a value until all of them
+/// are over. It remembers how far it got: a task that has ended never runs
+/// again, so each is asked about until it has ended, and not after.
+pub(crate) struct Ending {
+    key: &'static str,
+    ids: Option<Vec<u64>>,
+    next: usize,
+}
+
+impl Ending {
+    /// The tasks listed in value `key` (written once they are all pushed).
+    pub(crate) fn new(key: &'static str) -> Self {
+        Ending {
+            key,
+            ids: None,
+            next: 0,
         }
     }
-    Ok(true)
+
+    /// Whether every task has ended (done, dead or cancelled); false while
+    /// the list is not written yet.
+    pub(crate) fn all(&mut self) -> wawe_sdk::Result<bool> {
+        self.all_with(|id| Ok(tasks::get(id)?.state.is_final()))
+    }
+
+    /// Whether `over` holds for every task, asked in order from the first
+    /// one it did not hold for last time.
+    pub(crate) fn all_with(
+        &mut self,
+        mut over: impl FnMut(u64) -> wawe_sdk::Result<bool>,
+    ) -> wawe_sdk::Result<bool> {
+        if self.ids.is_none() {
+            self.ids = values::get_json::<Vec<u64>>(self.key)?.map(|entry| entry.value);
+        }
+        let Some(ids) = &self.ids else {
+            return Ok(false);
+        };
+        while let Some(&id) = ids.get(self.next) {
+            if !over(id)? {
+                return Ok(false);
+            }
+            self.next += 1;
+        }
+        Ok(true)
+    }
 }

@@ -32,6 +32,7 @@ pub(crate) fn run(config: &Config) -> RunResult {
     let items: u64 = config.parse("items", 20)?;
     let lease = Duration::from_secs(30);
     let idle = Duration::from_millis(300);
+    let mut through = crate::Ending::new("pipeline/ids");
     match config.get_or("role", "double") {
         "seed" => {
             let mut ids = Vec::new();
@@ -59,7 +60,7 @@ pub(crate) fn run(config: &Config) -> RunResult {
                     // The result names the task downstream, so the end can be checked.
                     task.complete(&pushed.id.to_string())?;
                 }
-                None if finished()? => return Ok(()),
+                None if finished(&mut through)? => return Ok(()),
                 None => {}
             }
         },
@@ -73,7 +74,7 @@ pub(crate) fn run(config: &Config) -> RunResult {
                     )?;
                     task.complete("")?;
                 }
-                None if finished()? => return Ok(()),
+                None if finished(&mut through)? => return Ok(()),
                 None => {}
             }
         },
@@ -83,17 +84,13 @@ pub(crate) fn run(config: &Config) -> RunResult {
 
 /// Whether the pipeline is finished: every item the seed pushed has been
 /// through every stage (each stage-one task names its stage-two task).
-fn finished() -> wawe_sdk::Result<bool> {
-    let Some(ids) = values::get_json::<Vec<u64>>("pipeline/ids")? else {
-        return Ok(false);
-    };
-    for id in ids.value {
+fn finished(through: &mut crate::Ending) -> wawe_sdk::Result<bool> {
+    through.all_with(|id| {
         let raw = tasks::get(id)?;
         let next = raw.result.as_deref().and_then(|r| r.parse().ok());
-        match next {
-            Some(next) if raw.state.is_final() && tasks::get(next)?.state.is_final() => {}
-            _ => return Ok(false),
-        }
-    }
-    Ok(true)
+        Ok(match next {
+            Some(next) => raw.state.is_final() && tasks::get(next)?.state.is_final(),
+            None => false,
+        })
+    })
 }

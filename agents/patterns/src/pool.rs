@@ -37,35 +37,32 @@ pub(crate) fn run(config: &Config) -> RunResult {
             info!("pushed {jobs} jobs");
             Ok(())
         }
-        "worker" => loop {
-            match tasks::claim_json::<Job>(
-                QUEUE,
-                Duration::from_secs(30),
-                Duration::from_millis(300),
-            )? {
-                Some((task, Job { n })) => {
-                    let result = n * n;
-                    values::put(
-                        &format!("pool/result/{n}"),
-                        &result.to_string(),
-                        WriteOptions::new(),
-                    )?;
-                    if crate::crash_once(config, "pool") {
-                        panic!("pool: crashed after the work, before completing job {n}");
+        "worker" => {
+            let mut jobs = crate::Ending::new("pool/ids");
+            loop {
+                match tasks::claim_json::<Job>(
+                    QUEUE,
+                    Duration::from_secs(30),
+                    Duration::from_millis(300),
+                )? {
+                    Some((task, Job { n })) => {
+                        let result = n * n;
+                        values::put(
+                            &format!("pool/result/{n}"),
+                            &result.to_string(),
+                            WriteOptions::new(),
+                        )?;
+                        if crate::crash_once(config, "pool") {
+                            panic!("pool: crashed after the work, before completing job {n}");
+                        }
+                        task.complete(&result.to_string())?;
                     }
-                    task.complete(&result.to_string())?;
-                }
-                None => {
                     // Done once the seed has pushed and every job has ended.
-                    let ids = values::get_json::<Vec<u64>>("pool/ids")?;
-                    if let Some(ids) = ids
-                        && crate::all_final(&ids.value)?
-                    {
-                        return Ok(());
-                    }
+                    None if jobs.all()? => return Ok(()),
+                    None => {}
                 }
             }
-        },
+        }
         other => Err(format!("pool: unknown role `{other}`").into()),
     }
 }

@@ -107,24 +107,6 @@ impl Worker {
         Ok(true)
     }
 
-    /// Does one task, from reservation to completion (which consumes it; a
-    /// setback hands it back, unless completing it was what failed).
-    fn work_on(&mut self, task: Task, payload: &Payload) -> Result<(), (Option<Task>, Setback)> {
-        let outcome = match self.prepare(&task, payload) {
-            Ok(outcome) => outcome,
-            Err(setback) => return Err((Some(task), setback)),
-        };
-        let (checksum, lease) = outcome;
-        let attempt = task.attempt();
-        task.complete_json(&Outcome {
-            checksum,
-            resources: &payload.resources,
-            attempt,
-            fence: lease.token(),
-        })
-        .map_err(|error| (None, error.into()))
-    }
-
     /// The work of one task under its lease: returns the checksum and the
     /// lease, still held, for the completion.
     fn prepare(&mut self, task: &Task, payload: &Payload) -> Result<(u64, LeaseGuard), Setback> {
@@ -210,17 +192,31 @@ impl Agent for WorkerAgent {
                 }
             };
             let id = task.id();
-            match worker.work_on(task, &payload) {
-                Ok(()) => completed += 1,
-                Err((task, Setback::Retry(error))) => {
-                    info!("task {id}: {error}; failing it for a retry");
-                    retried += 1;
-                    // A stale claim cannot be failed either: it is someone else's now.
-                    if let Some(Err(error)) = task.map(|t| t.fail(&error.to_string(), true)) {
-                        warn!("task {id}: could not fail it: {error}");
-                    }
+            let done = match worker.prepare(&task, &payload) {
+                // Completed while the lease is still held.
+                Ok((checksum, lease)) => {
+                    let outcome = Outcome {
+                        checksum,
+                        resources: &payload.resources,
+                        attempt: task.attempt(),
+                        fence: lease.token(),
+                    };
+                    task.complete_json(&outcome).map_err(Setback::from)
                 }
-                Err((_, Setback::Fatal(error))) => return Err(format!("task {id}: {error}").into()),
+                Err(Setback::Retry(error)) => {
+                    info!("task {id}: {error}; failing it for a retry");
+                    // A stale claim cannot be failed either: it is someone else's now.
+                    if let Err(failed) = task.fail(&error.to_string(), true) {
+                        warn!("task {id}: could not fail it: {failed}");
+                    }
+                    Err(Setback::Retry(error))
+                }
+                Err(fatal) => Err(fatal),
+            };
+            match done {
+                Ok(()) => completed += 1,
+                Err(Setback::Retry(_)) => retried += 1,
+                Err(Setback::Fatal(error)) => return Err(format!("task {id}: {error}").into()),
             }
         }
 

@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 use super::DurabilityArg;
 use super::output::{self, Out, absolute, both, clip, ids, relative};
 use crate::env::{
-    AgentId, Env, EnvError, EnvLocation, EnvOptions, Event, EventFilter, PushOptions, Task,
-    TaskState,
+    AgentId, Env, EnvError, EnvLocation, EnvOptions, Event, EventFilter, MAX_LEARNINGS_LISTED,
+    MAX_TASKS_LISTED, MAX_TRAILS_LISTED, PushOptions, Task, TaskState,
 };
 
 /// How long one `wait_events` call of `events --follow` sleeps before it
@@ -110,7 +110,7 @@ pub enum EnvCommand {
         /// Only trails starting with this prefix.
         #[arg(long, default_value = "", value_name = "PREFIX")]
         prefix: String,
-        /// Show at most this many trails (0: all).
+        /// Show at most this many trails (0: as many as the environment lists at once, 10,000).
         #[arg(long, default_value_t = 50, value_name = "N", value_parser = limit())]
         limit: u32,
     },
@@ -271,9 +271,23 @@ fn task_state() -> impl TypedValueParser<Value = TaskState> {
         .map(|s| TaskState::parse(&s).expect("clap only accepts listed states"))
 }
 
-/// Parses a `--limit`: a count, where 0 means no limit.
+/// Parses a `--limit`: a count, where 0 means no limit (as many as the
+/// environment lists at once).
 fn limit() -> impl TypedValueParser<Value = u32> {
     clap::value_parser!(u32).map(|n| if n == 0 { u32::MAX } else { n })
+}
+
+/// Says on stderr when a listing of `shown` `what` may have been cut short:
+/// at the `--limit` asked for, or at the environment's own `cap`.
+fn cut_short(shown: usize, asked: u32, cap: u32, what: &str) {
+    if shown < asked.min(cap) as usize {
+        return;
+    }
+    if asked <= cap {
+        eprintln!("showing the first {shown} {what}; raise --limit to see more");
+    } else {
+        eprintln!("showing {shown} {what}, as many as the environment lists at once");
+    }
 }
 
 /// Parses a human duration such as `5s` or `200ms` into milliseconds.
@@ -488,12 +502,7 @@ async fn tasks(env: &Env, out: Out, args: TasksArgs) -> anyhow::Result<()> {
         ]);
     }
     out.table(t, "no tasks")?;
-    if tasks.len() == args.limit as usize && args.limit != u32::MAX {
-        eprintln!(
-            "showing the first {} tasks; raise --limit to see more",
-            args.limit
-        );
-    }
+    cut_short(tasks.len(), args.limit, MAX_TASKS_LISTED, "tasks");
     Ok(())
 }
 
@@ -564,6 +573,12 @@ async fn learnings(env: &Env, out: Out, args: LearningsArgs) -> anyhow::Result<(
         t.add_row(row);
     }
     out.table(t, "no learnings")?;
+    cut_short(
+        learnings.len(),
+        args.limit,
+        MAX_LEARNINGS_LISTED,
+        "learnings",
+    );
     Ok(())
 }
 
@@ -581,6 +596,7 @@ async fn signals(env: &Env, out: Out, prefix: &str, limit: u32) -> anyhow::Resul
         t.add_row([s.trail.clone(), output::number(s.strength)]);
     }
     out.table(t, "no signal trails")?;
+    cut_short(trails.len(), limit, MAX_TRAILS_LISTED, "trails");
     Ok(())
 }
 

@@ -82,17 +82,4 @@ mod tests {
         assert_eq!(shell_word("/tmp/with space"), "'/tmp/with space'");
         assert_eq!(shell_word("it's"), r"'it'\''s'");
     }
-
-    #[test]
-    fn new_writes_a_project_into_the_named_directory() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("x");
-        run(NewArgs {
-            name: "squares".into(),
-            dir: Some(dir.clone()),
-            sdk: Some("https://example.com/wawe".into()),
-        })
-        .unwrap();
-        assert!(dir.join("Cargo.toml").is_file() && dir.join("swarm.toml").is_file());
-    }
 }

@@ -235,10 +235,13 @@ mod tests {
                 &out.cell(&long),
                 "a note that is long enough to matter",
             ]);
+            // As when stdout is not a terminal (under an interactive `cargo
+            // test` it may be one, of any width).
+            t.force_no_tty();
             t
         };
         let (narrow, wide) = (Out::new(false, false), Out::new(false, true));
-        // Not a terminal under `cargo test`: the default width applies.
+        // No terminal: the default width applies.
         let text = narrow.render(build(&narrow));
         assert!(
             text.lines()

@@ -426,21 +426,23 @@ async fn apply(runtime: &Runtime, swarm: &mut Swarm, change: FolderChange) {
             if swarm.runs(&plan, &module) {
                 return;
             }
-            let verb = match (swarm.contains(&name), what) {
-                (true, Changed::Settings) => "restarted with its changed settings (NAME.toml)",
-                (true, _) => "restarted on its new code",
-                (false, _) if settings.is_none() => "started without settings (no NAME.toml)",
-                (false, _) => "started",
+            let running = swarm.contains(&name);
+            let verb = match (running, what, &settings) {
+                (true, Changed::Settings, Some(_)) => {
+                    format!("restarted with its changed settings ({name}.toml)")
+                }
+                (true, Changed::Settings, None) => {
+                    format!("restarted without settings ({name}.toml removed)")
+                }
+                (true, _, _) => "restarted on its new code".to_owned(),
+                (false, _, None) => format!("started without settings (no {name}.toml)"),
+                (false, _, Some(_)) => "started".to_owned(),
             };
-            if swarm.contains(&name) {
+            if running {
                 swarm.replace(&name).await;
             }
             swarm.start(&plan, &module);
-            eprintln!(
-                "wawe: {name}: {} ({} replica(s))",
-                verb.replace("NAME", &name),
-                plan.replicas
-            );
+            eprintln!("wawe: {name}: {verb} ({} replica(s))", plan.replicas);
         }
     }
 }

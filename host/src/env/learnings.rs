@@ -15,8 +15,8 @@ const MAX_TERMS: usize = 32;
 /// The longest search text, in bytes (a piece of it with no ASCII separator
 /// can hold any number of words, so the word cap alone does not bound it).
 const MAX_SEARCH_BYTES: usize = 4096;
-/// Most learnings one call returns.
-const MAX_LIMIT: u32 = 1_000;
+/// Most learnings one call returns, whatever the limit asked for.
+pub const MAX_LEARNINGS_LISTED: u32 = 1_000;
 
 /// The words of a search: `text` cut at ASCII punctuation and spaces only, so
 /// no query syntax survives (`AND`, `NEAR`, `*`, `:`, quotes, `-`); the rest
@@ -66,7 +66,7 @@ impl Env {
                 "the search text has no words to look for",
             ));
         }
-        let limit = limit.min(MAX_LIMIT);
+        let limit = limit.min(MAX_LEARNINGS_LISTED);
         let candidates =
             store!(self, s => s.search_candidates(&terms, CANDIDATES.max(limit)).await)?;
         let (now, half_life) = (self.now_ms(), self.options().learning_half_life_ms);
@@ -94,7 +94,7 @@ impl Env {
         topic: Option<&str>,
         limit: u32,
     ) -> EnvResult<Vec<Learning>> {
-        let limit = limit.min(MAX_LIMIT);
+        let limit = limit.min(MAX_LEARNINGS_LISTED);
         store!(self, s => s.recent_learnings(topic, limit).await)
     }
 

@@ -69,10 +69,13 @@ use tokio::time::Instant;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use copy::Copied;
 pub use error::{EnvError, EnvResult, OpenError};
+pub use learnings::MAX_LEARNINGS_LISTED;
 pub use location::{DEFAULT_SCHEMA, EnvLocation};
 pub use options::{Durability, EnvOptions};
 pub use resource::{overlaps, validate_resource};
+pub use signals::MAX_TRAILS_LISTED;
 pub use sqlite::SCHEMA_VERSION;
+pub use tasks::MAX_TASKS_LISTED;
 pub use types::*;
 pub use workspace::{Edit, EditKind, FileChange, WorkspaceRecord, validate_path};
 

@@ -4,8 +4,8 @@
 use super::limits::check_name;
 use super::{AgentId, Env, EnvError, EnvResult, TrailStrength};
 
-/// Most trails one `strongest` returns.
-const MAX_STRONGEST: u32 = 10_000;
+/// Most trails one `strongest` returns, whatever the limit asked for.
+pub const MAX_TRAILS_LISTED: u32 = 10_000;
 
 impl Env {
     /// Add `amount` to `trail` after decaying what was there (never below 0);
@@ -36,7 +36,7 @@ impl Env {
 
     /// The `n` strongest trails starting with `prefix`, strongest first.
     pub async fn strongest(&self, prefix: &str, n: u32) -> EnvResult<Vec<TrailStrength>> {
-        let n = n.min(MAX_STRONGEST);
+        let n = n.min(MAX_TRAILS_LISTED);
         store!(self, s => s.strongest(prefix, n).await)
     }
 }

@@ -7,8 +7,8 @@ use tokio::time::Instant;
 use super::limits::{check_count, check_name, check_payload, check_ttl};
 use super::{AgentId, Claimed, Env, EnvError, EnvResult, PushOptions, Pushed, Task, TaskState};
 
-/// Most tasks one listing returns.
-const MAX_LIST: u32 = 100_000;
+/// Most tasks one listing returns, whatever the limit asked for.
+pub const MAX_TASKS_LISTED: u32 = 100_000;
 
 impl Env {
     /// Add a task to `queue`. With a live task of the same dedupe key in the
@@ -129,7 +129,7 @@ impl Env {
         state: Option<TaskState>,
         limit: u32,
     ) -> EnvResult<Vec<Task>> {
-        let limit = limit.min(MAX_LIST);
+        let limit = limit.min(MAX_TASKS_LISTED);
         store!(self, s => s.list_tasks(queue, state, limit).await)
     }
 }

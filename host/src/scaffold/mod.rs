@@ -90,8 +90,6 @@ pub struct Created {
     pub dir: PathBuf,
     /// The files written, relative to it.
     pub files: Vec<&'static str>,
-    /// The component the build produces, relative to the project directory.
-    pub module: PathBuf,
 }
 
 /// Writes a new agent project named `name` into `dir` (which must not exist,
@@ -127,7 +125,6 @@ pub fn create(name: &str, dir: &Path, sdk: &Sdk) -> anyhow::Result<Created> {
     Ok(Created {
         dir: dir.to_owned(),
         files: RUST.iter().map(|(path, _)| *path).collect(),
-        module: Path::new("target/wasm32-wasip2/release").join(format!("{module}.wasm")),
     })
 }
 
@@ -182,14 +179,12 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("word-count");
         let created = create("word-count", &dir, &Sdk::Git("https://x/y".into())).unwrap();
-        assert_eq!(
-            created.module,
-            Path::new("target/wasm32-wasip2/release/word_count.wasm")
-        );
         for file in created.files {
             let text = std::fs::read_to_string(dir.join(file)).unwrap();
             assert!(!text.contains("{{"), "{file} keeps a placeholder:\n{text}");
         }
+        let swarm = std::fs::read_to_string(dir.join("swarm.toml")).unwrap();
+        assert!(swarm.contains("target/wasm32-wasip2/release/word_count.wasm"));
         let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
         assert!(manifest.contains(r#"wawe-sdk = { git = "https://x/y" }"#));
         let refused = create("word-count", &dir, &Sdk::Git("https://x/y".into()));

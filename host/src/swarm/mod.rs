@@ -5,7 +5,7 @@ mod watch;
 
 use std::collections::BTreeMap;
 
-pub use watch::{Changed, FolderChange, SETTINGS_GRACE, watch_folder};
+pub use watch::{Changed, FolderChange, watch_folder};
 
 use crate::manifest::AgentPlan;
 use crate::runtime::{AgentHandle, AgentSpec, CountersSnapshot, Host, Module, RunEnd};

@@ -46,7 +46,7 @@ pub enum Changed {
 /// the settings to follow (a `.wasm` copied in just before its `.toml`
 /// would otherwise start without its config). Modules already there when
 /// the watch begins start at once.
-pub const SETTINGS_GRACE: Duration = Duration::from_secs(2);
+const SETTINGS_GRACE: Duration = Duration::from_secs(2);
 
 /// How long the folder must be quiet before it is looked at again, so a file
 /// being copied in is seen once, whole.

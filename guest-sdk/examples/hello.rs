@@ -1,5 +1,7 @@
-// The SDK's documented example, built and run by the tests. A complete agent: claim `{"name": …}` tasks from a queue, write a greeting
+// A complete agent: claim `{"name": …}` tasks from a queue, write a greeting
 // as a shared value fenced by a lease on the name, complete the task.
+// (The SDK's documented example; in the repository, `agents/hello` builds
+// it and the tests run it.)
 // Config: `queue` (default "greetings"), `idle_ms` (default 1000): how long to
 // wait for a task before returning.
 use std::time::Duration;
