@@ -220,7 +220,7 @@ async fn writes_follow_the_lease_rules_end_to_end() {
             0,
             &wawe::env::EventFilter {
                 kinds: vec!["workspace.".into()],
-                subject_prefix: String::new(),
+                ..Default::default()
             },
             100,
         )
@@ -593,7 +593,7 @@ async fn http_goes_only_to_allowed_origins_with_credentials_the_agent_never_sees
             0,
             &wawe::env::EventFilter {
                 kinds: vec!["http.denied".into()],
-                subject_prefix: String::new(),
+                ..Default::default()
             },
             100,
         )

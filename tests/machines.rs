@@ -398,6 +398,7 @@ fn hosts_on_three_machines_one_killed_one_cut_off_the_survivor_finishes_every_ta
     let lost = EventFilter {
         kinds: vec!["host.lost".into()],
         subject_prefix: format!("host/{cut_host}"),
+        ..Default::default()
     };
     let reaped = block(env.read_events(0, &lost, 10))
         .unwrap()

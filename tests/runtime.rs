@@ -582,7 +582,7 @@ async fn sql_and_full_text_attacks_are_taken_as_plain_text_and_every_write_is_it
         kinds: ["task.", "value.", "learning.", "signal.", "lease."]
             .map(String::from)
             .to_vec(),
-        subject_prefix: String::new(),
+        ..Default::default()
     };
     let events = h.env.read_events(0, &filter, 10_000).await.unwrap();
     let by_others: Vec<_> = events

@@ -45,7 +45,7 @@ fn write(path: &str) -> Edit {
 fn only(kind: &str) -> EventFilter {
     EventFilter {
         kinds: vec![kind.to_string()],
-        subject_prefix: String::new(),
+        ..Default::default()
     }
 }
 

@@ -218,6 +218,10 @@ pub struct EventsArgs {
     #[arg(long, value_name = "PREFIX")]
     pub subject: Option<String>,
 
+    /// Only events made by this agent (its full id, e.g. `worker.0@h-1a2b`).
+    #[arg(long, value_name = "ID")]
+    pub agent: Option<String>,
+
     /// Stop after this many events; 0 means no limit [default: 100, or no limit with --follow].
     #[arg(long, value_name = "N")]
     pub limit: Option<u64>,
@@ -877,6 +881,7 @@ async fn events(env: &Env, out: Out, args: EventsArgs) -> anyhow::Result<()> {
     let filter = EventFilter {
         kinds: args.kinds,
         subject_prefix: args.subject.unwrap_or_default(),
+        agent: args.agent,
     };
     // 0 means no limit.
     let limit = args.limit.map(|n| if n == 0 { u64::MAX } else { n });

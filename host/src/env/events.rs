@@ -90,6 +90,25 @@ pub(crate) fn task_cancelled(id: impl Display, because: u64) -> Change {
     task("task.cancelled", id, json!({"because": because}))
 }
 
+/// A task ended by an operator (`by`) while blocked, ready or claimed.
+pub(crate) fn task_cancelled_by(id: impl Display, by: &str, was: TaskState) -> Change {
+    task("task.cancelled", id, json!({"by": by, "was": was}))
+}
+
+/// A dead or cancelled task put back by an operator (`by`), now `state`.
+pub(crate) fn task_requeued(
+    id: impl Display,
+    by: &str,
+    was: TaskState,
+    state: TaskState,
+) -> Change {
+    task(
+        "task.requeued",
+        id,
+        json!({"by": by, "was": was, "state": state}),
+    )
+}
+
 /// A blocked task made ready once task `after` was done.
 pub(crate) fn task_ready(id: impl Display, after: u64) -> Change {
     task("task.ready", id, json!({"after": after}))

@@ -43,6 +43,7 @@ mod clock;
 mod copy;
 mod error;
 mod events;
+mod inspect;
 mod journal;
 mod learnings;
 mod limits;
@@ -69,6 +70,10 @@ use tokio::time::Instant;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use copy::Copied;
 pub use error::{EnvError, EnvResult, OpenError};
+pub use inspect::{
+    Direction, EventPage, MAX_EVENTS_SCANNED, MAX_PAGE, MAX_STORY, Overview, QueueCounts,
+    TaskLinks, TaskQuery, TaskRef, Waiter,
+};
 pub use learnings::MAX_LEARNINGS_LISTED;
 pub use location::{DEFAULT_SCHEMA, EnvLocation};
 pub use options::{Durability, EnvOptions};

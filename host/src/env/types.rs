@@ -268,6 +268,8 @@ pub struct TrailStrength {
     pub trail: String,
     /// Its decayed strength now.
     pub strength: f64,
+    /// Its half-life (ms): how fast it fades from `strength`.
+    pub half_life_ms: u64,
 }
 
 /// A shared value and its version.
@@ -288,6 +290,8 @@ pub struct ValueEntry {
     pub value: String,
     /// Its version.
     pub version: u64,
+    /// The highest fencing token that has written it (0: never fenced).
+    pub fence: u64,
     /// Who wrote it last.
     pub updated_by: String,
     /// When.
@@ -318,6 +322,8 @@ pub struct EventFilter {
     pub kinds: Vec<String>,
     /// Subject prefix.
     pub subject_prefix: String,
+    /// Only events made by this agent (exactly).
+    pub agent: Option<String>,
 }
 
 impl EventFilter {
@@ -329,6 +335,7 @@ impl EventFilter {
                 .iter()
                 .any(|k| event.kind.starts_with(k.as_str())))
             && event.subject.starts_with(self.subject_prefix.as_str())
+            && self.agent.as_ref().is_none_or(|a| *a == event.agent)
     }
 }
 

@@ -385,6 +385,7 @@ fn filter_in(f: events::Filter) -> env::EventFilter {
     env::EventFilter {
         kinds: f.kinds,
         subject_prefix: f.subject_prefix,
+        agent: None,
     }
 }
 

@@ -217,3 +217,12 @@ pub fn agent(name: &str) -> AgentId {
 pub fn res(names: &[&str]) -> Vec<String> {
     names.iter().map(|s| s.to_string()).collect()
 }
+
+/// Wait (up to 10 s, checking every 10 ms) until `cond` holds; panic if it never does.
+pub async fn eventually(cond: impl AsyncFn() -> bool) {
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while !cond().await {
+        assert!(std::time::Instant::now() < until, "condition never held");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

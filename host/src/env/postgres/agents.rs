@@ -259,6 +259,34 @@ impl PgStore {
         Ok(rows.iter().map(agent_row).collect())
     }
 
+    pub(crate) async fn agents_page(
+        &self,
+        state: Option<&str>,
+        after: &str,
+        limit: u32,
+    ) -> EnvResult<Vec<AgentInfo>> {
+        let rows = self
+            .query(
+                "SELECT id, name, replica, host, digest, state, started_at, last_seen,
+                        ended_at, end_reason, restarts FROM agents
+                 WHERE id > $1 AND ($2::text IS NULL OR state = $2) ORDER BY id LIMIT $3",
+                &[&after, &state, &(limit as i64)],
+            )
+            .await?;
+        Ok(rows.iter().map(agent_row).collect())
+    }
+
+    pub(crate) async fn get_agent(&self, id: &str) -> EnvResult<Option<AgentInfo>> {
+        let rows = self
+            .query(
+                "SELECT id, name, replica, host, digest, state, started_at, last_seen,
+                        ended_at, end_reason, restarts FROM agents WHERE id = $1",
+                &[&id],
+            )
+            .await?;
+        Ok(rows.first().map(agent_row))
+    }
+
     pub(crate) async fn list_hosts(&self) -> EnvResult<Vec<HostInfo>> {
         let rows = self
             .query(

@@ -4,7 +4,7 @@
 use super::PgStore;
 use crate::env::events::Change;
 use crate::env::limits::{i, u};
-use crate::env::{EnvResult, Event, EventFilter};
+use crate::env::{Direction, EnvResult, Event, EventFilter, EventPage};
 
 /// Rows read per statement while looking for matching events.
 const PAGE: i64 = 1_000;
@@ -28,39 +28,69 @@ impl PgStore {
         filter: &EventFilter,
         limit: u32,
     ) -> EnvResult<(Vec<Event>, u64)> {
-        let limit = limit as usize;
-        let mut out = Vec::new();
-        let mut scanned = after;
+        let page = self
+            .scan_events(after, Direction::Forward, filter, limit, u64::MAX)
+            .await?;
+        Ok((page.events, page.scanned_to))
+    }
+
+    /// Up to `limit` events matching `filter` from `cursor` in `direction`,
+    /// looking at no more than `max_scan` of them, a page of rows at a time.
+    pub(crate) async fn scan_events(
+        &self,
+        cursor: u64,
+        direction: Direction,
+        filter: &EventFilter,
+        limit: u32,
+        max_scan: u64,
+    ) -> EnvResult<EventPage> {
+        let sql = match direction {
+            Direction::Forward => {
+                "SELECT seq, at, agent, kind, subject, detail FROM events
+                 WHERE seq > $1 ORDER BY seq LIMIT $2"
+            }
+            Direction::Back => {
+                "SELECT seq, at, agent, kind, subject, detail FROM events
+                 WHERE seq < $1 ORDER BY seq DESC LIMIT $2"
+            }
+        };
+        let mut page = EventPage {
+            scanned_to: cursor,
+            ..EventPage::default()
+        };
+        let mut scanned = 0u64;
         loop {
-            let rows = self
-                .query(
-                    "SELECT seq, at, agent, kind, subject, detail FROM events
-                     WHERE seq > $1 ORDER BY seq LIMIT $2",
-                    &[&i(scanned), &PAGE],
-                )
-                .await?;
+            let rows = self.query(sql, &[&i(page.scanned_to), &PAGE]).await?;
             let full = rows.len() as i64 == PAGE;
-            for r in rows {
-                let event = Event {
-                    seq: u(r.get(0)),
-                    at: u(r.get(1)),
-                    agent: r.get(2),
-                    kind: r.get(3),
-                    subject: r.get(4),
-                    detail: r.get(5),
-                };
-                scanned = event.seq;
+            for r in &rows {
+                if page.events.len() >= limit as usize || scanned >= max_scan {
+                    page.more = true;
+                    return Ok(page);
+                }
+                let event = event_row(r);
+                scanned += 1;
+                page.scanned_to = event.seq;
                 if filter.matches(&event) {
-                    out.push(event);
-                    if out.len() >= limit {
-                        return Ok((out, scanned));
-                    }
+                    page.events.push(event);
                 }
             }
             if !full {
-                return Ok((out, scanned));
+                return Ok(page);
             }
         }
+    }
+
+    /// The oldest `limit` events whose subject is `subject` (through the
+    /// journal's subject index).
+    pub(crate) async fn events_about(&self, subject: &str, limit: u32) -> EnvResult<Vec<Event>> {
+        let rows = self
+            .query(
+                "SELECT seq, at, agent, kind, subject, detail FROM events
+                 WHERE subject = $1 ORDER BY seq LIMIT $2",
+                &[&subject, &i64::from(limit)],
+            )
+            .await?;
+        Ok(rows.iter().map(event_row).collect())
     }
 
     pub(crate) async fn latest_seq(&self) -> EnvResult<u64> {
@@ -81,5 +111,16 @@ impl PgStore {
             Ok(gone.first().map_or(0, |r| u(r.get(0))))
         })
         .await
+    }
+}
+
+fn event_row(r: &tokio_postgres::Row) -> Event {
+    Event {
+        seq: u(r.get(0)),
+        at: u(r.get(1)),
+        agent: r.get(2),
+        kind: r.get(3),
+        subject: r.get(4),
+        detail: r.get(5),
     }
 }

@@ -14,7 +14,7 @@ use crate::env::reservations::{
 };
 use crate::env::resource::overlaps;
 use crate::env::store::Attempt;
-use crate::env::{EnvError, EnvResult, Holding, Lease, Mode};
+use crate::env::{EnvError, EnvResult, Holding, Lease, Mode, Waiter};
 
 /// The first live lease of someone else that conflicts with `resources` in
 /// `mode`, and the earliest expiry among all conflicting leases.
@@ -364,14 +364,32 @@ impl PgStore {
     }
 
     pub(crate) async fn list_reservations(&self, prefix: &str) -> EnvResult<Vec<Holding>> {
+        self.holdings_page(prefix, None, None, u32::MAX).await
+    }
+
+    pub(crate) async fn holdings_page(
+        &self,
+        prefix: &str,
+        holder: Option<&str>,
+        after: Option<(&str, u64)>,
+        limit: u32,
+    ) -> EnvResult<Vec<Holding>> {
+        // Start at the prefix, or just past the previous page's last row.
+        let (from, past) = after.map_or((prefix, -1), |(r, lease)| (r.max(prefix), i(lease)));
         let sql = format!(
             "SELECT lr.resource, l.id, l.agent, l.mode, l.token, l.expires_at
              FROM lease_resources lr JOIN leases l ON l.id = lr.lease
-             WHERE lr.resource >= $2 AND starts_with(lr.resource, $2)
-               AND l.expires_at > {READ_NOW}
-             ORDER BY lr.resource, l.id"
+             WHERE (lr.resource, lr.lease) > ($2, $3) AND starts_with(lr.resource, $4)
+               AND l.expires_at > {READ_NOW} AND ($5::text IS NULL OR l.agent = $5)
+             ORDER BY lr.resource, lr.lease LIMIT $6"
         );
-        let rows = self.query(&sql, &[&self.injected_now(), &prefix]).await?;
+        let limit = i64::from(limit);
+        let rows = self
+            .query(
+                &sql,
+                &[&self.injected_now(), &from, &past, &prefix, &holder, &limit],
+            )
+            .await?;
         Ok(rows
             .iter()
             .map(|r| Holding {
@@ -381,6 +399,26 @@ impl PgStore {
                 mode: Mode::parse(r.get(3)),
                 token: u(r.get(4)),
                 expires_at: u(r.get(5)),
+            })
+            .collect())
+    }
+
+    pub(crate) async fn waiters(&self, limit: u32) -> EnvResult<Vec<Waiter>> {
+        let sql = format!(
+            "SELECT id, agent, mode, resources, deadline FROM reservation_waiters
+             WHERE deadline > {READ_NOW} ORDER BY id LIMIT $2"
+        );
+        let rows = self
+            .query(&sql, &[&self.injected_now(), &i64::from(limit)])
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Waiter {
+                id: u(r.get(0)),
+                agent: r.get(1),
+                mode: Mode::parse(r.get(2)),
+                resources: serde_json::from_str(r.get(3)).unwrap_or_default(),
+                deadline: u(r.get(4)),
             })
             .collect())
     }

@@ -84,6 +84,7 @@ impl PgStore {
                     u(r.get(4)).saturating_sub(u(r.get(3))),
                     u(r.get(2)),
                 ),
+                half_life_ms: u(r.get(2)),
             })
             .collect();
         all.sort_by(|a, b| {

@@ -3,8 +3,9 @@
 
 use super::PgStore;
 use super::tasks::READ_NOW;
+use crate::env::inspect::group_queues;
 use crate::env::limits::u;
-use crate::env::{EnvResult, Stats, TaskState, WorkCounts};
+use crate::env::{EnvResult, Overview, Stats, TaskState, WorkCounts};
 
 impl PgStore {
     pub(crate) async fn work_counts(&self) -> EnvResult<WorkCounts> {
@@ -62,6 +63,38 @@ impl PgStore {
 }
 
 /// Every task state with its count (zeros included), from `{"state": n}`.
+impl PgStore {
+    pub(crate) async fn overview(&self) -> EnvResult<Overview> {
+        let sql = format!(
+            "SELECT (SELECT coalesce(json_agg(json_build_array(state, queue, n) ORDER BY queue, state), '[]')::text
+                     FROM (SELECT state, queue, count(*) AS n FROM tasks GROUP BY state, queue) q),
+                    (SELECT coalesce(json_agg(json_build_array(state, n) ORDER BY state), '[]')::text
+                     FROM (SELECT state, count(*) AS n FROM agents GROUP BY state) a),
+                    (SELECT count(*) FROM leases WHERE expires_at > {READ_NOW}),
+                    (SELECT count(*) FROM reservation_waiters WHERE deadline > {READ_NOW}),
+                    (SELECT count(*) FROM learnings),
+                    (SELECT count(*) FROM signals),
+                    (SELECT count(*) FROM kv WHERE NOT deleted),
+                    (SELECT coalesce(max(seq) - min(seq) + 1, 0) FROM events),
+                    (SELECT seq FROM journal_head)"
+        );
+        let row = self.query_one(&sql, &[&self.injected_now()]).await?;
+        let queues: Vec<(String, String, u64)> =
+            serde_json::from_str(row.get(0)).unwrap_or_default();
+        Ok(Overview {
+            queues: group_queues(queues),
+            agents: serde_json::from_str(row.get(1)).unwrap_or_default(),
+            leases: u(row.get(2)),
+            waiters: u(row.get(3)),
+            learnings: u(row.get(4)),
+            signals: u(row.get(5)),
+            values: u(row.get(6)),
+            events: u(row.get(7)),
+            last_seq: u(row.get(8)),
+        })
+    }
+}
+
 fn per_state(json: &str) -> Vec<(String, u64)> {
     let counts: std::collections::HashMap<String, u64> =
         serde_json::from_str(json).unwrap_or_default();

@@ -8,9 +8,13 @@ use tokio_postgres::Row;
 
 use super::hot::{self, Hot};
 use super::{PgStore, PgTx};
+use crate::env::inspect::{refuse_action, requeue_state};
 use crate::env::limits::{i, u};
 use crate::env::policy::backoff_ms;
-use crate::env::{Claimed, EnvError, EnvResult, PushOptions, Pushed, Task, TaskState};
+use crate::env::{
+    Claimed, EnvError, EnvResult, PushOptions, Pushed, Task, TaskLinks, TaskQuery, TaskRef,
+    TaskState,
+};
 
 /// The database's time for a read (`$1`: an injected time, else its clock).
 pub(crate) const READ_NOW: &str =
@@ -499,16 +503,136 @@ impl PgStore {
         state: Option<TaskState>,
         limit: u32,
     ) -> EnvResult<Vec<Task>> {
+        self.tasks_page(&TaskQuery {
+            queue: queue.map(str::to_owned),
+            state,
+            limit,
+            ..TaskQuery::default()
+        })
+        .await
+    }
+
+    pub(crate) async fn tasks_page(&self, q: &TaskQuery) -> EnvResult<Vec<Task>> {
         let sql = format!(
-            "{TASK_COLUMNS} WHERE ($1::text IS NULL OR queue = $1) AND ($2::text IS NULL OR state = $2)
-             ORDER BY id LIMIT $3"
+            "{TASK_COLUMNS} WHERE id > $1 AND ($2::text IS NULL OR queue = $2)
+               AND ($3::text IS NULL OR state = $3)
+               AND ($4::text IS NULL OR (state = 'claimed' AND claimed_by = $4))
+             ORDER BY id LIMIT $5"
         );
         let rows = self
             .query(
                 &sql,
-                &[&queue, &state.map(TaskState::as_str), &(limit as i64)],
+                &[
+                    &i(q.after),
+                    &q.queue,
+                    &q.state.map(TaskState::as_str),
+                    &q.claimed_by,
+                    &(q.limit as i64),
+                ],
             )
             .await?;
         Ok(rows.iter().map(task_row).collect())
+    }
+
+    pub(crate) async fn task_links(&self, id: u64, limit: u32) -> EnvResult<TaskLinks> {
+        let node = |r: &Row| TaskRef {
+            id: u(r.get(0)),
+            queue: r.get(1),
+            state: TaskState::parse(r.get(2)).unwrap_or(TaskState::Ready),
+        };
+        let depends_on = self
+            .query(
+                "SELECT t.id, t.queue, t.state FROM task_deps d JOIN tasks t ON t.id = d.depends_on
+                 WHERE d.task = $1 ORDER BY d.depends_on",
+                &[&i(id)],
+            )
+            .await?;
+        let dependents = self
+            .query(
+                "SELECT t.id, t.queue, t.state FROM task_deps d JOIN tasks t ON t.id = d.task
+                 WHERE d.depends_on = $1 ORDER BY d.task LIMIT $2",
+                &[&i(id), &(limit as i64)],
+            )
+            .await?;
+        Ok(TaskLinks {
+            depends_on: depends_on.iter().map(node).collect(),
+            dependents: dependents.iter().map(node).collect(),
+        })
+    }
+
+    pub(crate) async fn retry_task(&self, who: &str, id: u64) -> EnvResult<()> {
+        let who = who.to_owned();
+        self.write(async move |tx| {
+            let sql = format!("{TASK_COLUMNS} WHERE id = $1 FOR UPDATE");
+            let rows = tx.query(&sql, &[&i(id)]).await?;
+            let task = rows
+                .first()
+                .map(task_row)
+                .ok_or_else(|| EnvError::not_found(format!("task {id} does not exist")))?;
+            let deps = tx
+                .query(
+                    "SELECT id, state FROM tasks WHERE id = ANY($1) ORDER BY id",
+                    &[&task.depends_on.iter().map(|d| i(*d)).collect::<Vec<_>>()],
+                )
+                .await?
+                .iter()
+                .map(|r| {
+                    (
+                        u(r.get(0)),
+                        TaskState::parse(r.get(1)).unwrap_or(TaskState::Ready),
+                    )
+                })
+                .collect::<Vec<_>>();
+            let live_twin = match &task.dedupe_key {
+                Some(key) => tx
+                    .query(
+                        "SELECT id FROM tasks WHERE queue = $1 AND dedupe_key = $2
+                         AND state IN ('blocked', 'ready', 'claimed')",
+                        &[&task.queue, key],
+                    )
+                    .await?
+                    .first()
+                    .map(|r| u(r.get(0))),
+                None => None,
+            };
+            let state = requeue_state(&task, &deps, live_twin)?;
+            tx.query(
+                "UPDATE tasks SET state = $1, attempts = 0, not_before = $2, claimed_by = NULL,
+                     claim_token = NULL, claim_expires = NULL, updated_at = $2 WHERE id = $3",
+                &[&state.as_str(), &i(tx.now), &i(id)],
+            )
+            .await?;
+            tx.record(&who, events::task_requeued(id, &who, task.state, state));
+            Ok(())
+        })
+        .await
+    }
+
+    pub(crate) async fn cancel_task(&self, who: &str, id: u64) -> EnvResult<()> {
+        let who = who.to_owned();
+        self.write(async move |tx| {
+            let rows = tx
+                .query(
+                    "SELECT state FROM tasks WHERE id = $1 FOR UPDATE",
+                    &[&i(id)],
+                )
+                .await?;
+            let was = rows
+                .first()
+                .map(|r| TaskState::parse(r.get(0)).unwrap_or(TaskState::Ready))
+                .ok_or_else(|| EnvError::not_found(format!("task {id} does not exist")))?;
+            if was.is_final() {
+                return Err(refuse_action("cancelled", id, was));
+            }
+            tx.query(
+                "UPDATE tasks SET state = 'cancelled', last_error = $1, claimed_by = NULL,
+                     claim_token = NULL, claim_expires = NULL, updated_at = $2 WHERE id = $3",
+                &[&format!("cancelled by {who}"), &i(tx.now), &i(id)],
+            )
+            .await?;
+            tx.record(&who, events::task_cancelled_by(id, &who, was));
+            cascade_cancel(tx, id).await
+        })
+        .await
     }
 }

@@ -143,11 +143,21 @@ impl PgStore {
     }
 
     pub(crate) async fn list_values(&self, prefix: &str) -> EnvResult<Vec<ValueEntry>> {
+        self.values_page(prefix, "", u32::MAX).await
+    }
+
+    pub(crate) async fn values_page(
+        &self,
+        prefix: &str,
+        after: &str,
+        limit: u32,
+    ) -> EnvResult<Vec<ValueEntry>> {
         let rows = self
             .query(
-                "SELECT key, value, version, updated_by, updated_at FROM kv
-                 WHERE key >= $1 AND starts_with(key, $1) AND NOT deleted ORDER BY key",
-                &[&prefix],
+                "SELECT key, value, version, fence, updated_by, updated_at FROM kv
+                 WHERE key >= $1 AND starts_with(key, $1) AND key > $2 AND NOT deleted
+                 ORDER BY key LIMIT $3",
+                &[&prefix, &after, &i64::from(limit)],
             )
             .await?;
         Ok(rows
@@ -156,8 +166,9 @@ impl PgStore {
                 key: r.get(0),
                 value: r.get(1),
                 version: u(r.get(2)),
-                updated_by: r.get(3),
-                updated_at: u(r.get(4)),
+                fence: u(r.get(3)),
+                updated_by: r.get(4),
+                updated_at: u(r.get(5)),
             })
             .collect())
     }

@@ -266,6 +266,36 @@ impl SqliteStore {
         })
     }
 
+    pub(crate) async fn agents_page(
+        &self,
+        state: Option<&str>,
+        after: &str,
+        limit: u32,
+    ) -> EnvResult<Vec<AgentInfo>> {
+        self.read(|conn, _| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT id, name, replica, host, digest, state, started_at, last_seen,
+                            ended_at, end_reason, restarts FROM agents
+                     WHERE id > ?1 AND (?2 IS NULL OR state = ?2) ORDER BY id LIMIT ?3",
+                )?
+                .query_map(params![after, state, limit], agent_row)?
+                .collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    pub(crate) async fn get_agent(&self, id: &str) -> EnvResult<Option<AgentInfo>> {
+        self.read(|conn, _| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT id, name, replica, host, digest, state, started_at, last_seen,
+                            ended_at, end_reason, restarts FROM agents WHERE id = ?1",
+                )?
+                .query_row([id], agent_row)
+                .optional()?)
+        })
+    }
+
     pub(crate) async fn list_hosts(&self) -> EnvResult<Vec<HostInfo>> {
         self.read(|conn, _| {
             Ok(conn

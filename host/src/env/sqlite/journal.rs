@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use super::SqliteStore;
 use crate::env::events::Change;
 use crate::env::limits::{i, u};
-use crate::env::{EnvResult, Event, EventFilter};
+use crate::env::{Direction, EnvResult, Event, EventFilter, EventPage};
 
 pub(crate) fn append(
     conn: &Connection,
@@ -31,39 +31,54 @@ pub(crate) fn append(
     Ok(u(seq))
 }
 
-/// Matching events after `after`, and the last sequence number looked at (so
-/// a waiter need not look at non-matching events twice).
-fn read_after(
+fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
+    Ok(Event {
+        seq: u(r.get(0)?),
+        at: u(r.get(1)?),
+        agent: r.get(2)?,
+        kind: r.get(3)?,
+        subject: r.get(4)?,
+        detail: r.get(5)?,
+    })
+}
+
+/// Up to `limit` events matching `filter` from `cursor` in `direction`,
+/// looking at no more than `max_scan` of them.
+fn scan(
     conn: &Connection,
-    after: u64,
+    cursor: u64,
+    direction: Direction,
     filter: &EventFilter,
     limit: u32,
-) -> EnvResult<(Vec<Event>, u64)> {
-    let limit = limit as usize;
-    let mut stmt = conn.prepare_cached(
-        "SELECT seq, at, agent, kind, subject, detail FROM events WHERE seq > ?1 ORDER BY seq",
-    )?;
-    let mut rows = stmt.query([i(after)])?;
-    let mut out = Vec::new();
-    let mut scanned = after;
+    max_scan: u64,
+) -> EnvResult<EventPage> {
+    let mut stmt = conn.prepare_cached(match direction {
+        Direction::Forward => {
+            "SELECT seq, at, agent, kind, subject, detail FROM events WHERE seq > ?1 ORDER BY seq"
+        }
+        Direction::Back => {
+            "SELECT seq, at, agent, kind, subject, detail FROM events WHERE seq < ?1 ORDER BY seq DESC"
+        }
+    })?;
+    let mut rows = stmt.query([i(cursor)])?;
+    let mut page = EventPage {
+        scanned_to: cursor,
+        ..EventPage::default()
+    };
+    let mut scanned = 0;
     while let Some(r) = rows.next()? {
-        let event = Event {
-            seq: u(r.get(0)?),
-            at: u(r.get(1)?),
-            agent: r.get(2)?,
-            kind: r.get(3)?,
-            subject: r.get(4)?,
-            detail: r.get(5)?,
-        };
-        scanned = event.seq;
+        if page.events.len() >= limit as usize || scanned >= max_scan {
+            page.more = true;
+            break;
+        }
+        let event = event_row(r)?;
+        scanned += 1;
+        page.scanned_to = event.seq;
         if filter.matches(&event) {
-            out.push(event);
-            if out.len() >= limit {
-                break;
-            }
+            page.events.push(event);
         }
     }
-    Ok((out, scanned))
+    Ok(page)
 }
 
 /// The newest sequence number ever handed out, even if its event was pruned.
@@ -134,7 +149,34 @@ impl SqliteStore {
         filter: &EventFilter,
         limit: u32,
     ) -> EnvResult<(Vec<Event>, u64)> {
-        self.read(|conn, _| read_after(conn, after, filter, limit))
+        let page =
+            self.read(|conn, _| scan(conn, after, Direction::Forward, filter, limit, u64::MAX))?;
+        Ok((page.events, page.scanned_to))
+    }
+
+    pub(crate) async fn scan_events(
+        &self,
+        cursor: u64,
+        direction: Direction,
+        filter: &EventFilter,
+        limit: u32,
+        max_scan: u64,
+    ) -> EnvResult<EventPage> {
+        self.read(|conn, _| scan(conn, cursor, direction, filter, limit, max_scan))
+    }
+
+    /// The oldest `limit` events whose subject is `subject` (through the
+    /// journal's subject index).
+    pub(crate) async fn events_about(&self, subject: &str, limit: u32) -> EnvResult<Vec<Event>> {
+        self.read(|conn, _| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT seq, at, agent, kind, subject, detail FROM events
+                     WHERE subject = ?1 ORDER BY seq LIMIT ?2",
+                )?
+                .query_map(params![subject, limit], event_row)?
+                .collect::<Result<_, _>>()?)
+        })
     }
 
     pub(crate) async fn latest_seq(&self) -> EnvResult<u64> {

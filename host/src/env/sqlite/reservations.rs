@@ -9,7 +9,7 @@ use crate::env::limits::{i, u};
 use crate::env::reservations::{FirstConflict, conflicts, lookups, waiter_goes_first};
 use crate::env::resource::overlaps;
 use crate::env::store::Attempt;
-use crate::env::{EnvError, EnvResult, Holding, Lease, Mode};
+use crate::env::{EnvError, EnvResult, Holding, Lease, Mode, Waiter};
 
 /// The first live lease of someone else that conflicts with `resources` in
 /// `mode`, and the earliest expiry among all conflicting leases.
@@ -369,17 +369,31 @@ impl SqliteStore {
     }
 
     pub(crate) async fn list_reservations(&self, prefix: &str) -> EnvResult<Vec<Holding>> {
+        self.holdings_page(prefix, None, None, u32::MAX).await
+    }
+
+    pub(crate) async fn holdings_page(
+        &self,
+        prefix: &str,
+        holder: Option<&str>,
+        after: Option<(&str, u64)>,
+        limit: u32,
+    ) -> EnvResult<Vec<Holding>> {
+        // Start at the prefix, or just past the previous page's last row.
+        let (from, past) = after.map_or((prefix, -1), |(r, lease)| (r.max(prefix), i(lease)));
         self.read(|conn, now| {
             let mut stmt = conn.prepare_cached(
                 "SELECT lr.resource, l.id, l.agent, l.mode, l.token, l.expires_at
                  FROM lease_resources lr JOIN leases l ON l.id = lr.lease
-                 WHERE lr.resource >= ?1 AND l.expires_at > ?2 ORDER BY lr.resource, l.id",
+                 WHERE (lr.resource, lr.lease) > (?1, ?2) AND l.expires_at > ?3
+                   AND (?4 IS NULL OR l.agent = ?4)
+                 ORDER BY lr.resource, lr.lease",
             )?;
-            let mut rows = stmt.query(params![prefix, i(now)])?;
+            let mut rows = stmt.query(params![from, past, i(now), holder])?;
             let mut out = Vec::new();
             while let Some(r) = rows.next()? {
                 let resource: String = r.get(0)?;
-                if !resource.starts_with(prefix) {
+                if !resource.starts_with(prefix) || out.len() >= limit as usize {
                     break;
                 }
                 out.push(Holding {
@@ -392,6 +406,27 @@ impl SqliteStore {
                 });
             }
             Ok(out)
+        })
+    }
+
+    pub(crate) async fn waiters(&self, limit: u32) -> EnvResult<Vec<Waiter>> {
+        self.read(|conn, now| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT id, agent, mode, resources, deadline FROM reservation_waiters
+                     WHERE deadline > ?1 ORDER BY id LIMIT ?2",
+                )?
+                .query_map(params![i(now), limit], |r| {
+                    Ok(Waiter {
+                        id: u(r.get(0)?),
+                        agent: r.get(1)?,
+                        mode: Mode::parse(&r.get::<_, String>(2)?),
+                        resources: serde_json::from_str(&r.get::<_, String>(3)?)
+                            .unwrap_or_default(),
+                        deadline: u(r.get(4)?),
+                    })
+                })?
+                .collect::<Result<_, _>>()?)
         })
     }
 }

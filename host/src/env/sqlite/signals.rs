@@ -73,8 +73,13 @@ impl SqliteStore {
                 if !trail.starts_with(prefix) {
                     break;
                 }
-                let strength = decayed(r.get(1)?, now.saturating_sub(u(r.get(3)?)), u(r.get(2)?));
-                all.push(TrailStrength { trail, strength });
+                let half_life_ms = u(r.get(2)?);
+                let strength = decayed(r.get(1)?, now.saturating_sub(u(r.get(3)?)), half_life_ms);
+                all.push(TrailStrength {
+                    trail,
+                    strength,
+                    half_life_ms,
+                });
             }
             all.sort_by(|a, b| {
                 b.strength

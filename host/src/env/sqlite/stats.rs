@@ -3,8 +3,9 @@
 use rusqlite::{Connection, OptionalExtension};
 
 use super::SqliteStore;
+use crate::env::inspect::group_queues;
 use crate::env::limits::{i, u};
-use crate::env::{EnvResult, Stats, TaskState, WorkCounts};
+use crate::env::{EnvResult, Overview, Stats, TaskState, WorkCounts};
 
 /// Tasks per state and live leases: cheap (index counts), unlike counting
 /// the journal, so a progress display can ask often.
@@ -62,6 +63,43 @@ impl SqliteStore {
                 signals: count("SELECT count(*) FROM signals")?,
                 values: count("SELECT count(*) FROM kv WHERE deleted = 0")?,
                 events: count("SELECT count(*) FROM events")?,
+                last_seq: count(super::journal::LATEST_SEQ)?,
+            })
+        })
+    }
+
+    pub(crate) async fn overview(&self) -> EnvResult<Overview> {
+        self.read(|conn, now| {
+            let count = |sql: &str| -> EnvResult<u64> {
+                Ok(u(conn.prepare_cached(sql)?.query_row([], |r| r.get(0))?))
+            };
+            // In index order (state, queue): no sort, no table rows.
+            let mut rows = conn
+                .prepare_cached("SELECT state, queue, count(*) FROM tasks GROUP BY state, queue")?
+                .query_map([], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, u(r.get(2)?)))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            rows.sort_by(|a, b| a.1.cmp(&b.1));
+            let queues = group_queues(rows);
+            let agents = conn
+                .prepare_cached("SELECT state, count(*) FROM agents GROUP BY state ORDER BY state")?
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, u(r.get(1)?))))?
+                .collect::<Result<Vec<_>, _>>()?;
+            let live = |sql: &str| -> EnvResult<u64> {
+                Ok(u(conn
+                    .prepare_cached(sql)?
+                    .query_row([i(now)], |r| r.get(0))?))
+            };
+            Ok(Overview {
+                queues,
+                agents,
+                leases: live("SELECT count(*) FROM leases WHERE expires_at > ?1")?,
+                waiters: live("SELECT count(*) FROM reservation_waiters WHERE deadline > ?1")?,
+                learnings: count("SELECT count(*) FROM learnings")?,
+                signals: count("SELECT count(*) FROM signals")?,
+                values: count("SELECT count(*) FROM kv WHERE deleted = 0")?,
+                events: count("SELECT coalesce(max(seq) - min(seq) + 1, 0) FROM events")?,
                 last_seq: count(super::journal::LATEST_SEQ)?,
             })
         })

@@ -6,9 +6,13 @@ use crate::env::events;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{SqliteStore, Tx};
+use crate::env::inspect::{refuse_action, requeue_state};
 use crate::env::limits::{i, u};
 use crate::env::policy::backoff_ms;
-use crate::env::{Claimed, EnvError, EnvResult, PushOptions, Pushed, Task, TaskState};
+use crate::env::{
+    Claimed, EnvError, EnvResult, PushOptions, Pushed, Task, TaskLinks, TaskQuery, TaskRef,
+    TaskState,
+};
 
 /// The next task to claim: the highest priority, oldest first, through the
 /// partial index of ready tasks (no sort).
@@ -375,6 +379,31 @@ fn load_task(conn: &Connection, id: u64) -> EnvResult<Option<Task>> {
     Ok(Some(task))
 }
 
+/// A page of tasks in id order (see [`TaskQuery`]).
+fn tasks_page(conn: &Connection, q: &TaskQuery) -> EnvResult<Vec<Task>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "{TASK_COLUMNS} WHERE id > ?1 AND (?2 IS NULL OR queue = ?2) AND (?3 IS NULL OR state = ?3)
+           AND (?4 IS NULL OR (state = 'claimed' AND claimed_by = ?4))
+         ORDER BY id LIMIT ?5"
+    ))?;
+    let mut tasks = stmt
+        .query_map(
+            params![
+                i(q.after),
+                q.queue,
+                q.state.map(TaskState::as_str),
+                q.claimed_by,
+                q.limit
+            ],
+            task_row,
+        )?
+        .collect::<Result<Vec<_>, _>>()?;
+    for t in &mut tasks {
+        t.depends_on = deps_of(conn, t.id)?;
+    }
+    Ok(tasks)
+}
+
 fn deps_of(conn: &Connection, id: u64) -> EnvResult<Vec<u64>> {
     Ok(conn
         .prepare_cached("SELECT depends_on FROM task_deps WHERE task = ?1 ORDER BY depends_on")?
@@ -507,22 +536,109 @@ impl SqliteStore {
         state: Option<TaskState>,
         limit: u32,
     ) -> EnvResult<Vec<Task>> {
+        let query = TaskQuery {
+            queue: queue.map(str::to_owned),
+            state,
+            limit,
+            ..TaskQuery::default()
+        };
+        self.read(|conn, _| tasks_page(conn, &query))
+    }
+
+    pub(crate) async fn tasks_page(&self, query: &TaskQuery) -> EnvResult<Vec<Task>> {
+        self.read(|conn, _| tasks_page(conn, query))
+    }
+
+    pub(crate) async fn task_links(&self, id: u64, limit: u32) -> EnvResult<TaskLinks> {
         self.read(|conn, _| {
-            let mut stmt = conn.prepare_cached(&format!(
-                "{TASK_COLUMNS} WHERE (?1 IS NULL OR queue = ?1) AND (?2 IS NULL OR state = ?2)
-                 ORDER BY id LIMIT ?3"
-            ))?;
-            let mut tasks = stmt
-                .query_map(
-                    params![queue, state.map(TaskState::as_str), limit],
-                    task_row,
+            let node = |r: &rusqlite::Row<'_>| {
+                Ok(TaskRef {
+                    id: u(r.get(0)?),
+                    queue: r.get(1)?,
+                    state: TaskState::parse(&r.get::<_, String>(2)?).unwrap_or(TaskState::Ready),
+                })
+            };
+            let depends_on = conn
+                .prepare_cached(
+                    "SELECT t.id, t.queue, t.state FROM task_deps d CROSS JOIN tasks t
+                     ON t.id = d.depends_on WHERE d.task = ?1 ORDER BY d.depends_on",
                 )?
-                .collect::<Result<Vec<_>, _>>()?;
-            for t in &mut tasks {
-                t.depends_on = deps_of(conn, t.id)?;
-            }
-            Ok(tasks)
+                .query_map([i(id)], node)?
+                .collect::<Result<_, _>>()?;
+            let dependents = conn
+                .prepare_cached(
+                    "SELECT t.id, t.queue, t.state FROM task_deps d CROSS JOIN tasks t
+                     ON t.id = d.task WHERE d.depends_on = ?1 ORDER BY d.task LIMIT ?2",
+                )?
+                .query_map(params![i(id), limit], node)?
+                .collect::<Result<_, _>>()?;
+            Ok(TaskLinks {
+                depends_on,
+                dependents,
+            })
         })
+    }
+
+    pub(crate) async fn retry_task(&self, who: &str, id: u64) -> EnvResult<()> {
+        let who = who.to_owned();
+        self.write(move |tx| {
+            let task = load_task(tx.conn, id)?
+                .ok_or_else(|| EnvError::not_found(format!("task {id} does not exist")))?;
+            let mut deps = Vec::new();
+            for dep in &task.depends_on {
+                let state: String = tx
+                    .conn
+                    .prepare_cached("SELECT state FROM tasks WHERE id = ?1")?
+                    .query_row([i(*dep)], |r| r.get(0))?;
+                deps.push((*dep, TaskState::parse(&state).unwrap_or(TaskState::Ready)));
+            }
+            let live_twin = match &task.dedupe_key {
+                Some(key) => tx
+                    .conn
+                    .prepare_cached(
+                        "SELECT id FROM tasks WHERE queue = ?1 AND dedupe_key = ?2
+                         AND state IN ('blocked', 'ready', 'claimed')",
+                    )?
+                    .query_row(params![task.queue, key], |r| r.get::<_, i64>(0).map(u))
+                    .optional()?,
+                None => None,
+            };
+            let state = requeue_state(&task, &deps, live_twin)?;
+            tx.conn
+                .prepare_cached(
+                    "UPDATE tasks SET state = ?1, attempts = 0, not_before = ?2, claimed_by = NULL,
+                         claim_token = NULL, claim_expires = NULL, updated_at = ?2 WHERE id = ?3",
+                )?
+                .execute(params![state.as_str(), i(tx.now), i(id)])?;
+            tx.record(&who, events::task_requeued(id, &who, task.state, state))?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(crate) async fn cancel_task(&self, who: &str, id: u64) -> EnvResult<()> {
+        let who = who.to_owned();
+        self.write(move |tx| {
+            let state: String = tx
+                .conn
+                .prepare_cached("SELECT state FROM tasks WHERE id = ?1")?
+                .query_row([i(id)], |r| r.get(0))
+                .optional()?
+                .ok_or_else(|| EnvError::not_found(format!("task {id} does not exist")))?;
+            let was = TaskState::parse(&state).unwrap_or(TaskState::Ready);
+            if was.is_final() {
+                return Err(refuse_action("cancelled", id, was));
+            }
+            tx.conn
+                .prepare_cached(
+                    "UPDATE tasks SET state = 'cancelled', last_error = ?1, claimed_by = NULL,
+                         claim_token = NULL, claim_expires = NULL, updated_at = ?2 WHERE id = ?3",
+                )?
+                .execute(params![format!("cancelled by {who}"), i(tx.now), i(id)])?;
+            tx.record(&who, events::task_cancelled_by(id, &who, was))?;
+            cascade_cancel(tx, id)
+        })
+        .await
     }
 }
 

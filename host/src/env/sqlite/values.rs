@@ -121,24 +121,34 @@ impl SqliteStore {
     }
 
     pub(crate) async fn list_values(&self, prefix: &str) -> EnvResult<Vec<ValueEntry>> {
+        self.values_page(prefix, "", u32::MAX).await
+    }
+
+    pub(crate) async fn values_page(
+        &self,
+        prefix: &str,
+        after: &str,
+        limit: u32,
+    ) -> EnvResult<Vec<ValueEntry>> {
         self.read(|conn, _| {
             let mut stmt = conn.prepare_cached(
-                "SELECT key, value, version, updated_by, updated_at FROM kv
-                 WHERE key >= ?1 AND deleted = 0 ORDER BY key",
+                "SELECT key, value, version, fence, updated_by, updated_at FROM kv
+                 WHERE key >= ?1 AND key > ?2 AND deleted = 0 ORDER BY key",
             )?;
-            let mut rows = stmt.query([prefix])?;
+            let mut rows = stmt.query([prefix, after])?;
             let mut out = Vec::new();
             while let Some(r) = rows.next()? {
                 let key: String = r.get(0)?;
-                if !key.starts_with(prefix) {
+                if !key.starts_with(prefix) || out.len() >= limit as usize {
                     break;
                 }
                 out.push(ValueEntry {
                     key,
                     value: r.get(1)?,
                     version: u(r.get(2)?),
-                    updated_by: r.get(3)?,
-                    updated_at: u(r.get(4)?),
+                    fence: u(r.get(3)?),
+                    updated_by: r.get(4)?,
+                    updated_at: u(r.get(5)?),
                 });
             }
             Ok(out)
