@@ -27,3 +27,4 @@ pub mod manifest;
 pub mod runtime;
 pub mod scaffold;
 pub mod swarm;
+pub mod ui;

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod history;
+pub mod http;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -54,6 +55,7 @@ pub fn wawe(dir: &Path) -> Command {
 pub fn scrub(cmd: &mut Command) -> &mut Command {
     cmd.env_remove("WAWE_ENV")
         .env_remove("WAWE_LOG")
+        .env_remove("WAWE_UI_TOKEN")
         .env("WAWE_CACHE_DIR", cache_dir())
         .stdin(Stdio::null())
 }

@@ -7,6 +7,7 @@ pub mod env_cmd;
 pub mod new_cmd;
 pub mod output;
 pub mod run_cmd;
+pub mod ui_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -26,7 +27,8 @@ pub use run_cmd::RunArgs;
         of every change, with who made it and when. Every operation is one transaction; waits \
         wake the moment the environment changes.\n\n\
         Use `wawe run` to run a swarm (a manifest, one module, or a folder of modules) and \
-        `wawe env` to look at an environment and feed it tasks."
+        `wawe env` to look at an environment and feed it tasks, `wawe ui` to watch it live \
+        in a browser."
 )]
 pub struct Cli {
     /// What to do.
@@ -53,6 +55,8 @@ pub enum Command {
     Env(EnvArgs),
     /// Create an agent project (a crate and a swarm manifest) that builds and runs as it is.
     New(new_cmd::NewArgs),
+    /// Serve a live web view of an environment.
+    Ui(ui_cmd::UiArgs),
 }
 
 /// Commit durability, as a command-line value.
@@ -82,6 +86,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => run_cmd::run(args).await,
         Command::Bench(args) => bench_cmd::run(args).await,
         Command::New(args) => new_cmd::run(args),
+        Command::Ui(args) => ui_cmd::run(args).await,
     };
     match result {
         Err(e) if is_broken_pipe(&e) => Ok(()),

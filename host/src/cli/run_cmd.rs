@@ -2,6 +2,7 @@
 //! with a live progress line and a summary at the end.
 
 use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -9,11 +10,13 @@ use anyhow::{Context, bail};
 use clap::Args;
 
 use super::DurabilityArg;
+use super::ui_cmd::ServeArgs;
 use crate::env::{Durability, Env, EnvLocation, EnvOptions, Stats, TaskState};
 use crate::manifest::{AgentPlan, AgentSettings, Manifest};
 use crate::runtime::caps::workspace::Access;
 use crate::runtime::{Grants, Limits, Module, RestartPolicy, Runtime, RuntimeOptions, Workspace};
 use crate::swarm::{Changed, Endings, FolderChange, Swarm, watch_folder};
+use crate::ui::Ui;
 
 /// Arguments of `wawe run`.
 #[derive(Debug, Args)]
@@ -74,6 +77,50 @@ pub struct RunArgs {
     /// Print the summary as one JSON object.
     #[arg(long)]
     pub json: bool,
+
+    /// Serve the live web view beside the swarm, at ADDR (default
+    /// 127.0.0.1:7878). It stays up after the swarm finishes, until Ctrl-C.
+    #[arg(
+        long,
+        value_name = "ADDR:PORT",
+        num_args = 0..=1,
+        default_missing_value = crate::ui::DEFAULT_LISTEN,
+        value_parser = ui_addr
+    )]
+    pub ui: Option<SocketAddr>,
+
+    /// With --ui: the token every request must carry (made up and printed
+    /// when the address is not loopback and none is given).
+    #[arg(long, requires = "ui", value_name = "TOKEN")]
+    pub ui_token: Option<String>,
+
+    /// With --ui: allow operator actions (retry, cancel) from the page.
+    #[arg(long, requires = "ui")]
+    pub ui_actions: bool,
+}
+
+fn ui_addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse().map_err(|_| {
+        format!(
+            "{s:?} is not an ADDR:PORT such as 127.0.0.1:7878 (put --ui after the manifest, \
+             or write --ui=ADDR:PORT)"
+        )
+    })
+}
+
+/// Start the live view beside a swarm when `--ui` asks for it.
+async fn start_ui(args: &RunArgs, env: &Env) -> anyhow::Result<Option<Ui>> {
+    let Some(listen) = args.ui else {
+        return Ok(None);
+    };
+    let serve = ServeArgs {
+        listen,
+        token: args.ui_token.clone(),
+        actions: args.ui_actions,
+    };
+    let ui = serve.start(env.clone()).await?;
+    eprintln!("wawe: live view at {}", ui.url());
+    Ok(Some(ui))
 }
 
 /// Restart policies, as flags.
@@ -140,6 +187,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         reset_env(&env_path).await?;
     }
     let env = open_env(&env_path, durability)?;
+    let ui = start_ui(&args, &env).await?;
     let host = runtime.start_with(env.clone(), workspace).await?;
     let mut swarm = Swarm::new(host);
     for (p, m) in plans.iter().zip(&modules) {
@@ -157,7 +205,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             _ = tokio::time::sleep(Duration::from_millis(200)) => progress.draw(&swarm).await,
         }
     };
-    finish(swarm, &env, &args, interrupted, progress).await
+    finish(swarm, &env, &args, interrupted, progress, ui).await
 }
 
 /// Stop everything, close the environment and print the summary; an agent
@@ -168,12 +216,12 @@ async fn finish(
     args: &RunArgs,
     interrupted: bool,
     progress: Progress,
+    ui: Option<Ui>,
 ) -> anyhow::Result<()> {
     progress.clear();
     let lost = swarm.host().lost();
     let (endings, runs) = swarm.shutdown().await?;
     let stats = env.stats().await?;
-    env.close();
     let summary = Summary {
         env: env.location().to_string(),
         agents: &endings,
@@ -186,6 +234,17 @@ async fn finish(
     } else if !args.quiet {
         print_summary(&summary, &stats, interrupted);
     }
+    if let Some(ui) = ui {
+        if !interrupted {
+            eprintln!(
+                "wawe: the live view stays up at {} (Ctrl-C to stop)",
+                ui.url()
+            );
+            shutdown_signal().await;
+        }
+        ui.stop().await?;
+    }
+    env.close();
     if let Some(why) = lost {
         bail!(
             "this host {why}, so it stopped its agents (their work goes on elsewhere); start \
@@ -373,6 +432,7 @@ async fn run_folder(runtime: &Runtime, args: &RunArgs) -> anyhow::Result<()> {
     }
     let workspace = args.workspace.as_deref().map(Workspace::open).transpose()?;
     let env = open_env(&env_path, durability)?;
+    let ui = start_ui(args, &env).await?;
     let host = runtime.start_with(env.clone(), workspace).await?;
     let mut swarm = Swarm::new(host);
     let progress = Progress::new(args.quiet || args.json);
@@ -389,7 +449,7 @@ async fn run_folder(runtime: &Runtime, args: &RunArgs) -> anyhow::Result<()> {
             _ = tokio::time::sleep(Duration::from_millis(200)) => progress.draw(&swarm).await,
         }
     }
-    finish(swarm, &env, args, true, progress).await
+    finish(swarm, &env, args, true, progress, ui).await
 }
 
 /// Bring the swarm in line with one folder change. A module that fails to
@@ -473,7 +533,7 @@ async fn load(runtime: &Runtime, path: &Path) -> anyhow::Result<Module> {
 }
 
 /// Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
