@@ -2,6 +2,7 @@
 //! waiting for a condition.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod history;
 pub mod http;
 

@@ -99,14 +99,13 @@ fn query_param(query: Option<&str>, name: &str) -> Option<String> {
 /// The page; opened with `?token=`, it keeps the token in a cookie and
 /// sends the browser to the bare address.
 async fn page(State(s): S, req: Request) -> Response {
-    if let Some(token) = query_param(req.uri().query(), "token") {
-        if let Some(cookie) = s.access.cookie_for(&token) {
-            let mut r = (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
-            if let Ok(v) = HeaderValue::from_str(&cookie) {
-                r.headers_mut().insert(header::SET_COOKIE, v);
-            }
-            return r;
+    let token = query_param(req.uri().query(), "token");
+    if let Some(cookie) = token.and_then(|t| s.access.cookie_for(&t)) {
+        let mut r = (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
+        if let Ok(v) = HeaderValue::from_str(&cookie) {
+            r.headers_mut().insert(header::SET_COOKIE, v);
         }
+        return r;
     }
     assets::page()
 }

@@ -342,8 +342,10 @@ function recentRate(at, vals, now, win = 10000) {
 function attention(ov) {
   const t = ov.tasks || {}, a = ov.agents || {};
   const items = [];
-  const lost = (ov.hosts || []).filter((x) => x.state !== 'alive');
-  if (lost.length) items.push([`${lost.length} host${lost.length > 1 ? 's' : ''} lost: `, joinNodes(lost.map((x) => h('span', { class: 'mono' }, x.id)))]);
+  // A stopped host ended on purpose; a lost one, or an alive one silent past its ttl, needs a look.
+  const lost = (ov.hosts || []).filter((x) => x.state === 'lost'
+    || (x.state === 'alive' && x.heartbeat_age_ms > x.ttl_ms));
+  if (lost.length) items.push([`${lost.length} host${lost.length > 1 ? 's' : ''} lost or silent: `, joinNodes(lost.map((x) => h('span', { class: 'mono' }, x.id)))]);
   const down = (a.crashed || 0) + (a.failed || 0) + (a.lost || 0);
   if (down) items.push([h('a', { href: '#/agents?state=crashed' }, `${down} agent${down > 1 ? 's' : ''}`), ' crashed, failed or lost']);
   if (t.dead) items.push([h('a', { href: '#/tasks?state=dead' }, `${t.dead} dead task${t.dead > 1 ? 's' : ''}`), ' (out of attempts)']);
