@@ -144,3 +144,44 @@ fn bench_workspace_writes_through_the_workspace_and_plainly() {
     assert!(positive(&r["guarded"]["commits_per_unit"]), "{r}");
     assert!(positive(&r["guarded_vs_plain"]), "{r}");
 }
+
+#[test]
+fn bench_tasks_with_pages_runs_wasm_again_while_pages_follow_the_stream() {
+    let r = bench(&[
+        "tasks", "--agents", "4", "--tasks", "400", "--only", "wasm", "--pages", "3",
+    ]);
+    let p = &r["with_pages"];
+    assert_eq!(p["pages"], 3, "{r}");
+    assert!(positive(&p["wasm"]["rate_per_s"]), "{r}");
+    assert!(p["slowdown"].is_f64(), "{r}");
+    assert!(
+        p["frames"].as_u64().unwrap() >= 3,
+        "every page got frames: {r}"
+    );
+}
+
+#[test]
+fn bench_ui_fills_an_environment_and_times_every_request_of_the_view() {
+    let r = bench(&[
+        "ui", "--agents", "20", "--tasks", "200", "--events", "2000", "--pages", "2",
+    ]);
+    assert!(r["agents"].as_u64().unwrap() >= 20, "{r}");
+    assert!(r["tasks"].as_u64().unwrap() >= 200, "{r}");
+    assert!(r["events"].as_u64().unwrap() >= 2000, "{r}");
+    let requests = r["requests"].as_array().unwrap();
+    assert!(requests.len() >= 10, "{r}");
+    for t in requests {
+        assert_eq!(t["latency"]["samples"], 20, "{t}");
+        assert!(t["bytes"].as_u64().unwrap() > 0, "{t}");
+    }
+    let story = requests
+        .iter()
+        .find(|t| t["path"].as_str().unwrap().starts_with("/api/tasks/"))
+        .unwrap();
+    assert!(
+        story["bytes"].as_u64().unwrap() > 200,
+        "the story holds its events: {story}"
+    );
+    assert_eq!(r["update"]["samples"], 20, "{r}");
+    assert!(positive(&r["first_paint"]["p50_us"]));
+}

@@ -5,7 +5,8 @@
 //! churn, disjoint and overlapping), `spawn` (instantiation time and memory
 //! per live agent) and `wake` (push until a waiting claim holds the task, in
 //! this process and another) and `workspace` (small files written through the
-//! workspace by wasm agents, against plain native writes). Each result names the durability and the
+//! workspace by wasm agents, against plain native writes) and `ui` (the live
+//! view on a large environment). Each result names the durability and the
 //! backend it ran on: SQLite files in a temp dir, or, given `--env
 //! postgres://…`, fresh schemas on that server (dropped afterwards).
 //! BENCHMARKS.md has the figures.
@@ -13,15 +14,18 @@
 use anyhow::Context;
 
 mod guest;
+mod pages;
 mod reservations;
 mod spawn;
 mod tasks;
+mod ui;
 mod wake;
 mod workspace;
 
 pub use reservations::{ReservationRun, ReservationsReport, reservations};
 pub use spawn::{SpawnReport, SpawnRun, spawn};
-pub use tasks::{Mode, TasksReport, Throughput, tasks};
+pub use tasks::{Mode, PagesRun, TasksReport, Throughput, tasks};
+pub use ui::{Timed, UiReport, ui};
 pub use wake::{WakeReport, run_waiter, wake};
 pub use workspace::{WorkspaceReport, workspace};
 

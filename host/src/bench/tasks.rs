@@ -13,6 +13,7 @@ use anyhow::Context;
 
 use super::{Place, discard, guest};
 use crate::env::{AgentId, Durability, Env, EnvLocation, EnvOptions, PushOptions, TaskState};
+use crate::ui::{Ui, UiOptions};
 
 /// What `wawe bench tasks` measured.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -35,6 +36,25 @@ pub struct TasksReport {
     pub wasm_vs_native: Option<f64>,
     /// wasm tasks/s over naive tasks/s.
     pub wasm_vs_naive: Option<f64>,
+    /// The wasm mode again with pages of the live view open (`--pages`).
+    pub with_pages: Option<PagesRun>,
+}
+
+/// The wasm mode run again while `pages` pages of `wawe ui` watch it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PagesRun {
+    /// Pages open (each following the stream and re-fetching a task list).
+    pub pages: u32,
+    /// The wasm mode with them open.
+    pub wasm: Throughput,
+    /// How much slower than the wasm mode without pages (0.03 = 3%).
+    pub slowdown: f64,
+    /// Frames the pages received in all.
+    pub frames: u64,
+    /// Requests the pages made besides their streams.
+    pub fetches: u64,
+    /// Resident memory the open pages added to the process, per page (KiB).
+    pub kib_per_page: f64,
 }
 
 /// The ways the workload is run.
@@ -73,6 +93,7 @@ pub async fn tasks(
     tasks: u64,
     durability: Durability,
     modes: &[Mode],
+    pages: u32,
 ) -> anyhow::Result<TasksReport> {
     let agents = agents.max(1);
     let per_agent = (tasks / u64::from(agents)).max(1);
@@ -82,9 +103,8 @@ pub async fn tasks(
         ..EnvOptions::default()
     };
 
-    let wasm = if modes.contains(&Mode::Wasm) {
-        let path = place.fresh("wasm").await?;
-        let (env, rate) = guest::run_fresh(&path, opts.clone(), place.dir(), agents, total, |_| {
+    let run_wasm = async |path: &EnvLocation| -> anyhow::Result<(Env, Throughput)> {
+        let (env, rate) = guest::run_fresh(path, opts.clone(), place.dir(), agents, total, |_| {
             guest::config([
                 ("workload", "tasks".into()),
                 ("queue", QUEUE.into()),
@@ -93,10 +113,52 @@ pub async fn tasks(
         })
         .await?;
         check_all_done(&env, total).await?;
+        Ok((env, rate))
+    };
+    let wasm = if modes.contains(&Mode::Wasm) {
+        let (env, rate) = run_wasm(&place.fresh("wasm").await?).await?;
         discard(env).await?;
         Some(rate)
     } else {
         None
+    };
+    let with_pages = match wasm {
+        Some(alone) if pages > 0 => {
+            // The view on a handle of its own, as `wawe ui` beside a swarm
+            // has: it learns of commits as another process would.
+            let path = place.fresh("wasm-pages").await?;
+            let watched = Env::open(&path, opts.clone())?;
+            let ui = Ui::start(
+                watched.clone(),
+                UiOptions {
+                    listen: "127.0.0.1:0".parse()?,
+                    ..UiOptions::default()
+                },
+            )
+            .await?;
+            let rss = super::pages::rss_kib();
+            let open = super::pages::open(ui.addr(), pages).await?;
+            let kib_per_page =
+                super::pages::rss_kib().saturating_sub(rss) as f64 / f64::from(pages);
+            let (env, rate) = run_wasm(&path).await?;
+            let (frames, fetches) = (
+                open.frames.load(std::sync::atomic::Ordering::Relaxed),
+                open.fetches.load(std::sync::atomic::Ordering::Relaxed),
+            );
+            drop(open);
+            ui.stop().await?;
+            watched.close();
+            discard(env).await?;
+            Some(PagesRun {
+                pages,
+                wasm: rate,
+                slowdown: 1.0 - rate.rate_per_s / alone.rate_per_s,
+                frames,
+                fetches,
+                kib_per_page,
+            })
+        }
+        _ => None,
     };
     let native = if modes.contains(&Mode::Native) {
         Some(
@@ -128,6 +190,7 @@ pub async fn tasks(
         tasks: total,
         wasm_vs_native: ratio(wasm, native),
         wasm_vs_naive: ratio(wasm, naive),
+        with_pages,
         wasm,
         native,
         naive,

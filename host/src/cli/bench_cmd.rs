@@ -38,6 +38,11 @@ pub enum Workload {
         /// dropped afterwards. Default: SQLite files in a temp dir.
         #[arg(long, value_name = "URL")]
         env: Option<EnvLocation>,
+        /// Run the wasm mode again with this many pages of the live view
+        /// (`wawe ui`) open, each following the stream and re-fetching a task
+        /// list as a browser does, and report the slowdown.
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        pages: u32,
         /// Print the result as one JSON object.
         #[arg(long)]
         json: bool,
@@ -84,6 +89,34 @@ pub enum Workload {
         durability: DurabilityArg,
         /// Run on PostgreSQL: fresh schemas on this server (postgres://…),
         /// dropped afterwards. Default: SQLite files in a temp dir.
+        #[arg(long, value_name = "URL")]
+        env: Option<EnvLocation>,
+        /// Print the result as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The live view (`wawe ui`) on a large environment: the time of a
+    /// first paint's requests, each list's first page, a task's story, a
+    /// filtered journal read, and updates reaching an open page.
+    Ui {
+        /// Agents in the environment (a tenth of them crashed).
+        #[arg(long, default_value_t = 10_000)]
+        agents: u64,
+        /// Tasks in it, over 100 queues (most done, some dead, some waiting).
+        #[arg(long, default_value_t = 100_000)]
+        tasks: u64,
+        /// Journal events in it (value writes make up the rest).
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// Pages held open (each following the stream) while measuring.
+        #[arg(long, default_value_t = 50)]
+        pages: u32,
+        /// Keep the filled environment as this new SQLite file (to open it
+        /// with `wawe ui --env FILE`) instead of deleting it.
+        #[arg(long, value_name = "FILE", conflicts_with = "env")]
+        keep: Option<std::path::PathBuf>,
+        /// Run on PostgreSQL: a fresh schema on this server (postgres://…),
+        /// dropped afterwards. Default: a SQLite file in a temp dir.
         #[arg(long, value_name = "URL")]
         env: Option<EnvLocation>,
         /// Print the result as one JSON object.
@@ -151,10 +184,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             only,
             durability,
             env,
+            pages,
             json,
         } => {
             let place = Place::new(env)?;
-            let r = bench::tasks(&place, agents, tasks, durability.into(), &only).await?;
+            let r = bench::tasks(&place, agents, tasks, durability.into(), &only, pages).await?;
             show(&r, json, |r| {
                 println!(
                     "tasks: push + claim + complete, {} tasks by {} callers ({}, durability {})",
@@ -184,6 +218,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 }
                 if let Some(ratio) = r.wasm_vs_naive {
                     println!("  wasm/naive {ratio:.1}x (target >= {naive}x)");
+                }
+                if let Some(p) = &r.with_pages {
+                    println!(
+                        "  wasm with {} live-view pages open: {:.0} tasks/s, {:.1}% slower \
+                         (target <= 5%); {} frames and {} list fetches served, {:.0} KiB per page",
+                        p.pages,
+                        p.wasm.rate_per_s,
+                        p.slowdown * 100.0,
+                        p.frames,
+                        p.fetches,
+                        p.kib_per_page
+                    );
                 }
             })
         }
@@ -246,6 +292,49 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     "  guarded/plain {:.2}, guarded/plain atomic {:.2}",
                     r.guarded_vs_plain, r.guarded_vs_plain_atomic
                 );
+            })
+        }
+        Workload::Ui {
+            agents,
+            tasks,
+            events,
+            pages,
+            keep,
+            env,
+            json,
+        } => {
+            let place = Place::new(env)?;
+            let r = bench::ui(&place, keep.as_deref(), agents, tasks, events, pages).await?;
+            show(&r, json, |r| {
+                println!(
+                    "ui: the live view on {} agents, {} tasks, {} events ({}; filled in {:.0} s), {} pages open",
+                    r.agents, r.tasks, r.events, r.backend, r.fill_seconds, r.pages
+                );
+                let ms = |us: f64| us / 1000.0;
+                println!(
+                    "  first paint's requests: p50 {:.1} ms, p99 {:.1} ms (target: first paint < 1 s)",
+                    ms(r.first_paint.p50_us),
+                    ms(r.first_paint.p99_us)
+                );
+                println!(
+                    "  update, commit to page: p50 {:.1} ms, p99 {:.1} ms",
+                    ms(r.update.p50_us),
+                    ms(r.update.p99_us)
+                );
+                println!("  memory per open page: {:.0} KiB", r.kib_per_page);
+                println!(
+                    "  {:<48} {:>9} {:>9} {:>9}",
+                    "request", "p50 ms", "p99 ms", "bytes"
+                );
+                for t in &r.requests {
+                    println!(
+                        "  {:<48} {:>9.1} {:>9.1} {:>9}",
+                        t.path,
+                        ms(t.latency.p50_us),
+                        ms(t.latency.p99_us),
+                        t.bytes
+                    );
+                }
             })
         }
         Workload::Spawn {

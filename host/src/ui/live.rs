@@ -1,9 +1,10 @@
 //! The view's live feed: one journal tail per server, shared by every page.
 //!
 //! The tail sleeps until the environment changes (a commit here or in any
-//! other process or host), lets a burst settle for [`SETTLE`], then reads
-//! the new events once (the newest [`MAX_EVENTS_PER_FRAME`] of them) and
-//! recomputes the overview at most once per [`OVERVIEW_EVERY`]. Each result
+//! other process or host), then reads the new events once: the newest
+//! [`MAX_EVENTS_PER_FRAME`] of them, no sooner than [`SETTLE`] after its last
+//! read, so a burst becomes one frame. It recomputes the overview at most
+//! once per [`OVERVIEW_EVERY`]. Each result
 //! is serialized once and broadcast; a page that falls more than
 //! [`BACKLOG`] frames behind is told to fetch again (`resync`) instead of
 //! being buffered for, so memory per page is bounded. With no page open,
@@ -16,11 +17,13 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::{Notify, broadcast, watch};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::env::{Env, EnvResult, Event, EventFilter, TaskState};
 
-/// How long a burst of commits settles before the tail reads it.
+/// The least time between two journal frames: a burst of commits within it
+/// goes out as one frame.
 const SETTLE: Duration = Duration::from_millis(200);
 
 /// The most events one frame carries; older ones in a burst are counted.
@@ -61,8 +64,9 @@ struct History {
 }
 
 impl Live {
-    /// Start the tail for `env`; it ends when `stop` turns true.
-    pub(crate) fn start(env: Env, stop: watch::Receiver<bool>) -> Arc<Live> {
+    /// Start the tail for `env`; it ends when `stop` turns true (await the
+    /// handle to know it read its last).
+    pub(crate) fn start(env: Env, stop: watch::Receiver<bool>) -> (Arc<Live>, JoinHandle<()>) {
         let (frames, _) = broadcast::channel(BACKLOG);
         let live = Arc::new(Live {
             env,
@@ -70,8 +74,8 @@ impl Live {
             someone_watches: Notify::new(),
             history: Mutex::new(History::default()),
         });
-        tokio::spawn(Arc::clone(&live).tail(stop));
-        live
+        let tail = tokio::spawn(Arc::clone(&live).tail(stop));
+        (live, tail)
     }
 
     /// A new page's feed.
@@ -142,6 +146,7 @@ impl Live {
         let mut cursor = None;
         let mut overview_due = false;
         let mut last_overview = Instant::now() - OVERVIEW_EVERY;
+        let mut last_frame = Instant::now() - SETTLE;
         loop {
             if self.frames.receiver_count() == 0 {
                 // Nobody watches: read nothing. A page opened later starts
@@ -173,7 +178,13 @@ impl Live {
                 _ = stop.wait_for(|s| *s) => return,
             };
             if changed {
-                tokio::time::sleep(SETTLE).await;
+                // At most one frame per SETTLE: a lone change goes out at
+                // once, a burst is gathered into the next frame.
+                tokio::select! {
+                    _ = tokio::time::sleep_until(last_frame + SETTLE) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                last_frame = Instant::now();
                 changes.borrow_and_update();
                 match self.journal_frame(&mut cursor).await {
                     Ok(Some(frame)) => {

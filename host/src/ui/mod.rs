@@ -63,6 +63,7 @@ pub struct Ui {
     token: Option<String>,
     stop: watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
+    tail: JoinHandle<()>,
 }
 
 /// What every request handler shares.
@@ -99,8 +100,9 @@ impl Ui {
             })?;
         let addr = listener.local_addr()?;
         let (stop, stopping) = watch::channel(false);
+        let (live, tail) = live::Live::start(env.clone(), stopping.clone());
         let shared = Arc::new(Shared {
-            live: live::Live::start(env.clone(), stopping.clone()),
+            live,
             env,
             access: access::Access::new(token.clone(), addr.port(), loopback),
             actions: opts.actions,
@@ -120,6 +122,7 @@ impl Ui {
             token,
             stop,
             server,
+            tail,
         })
     }
 
@@ -149,7 +152,10 @@ impl Ui {
 
     /// Wait until the server ends (it runs until [`Ui::stop`] or an error).
     pub async fn stopped(self) -> anyhow::Result<()> {
-        self.server.await?.context("the view's server failed")
+        let served = self.server.await?.context("the view's server failed");
+        let _ = self.stop.send(true);
+        self.tail.await?;
+        served
     }
 
     /// Close every page's stream and stop serving.
