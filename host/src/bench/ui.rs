@@ -245,13 +245,15 @@ async fn fill(env: &Env, agents: u64, tasks: u64, events: u64) -> anyhow::Result
             };
             env.push(&who, &queue, &format!("{{\"n\":{n}}}"), opts)
                 .await?;
-            if n % 10 != 9 {
-                if let Some(c) = env.claim(&who, &queue, 60_000, 0).await? {
-                    if n % 100 == 1 {
-                        env.fail(&who, c.id, c.token, "bench failure", true).await?;
-                    } else {
-                        env.complete(&who, c.id, c.token, "ok").await?;
-                    }
+            let claimed = match n % 10 {
+                9 => None,
+                _ => env.claim(&who, &queue, 60_000, 0).await?,
+            };
+            if let Some(c) = claimed {
+                if n % 100 == 1 {
+                    env.fail(&who, c.id, c.token, "bench failure", true).await?;
+                } else {
+                    env.complete(&who, c.id, c.token, "ok").await?;
                 }
             }
             Ok(())
