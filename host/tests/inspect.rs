@@ -396,6 +396,78 @@ async fn an_operator_retries_a_dead_task_and_cancels_a_claimed_one() {
     );
 }
 
+async fn a_retried_task_waits_for_exactly_its_unfinished_dependencies() {
+    let t = open();
+    let (env, a, w) = (&t.env, agent("a"), agent("w"));
+    let op = AgentId::operator();
+    let deps = |ids: Vec<u64>| PushOptions {
+        depends_on: ids,
+        ..PushOptions::default()
+    };
+    let finish = async |queue: &str| {
+        let c = env.claim(&w, queue, 10_000, 0).await.unwrap().unwrap();
+        env.complete(&w, c.id, c.token, "").await.unwrap();
+        c.id
+    };
+    // Cancelled while waiting for two; one finishes meanwhile; retried, it
+    // waits for the other only.
+    let first = env
+        .push(&a, "one", "", PushOptions::default())
+        .await
+        .unwrap()
+        .id;
+    let second = env
+        .push(&a, "two", "", PushOptions::default())
+        .await
+        .unwrap()
+        .id;
+    let both = env
+        .push(&a, "then", "", deps(vec![first, second]))
+        .await
+        .unwrap()
+        .id;
+    env.cancel_task(&op, both).await.unwrap();
+    assert_eq!(finish("one").await, first);
+    assert_eq!(
+        env.retry_task(&op, both).await.unwrap().state,
+        TaskState::Blocked
+    );
+    assert_eq!(finish("two").await, second);
+    assert_eq!(env.get_task(both).await.unwrap().state, TaskState::Ready);
+    // Pushed onto a dead dependency (so cancelled), then both retried: it
+    // becomes ready only once every dependency is done.
+    let once = PushOptions {
+        max_attempts: 1,
+        ..PushOptions::default()
+    };
+    let dead = env.push(&a, "dies", "", once).await.unwrap().id;
+    let c = env.claim(&w, "dies", 10_000, 0).await.unwrap().unwrap();
+    env.fail(&w, c.id, c.token, "no", true).await.unwrap();
+    let other = env
+        .push(&a, "lives", "", PushOptions::default())
+        .await
+        .unwrap()
+        .id;
+    let late = env
+        .push(&a, "later", "", deps(vec![dead, other]))
+        .await
+        .unwrap()
+        .id;
+    assert_eq!(
+        env.get_task(late).await.unwrap().state,
+        TaskState::Cancelled
+    );
+    env.retry_task(&op, dead).await.unwrap();
+    assert_eq!(
+        env.retry_task(&op, late).await.unwrap().state,
+        TaskState::Blocked
+    );
+    assert_eq!(finish("lives").await, other);
+    assert_eq!(env.get_task(late).await.unwrap().state, TaskState::Blocked);
+    assert_eq!(finish("dies").await, dead);
+    assert_eq!(env.get_task(late).await.unwrap().state, TaskState::Ready);
+}
+
 async fn signals_list_their_half_life() {
     let t = open();
     let (env, a) = (&t.env, agent("a"));
@@ -415,5 +487,6 @@ every_backend!(
     values_page_in_key_order_with_their_fence,
     event_pages_go_both_ways_filter_by_agent_and_stop_after_a_bounded_scan,
     an_operator_retries_a_dead_task_and_cancels_a_claimed_one,
+    a_retried_task_waits_for_exactly_its_unfinished_dependencies,
     signals_list_their_half_life,
 );

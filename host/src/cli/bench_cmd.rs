@@ -187,6 +187,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             pages,
             json,
         } => {
+            anyhow::ensure!(
+                pages == 0 || only.contains(&bench::Mode::Wasm),
+                "--pages runs the wasm mode again with pages open: keep wasm in --only"
+            );
             let place = Place::new(env)?;
             let r = bench::tasks(&place, agents, tasks, durability.into(), &only, pages).await?;
             show(&r, json, |r| {

@@ -118,7 +118,9 @@ async fn start_ui(args: &RunArgs, env: &Env) -> anyhow::Result<Option<Ui>> {
         token: args.ui_token.clone(),
         actions: args.ui_actions,
     };
-    let ui = serve.start(env.clone()).await?;
+    let ui = serve
+        .start(env.clone(), Some(env.options().durability))
+        .await?;
     eprintln!("wawe: live view at {}", ui.url());
     Ok(Some(ui))
 }

@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::Args;
 
 use super::run_cmd::shutdown_signal;
-use crate::env::{Env, EnvLocation, EnvOptions};
+use crate::env::{Durability, Env, EnvLocation, EnvOptions};
 use crate::ui::{DEFAULT_LISTEN, Ui, UiOptions};
 
 /// Arguments of `wawe ui`.
@@ -57,14 +57,16 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
-    /// Start serving `env` as these arguments say.
-    pub async fn start(&self, env: Env) -> anyhow::Result<Ui> {
+    /// Start serving `env` as these arguments say; `durability` is the
+    /// watched swarm's, when the view runs beside it.
+    pub async fn start(&self, env: Env, durability: Option<Durability>) -> anyhow::Result<Ui> {
         Ui::start(
             env,
             UiOptions {
                 listen: self.listen,
                 token: self.token.clone(),
                 actions: self.actions,
+                durability,
             },
         )
         .await
@@ -75,7 +77,7 @@ impl ServeArgs {
 pub async fn run(args: UiArgs) -> anyhow::Result<()> {
     let env = Env::open_existing(&args.env, EnvOptions::default())
         .with_context(|| format!("cannot show {}", args.env))?;
-    let ui = args.serve.start(env.clone()).await?;
+    let ui = args.serve.start(env.clone(), None).await?;
     println!(
         "wawe ui: showing {} at {}  (Ctrl-C to stop)",
         env.location(),

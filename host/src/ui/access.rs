@@ -9,8 +9,10 @@
 
 use axum::http::{HeaderMap, Method, StatusCode, header};
 
-/// The cookie the page keeps its token in.
-pub(crate) const COOKIE: &str = "wawe_token";
+/// The cookie the page keeps its token in, with the server's port after it:
+/// browsers do not keep cookies apart by port, and two views on one host
+/// must not overwrite each other's.
+const COOKIE: &str = "wawe_token";
 
 /// The header an operator action must carry.
 pub(crate) const ACTION_HEADER: &str = "x-wawe-action";
@@ -45,7 +47,7 @@ impl Access {
         match &self.token {
             Some(token) => {
                 let given = bearer(headers)
-                    .or_else(|| cookie(headers))
+                    .or_else(|| cookie(headers, &self.cookie_name()))
                     .or(query_token)
                     .unwrap_or("");
                 if !same(given.as_bytes(), token.as_bytes()) {
@@ -62,7 +64,7 @@ impl Access {
                     .get(header::HOST)
                     .and_then(|h| h.to_str().ok())
                     .unwrap_or("");
-                if !self.loopback_host(host) {
+                if !loopback_host(host) {
                     return Err(Refused(
                         StatusCode::FORBIDDEN,
                         format!(
@@ -85,25 +87,55 @@ impl Access {
     }
 
     /// The `Set-Cookie` value that keeps `token` for the page, when it is
-    /// this server's token.
+    /// this server's token. `Lax`, so the printed URL works when followed
+    /// from a link; writes are guarded by the action header, not the cookie.
     pub(crate) fn cookie_for(&self, token: &str) -> Option<String> {
         let ours = self.token.as_deref()?;
-        same(token.as_bytes(), ours.as_bytes())
-            .then(|| format!("{COOKIE}={ours}; Path=/; HttpOnly; SameSite=Strict"))
+        same(token.as_bytes(), ours.as_bytes()).then(|| {
+            format!(
+                "{}={ours}; Path=/; HttpOnly; SameSite=Lax",
+                self.cookie_name()
+            )
+        })
     }
 
-    fn loopback_host(&self, host: &str) -> bool {
-        let name = match host.rsplit_once(':') {
-            Some((name, port)) if !name.is_empty() && !host.ends_with(']') => {
-                if port != self.port.to_string() {
-                    return false;
-                }
-                name
-            }
-            _ => host,
-        };
-        matches!(name, "127.0.0.1" | "localhost" | "[::1]")
+    fn cookie_name(&self) -> String {
+        format!("{COOKIE}_{}", self.port)
     }
+}
+
+/// Whether a `Host` header names this machine's loopback: `localhost`,
+/// `[::1]` or any `127.x.x.x`, on any port (a tunnel may forward another).
+fn loopback_host(host: &str) -> bool {
+    let name = if host.starts_with('[') {
+        host.split_inclusive(']').next().unwrap_or(host)
+    } else {
+        host.split(':').next().unwrap_or(host)
+    };
+    match name {
+        "localhost" | "[::1]" => true,
+        name => name
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback()),
+    }
+}
+
+/// Check a token given on the command line: long enough, and only
+/// characters that need no escaping in a URL, a cookie or a header.
+pub(crate) fn check_token(token: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        token.len() >= 16,
+        "the token is too short ({} characters): give one of at least 16, \
+         or leave it out and one is made up",
+        token.len()
+    );
+    anyhow::ensure!(
+        token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._~-".contains(&b)),
+        "the token may hold only letters, digits and . _ ~ - (it goes into a URL and a cookie)"
+    );
+    Ok(())
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -114,13 +146,13 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .strip_prefix("Bearer ")
 }
 
-fn cookie(headers: &HeaderMap) -> Option<&str> {
+fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .find_map(|c| c.trim().strip_prefix(COOKIE)?.strip_prefix('='))
+        .find_map(|c| c.trim().strip_prefix(name)?.strip_prefix('='))
 }
 
 /// Compare without stopping at the first difference.
@@ -157,6 +189,9 @@ mod tests {
             "localhost:7878",
             "[::1]:7878",
             "localhost",
+            "127.0.0.2:7878",
+            "localhost:9000",
+            "[::1]",
         ] {
             assert!(
                 a.check(&get, &headers(&[("host", ok)]), None).is_ok(),
@@ -165,9 +200,10 @@ mod tests {
         }
         for bad in [
             "evil.example:7878",
-            "127.0.0.1:9999",
             "",
             "127.0.0.1.evil:7878",
+            "10.0.0.1:7878",
+            "[::2]:7878",
         ] {
             assert!(
                 a.check(&get, &headers(&[("host", bad)]), None).is_err(),
@@ -182,7 +218,7 @@ mod tests {
         let get = Method::GET;
         let tok = "0123456789abcdef";
         let bearer = format!("Bearer {tok}");
-        let cookie = format!("a=b; {COOKIE}={tok}");
+        let cookie = format!("a=b; {COOKIE}_7878={tok}");
         assert!(
             a.check(&get, &headers(&[("authorization", &bearer)]), None)
                 .is_ok()
@@ -198,6 +234,20 @@ mod tests {
                 .is_err()
         );
         assert!(a.cookie_for("wrong").is_none());
+        let other_port = format!("{COOKIE}_7879={tok}");
+        assert!(
+            a.check(&get, &headers(&[("cookie", &other_port)]), None)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn tokens_must_be_long_and_url_safe() {
+        assert!(check_token("0123456789abcdef").is_ok());
+        assert!(check_token("A-b_c.d~0123456789").is_ok());
+        assert!(check_token("short").is_err());
+        assert!(check_token("correct horse battery staple").is_err());
+        assert!(check_token("0123456789abcdef;x").is_err());
     }
 
     #[test]

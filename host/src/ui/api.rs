@@ -80,13 +80,30 @@ async fn guard(State(s): S, req: Request, next: Next) -> Response {
     let query_token = (req.uri().path() == "/")
         .then(|| query_param(req.uri().query(), "token"))
         .flatten();
-    match s
+    let mut res = match s
         .access
         .check(req.method(), req.headers(), query_token.as_deref())
     {
         Ok(()) => next.run(req).await,
         Err(Refused(status, why)) => ApiError(status, why).into_response(),
-    }
+    };
+    // No other site may frame the page (a framed page could be clicked
+    // into an operator action), guess types, or learn its URL.
+    let h = res.headers_mut();
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("frame-ancestors 'none'"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    res
 }
 
 fn query_param(query: Option<&str>, name: &str) -> Option<String> {
@@ -111,9 +128,7 @@ async fn page(State(s): S, req: Request) -> Response {
 }
 
 async fn overview(State(s): S) -> ApiResult {
-    let mut v = s.live.overview().await?;
-    v["actions"] = json!(s.actions);
-    Ok(Json(v))
+    Ok(Json(s.live.overview().await?))
 }
 
 #[derive(Deserialize)]
@@ -163,9 +178,21 @@ fn next<T>(rows: &[T], limit: u32, cursor: impl Fn(&T) -> Value) -> Value {
     }
 }
 
+/// The states an agent can be in.
+const AGENT_STATES: [&str; 6] = ["running", "exited", "failed", "crashed", "stopped", "lost"];
+
 async fn agents(State(s): S, Query(p): Query<Page>) -> ApiResult {
     let limit = p.limit();
     let state = p.state.as_deref().filter(|s| !s.is_empty());
+    if let Some(st) = state.filter(|st| !AGENT_STATES.contains(st)) {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "unknown agent state {st:?}: one of {}",
+                AGENT_STATES.join(", ")
+            ),
+        ));
+    }
     let rows = s
         .env
         .agents_page(state, p.after.as_deref().unwrap_or(""), limit)

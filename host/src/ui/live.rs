@@ -20,7 +20,7 @@ use tokio::sync::{Notify, broadcast, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::env::{Env, EnvResult, Event, EventFilter, TaskState};
+use crate::env::{Durability, Env, EnvResult, Event, EventFilter, TaskState};
 
 /// The least time between two journal frames: a burst of commits within it
 /// goes out as one frame.
@@ -50,6 +50,10 @@ pub(crate) struct Frame {
 /// The shared tail and what it remembers.
 pub(crate) struct Live {
     env: Env,
+    /// Whether operator actions are on (the page shows their buttons).
+    actions: bool,
+    /// The durability the watched swarm commits with, when known.
+    durability: Option<Durability>,
     frames: broadcast::Sender<Arc<Frame>>,
     someone_watches: Notify,
     history: Mutex<History>,
@@ -66,10 +70,17 @@ struct History {
 impl Live {
     /// Start the tail for `env`; it ends when `stop` turns true (await the
     /// handle to know it read its last).
-    pub(crate) fn start(env: Env, stop: watch::Receiver<bool>) -> (Arc<Live>, JoinHandle<()>) {
+    pub(crate) fn start(
+        env: Env,
+        actions: bool,
+        durability: Option<Durability>,
+        stop: watch::Receiver<bool>,
+    ) -> (Arc<Live>, JoinHandle<()>) {
         let (frames, _) = broadcast::channel(BACKLOG);
         let live = Arc::new(Live {
             env,
+            actions,
+            durability,
             frames,
             someone_watches: Notify::new(),
             history: Mutex::new(History::default()),
@@ -125,7 +136,8 @@ impl Live {
             "now": now,
             "location": env.location().to_string(),
             "backend": if env.file().is_some() { "sqlite" } else { "postgres" },
-            "durability": env.options().durability.name(),
+            "durability": self.durability.map(Durability::name),
+            "actions": self.actions,
             "last_seq": o.last_seq,
             "hosts": hosts,
             "agents": agents,
@@ -143,24 +155,29 @@ impl Live {
 
     async fn tail(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let mut changes = self.env.subscribe();
-        let mut cursor = None;
+        let mut cursor = match self.env.latest_seq().await {
+            Ok(head) => head,
+            Err(e) => {
+                tracing::warn!("the live view cannot read the journal: {e}");
+                0
+            }
+        };
         let mut overview_due = false;
         let mut last_overview = Instant::now() - OVERVIEW_EVERY;
         let mut last_frame = Instant::now() - SETTLE;
         loop {
             if self.frames.receiver_count() == 0 {
-                // Nobody watches: read nothing. A page opened later starts
-                // from the journal's head as it is then, not from a backlog.
+                // Nobody watches: read nothing, only keep the cursor at the
+                // newest sequence number committed, so a page that joins
+                // gets every change made after it joined.
                 tokio::select! {
-                    _ = self.someone_watches.notified() => {}
+                    _ = self.someone_watches.notified() => overview_due = true,
+                    r = changes.changed() => {
+                        if r.is_err() { return; }
+                        cursor = cursor.max(*changes.borrow_and_update());
+                    }
                     _ = stop.wait_for(|s| *s) => return,
                 }
-                changes.borrow_and_update();
-                match self.env.latest_seq().await {
-                    Ok(head) => cursor = Some(head),
-                    Err(e) => tracing::warn!("the live view cannot read the journal: {e}"),
-                }
-                overview_due = true;
                 continue;
             }
             let overview_at = if overview_due {
@@ -212,23 +229,24 @@ impl Live {
     }
 
     /// The events since `cursor` (the newest [`MAX_EVENTS_PER_FRAME`] of
-    /// them), moving the cursor to the journal's head.
-    async fn journal_frame(&self, cursor: &mut Option<u64>) -> EnvResult<Option<Frame>> {
+    /// them), moving the cursor past the last one sent.
+    async fn journal_frame(&self, cursor: &mut u64) -> EnvResult<Option<Frame>> {
         let head = self.env.latest_seq().await?;
-        let after = cursor.unwrap_or(head);
-        let from = after.max(head.saturating_sub(u64::from(MAX_EVENTS_PER_FRAME)));
-        *cursor = Some(head);
+        let after = *cursor;
         if head <= after {
             return Ok(None);
         }
+        let from = after.max(head.saturating_sub(u64::from(MAX_EVENTS_PER_FRAME)));
         let events: Vec<Event> = self
             .env
             .read_events(from, &EventFilter::default(), MAX_EVENTS_PER_FRAME)
             .await?;
+        // Events committed after `head` was read may be in the page too.
+        *cursor = events.last().map_or(head, |e| e.seq.max(head));
         let data = json!({
             "events": events,
             "skipped": from - after,
-            "last_seq": head,
+            "last_seq": *cursor,
         });
         Ok(Some(Frame {
             event: "journal",

@@ -30,7 +30,10 @@ use anyhow::Context;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::env::Env;
+use crate::env::{Durability, Env};
+
+/// How long stopping waits for open connections to close.
+pub const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Where the view listens unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
@@ -45,6 +48,10 @@ pub struct UiOptions {
     pub token: Option<String>,
     /// Allow operator actions (retry and cancel a task).
     pub actions: bool,
+    /// The durability the watched swarm commits with, shown on the page,
+    /// when the view runs beside it (`wawe run --ui`). A separate `wawe ui`
+    /// cannot know: each host sets its own.
+    pub durability: Option<Durability>,
 }
 
 impl Default for UiOptions {
@@ -53,6 +60,7 @@ impl Default for UiOptions {
             listen: DEFAULT_LISTEN.parse().expect("a socket address"),
             token: None,
             actions: false,
+            durability: None,
         }
     }
 }
@@ -80,12 +88,10 @@ impl Ui {
     pub async fn start(env: Env, opts: UiOptions) -> anyhow::Result<Ui> {
         let loopback = opts.listen.ip().is_loopback();
         let token = match opts.token {
-            Some(t) if t.len() < 16 => anyhow::bail!(
-                "the token is too short ({} characters): give one of at least 16, \
-                 or leave it out and one is made up",
-                t.len()
-            ),
-            Some(t) => Some(t),
+            Some(t) => {
+                access::check_token(&t)?;
+                Some(t)
+            }
             None if loopback => None,
             None => Some(access::new_token()?),
         };
@@ -100,7 +106,8 @@ impl Ui {
             })?;
         let addr = listener.local_addr()?;
         let (stop, stopping) = watch::channel(false);
-        let (live, tail) = live::Live::start(env.clone(), stopping.clone());
+        let (live, tail) =
+            live::Live::start(env.clone(), opts.actions, opts.durability, stopping.clone());
         let shared = Arc::new(Shared {
             live,
             env,
@@ -151,16 +158,31 @@ impl Ui {
     }
 
     /// Wait until the server ends (it runs until [`Ui::stop`] or an error).
-    pub async fn stopped(self) -> anyhow::Result<()> {
-        let served = self.server.await?.context("the view's server failed");
-        let _ = self.stop.send(true);
-        self.tail.await?;
-        served
+    pub async fn stopped(mut self) -> anyhow::Result<()> {
+        let served = (&mut self.server).await;
+        self.finish(served).await
     }
 
-    /// Close every page's stream and stop serving.
-    pub async fn stop(self) -> anyhow::Result<()> {
+    /// Close every page's stream and stop serving. A page that stopped
+    /// reading is not waited for longer than [`STOP_GRACE`].
+    pub async fn stop(mut self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
-        self.stopped().await
+        let served = match tokio::time::timeout(STOP_GRACE, &mut self.server).await {
+            Ok(served) => served,
+            Err(_) => {
+                self.server.abort();
+                Ok(Ok(()))
+            }
+        };
+        self.finish(served).await
+    }
+
+    async fn finish(
+        self,
+        served: Result<std::io::Result<()>, tokio::task::JoinError>,
+    ) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        self.tail.await?;
+        served?.context("the view's server failed")
     }
 }

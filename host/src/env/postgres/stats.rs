@@ -62,7 +62,6 @@ impl PgStore {
     }
 }
 
-/// Every task state with its count (zeros included), from `{"state": n}`.
 impl PgStore {
     pub(crate) async fn overview(&self) -> EnvResult<Overview> {
         let sql = format!(
@@ -75,7 +74,7 @@ impl PgStore {
                     (SELECT count(*) FROM learnings),
                     (SELECT count(*) FROM signals),
                     (SELECT count(*) FROM kv WHERE NOT deleted),
-                    (SELECT coalesce(max(seq) - min(seq) + 1, 0) FROM events),
+                    (SELECT coalesce((SELECT max(seq) FROM events) - (SELECT min(seq) FROM events) + 1, 0)),
                     (SELECT seq FROM journal_head)"
         );
         let row = self.query_one(&sql, &[&self.injected_now()]).await?;
@@ -95,6 +94,7 @@ impl PgStore {
     }
 }
 
+/// Every task state with its count (zeros included), from `{"state": n}`.
 fn per_state(json: &str) -> Vec<(String, u64)> {
     let counts: std::collections::HashMap<String, u64> =
         serde_json::from_str(json).unwrap_or_default();

@@ -569,9 +569,11 @@ impl PgStore {
                 .first()
                 .map(task_row)
                 .ok_or_else(|| EnvError::not_found(format!("task {id} does not exist")))?;
+            // Locked (as push locks them) so none can finish before this
+            // task is counted as waiting for it again.
             let deps = tx
                 .query(
-                    "SELECT id, state FROM tasks WHERE id = ANY($1) ORDER BY id",
+                    "SELECT id, state FROM tasks WHERE id = ANY($1) ORDER BY id FOR SHARE",
                     &[&task.depends_on.iter().map(|d| i(*d)).collect::<Vec<_>>()],
                 )
                 .await?
@@ -596,10 +598,14 @@ impl PgStore {
                 None => None,
             };
             let state = requeue_state(&task, &deps, live_twin)?;
+            // A blocked task becomes ready when its count of unfinished
+            // dependencies reaches zero: count them afresh.
+            let pending = deps.iter().filter(|(_, s)| *s != TaskState::Done).count() as i64;
             tx.query(
                 "UPDATE tasks SET state = $1, attempts = 0, not_before = $2, claimed_by = NULL,
-                     claim_token = NULL, claim_expires = NULL, updated_at = $2 WHERE id = $3",
-                &[&state.as_str(), &i(tx.now), &i(id)],
+                     claim_token = NULL, claim_expires = NULL, updated_at = $2, pending_deps = $4
+                 WHERE id = $3",
+                &[&state.as_str(), &i(tx.now), &i(id), &pending],
             )
             .await?;
             tx.record(&who, events::task_requeued(id, &who, task.state, state));

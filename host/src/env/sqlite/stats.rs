@@ -99,7 +99,7 @@ impl SqliteStore {
                 learnings: count("SELECT count(*) FROM learnings")?,
                 signals: count("SELECT count(*) FROM signals")?,
                 values: count("SELECT count(*) FROM kv WHERE deleted = 0")?,
-                events: count("SELECT coalesce(max(seq) - min(seq) + 1, 0) FROM events")?,
+                events: count("SELECT coalesce((SELECT max(seq) FROM events) - (SELECT min(seq) FROM events) + 1, 0)")?,
                 last_seq: count(super::journal::LATEST_SEQ)?,
             })
         })

@@ -198,7 +198,7 @@ function setOverview(ov) {
   overview = ov;
   clockOffset = ov.now - Date.now();
   $('#where').textContent = `${ov.backend} · ${ov.location}`;
-  $('#where').title = `durability ${ov.durability}, last seq ${ov.last_seq}`;
+  $('#where').title = `durability ${ov.durability || 'set by each host'}, last seq ${ov.last_seq}`;
   for (const el of document.querySelectorAll('[data-nav-count]')) {
     const n = ov[el.dataset.navCount];
     el.textContent = n == null ? '' : String(n);
@@ -395,7 +395,7 @@ function overviewView(ctx) {
     head.replaceChildren(
       h('div', { class: 'env-line' },
         h('span', { class: 'mono strong' }, ov.location), ' ',
-        h('span', { class: 'pill' }, ov.backend), h('span', { class: 'pill' }, `durability: ${ov.durability}`),
+        h('span', { class: 'pill' }, ov.backend), h('span', { class: 'pill', title: ov.durability ? 'how hard each commit is pushed to disk' : 'each host running agents sets its own; this view runs apart from them' }, `durability: ${ov.durability || 'set by each host'}`),
         h('span', { class: 'pill' }, `last seq ${ov.last_seq}`),
         h('span', { class: `pill ${ov.actions ? 'pill-on' : ''}` }, ov.actions ? 'operator actions on' : 'read-only')),
       h('div', { class: 'stats' },
@@ -1203,6 +1203,9 @@ function connect() {
 
 async function start() {
   window.addEventListener('hashchange', route);
+  // The stream first: every change after it joins reaches the page, so
+  // nothing committed while the first data loads is missed.
+  connect();
   try {
     await loadOverview();
   } catch (e) {
@@ -1210,6 +1213,5 @@ async function start() {
     console.warn(e);
   }
   route();
-  connect();
 }
 start();
