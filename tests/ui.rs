@@ -528,3 +528,68 @@ fn operator_actions_need_the_flag_and_the_header_and_are_journaled_as_operator()
         }
     });
 }
+
+/// The suite's PostgreSQL server, if one answers; where none does this says
+/// so on one line (under `CI=true` it fails).
+fn postgres() -> Option<String> {
+    let url = std::env::var("WAWE_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".into());
+    let parsed = url::Url::parse(&url).expect("WAWE_TEST_POSTGRES is a URL");
+    let addr = (
+        parsed.host_str().unwrap_or("localhost").to_owned(),
+        parsed.port().unwrap_or(5432),
+    );
+    if std::net::TcpStream::connect(addr).is_ok() {
+        return Some(url);
+    }
+    let line =
+        format!("wawe: the live view on PostgreSQL is NOT TESTED: no server answers at {url}");
+    assert!(
+        !std::env::var("CI").is_ok_and(|v| v == "true"),
+        "{line} (CI=true: a backend that cannot be tested is a failure)"
+    );
+    eprintln!("{line}");
+    None
+}
+
+#[test]
+fn the_view_reads_an_environment_on_postgresql_too() {
+    let Some(server) = postgres() else { return };
+    let schema = format!("wawe_ui_{}", std::process::id());
+    let at = wawe::env::EnvLocation::parse(&server)
+        .with_schema(&schema)
+        .unwrap();
+    let env = Env::open(&at, EnvOptions::default()).unwrap();
+    let a = AgentId::new("seed");
+    let id = block(env.push(&a, "pg-jobs", "{}", PushOptions::default()))
+        .unwrap()
+        .id;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = wawe(dir.path())
+        .args(["ui", "--listen", "127.0.0.1:0", "--env"])
+        .arg(at.to_env_arg())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let s = Served {
+        base: line
+            .split(" at ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no URL in {line:?}"))
+            .trim_end_matches('/')
+            .to_owned(),
+        child,
+    };
+    let o = get_ok(&s, "/api/overview");
+    assert_eq!(o["backend"], "postgres");
+    assert_eq!(o["queues"][0]["queue"], "pg-jobs");
+    let t = get_ok(&s, &format!("/api/tasks/{id}"));
+    assert_eq!(t["story"][0]["kind"], "task.pushed");
+    drop(s);
+    block(env.destroy()).unwrap();
+}

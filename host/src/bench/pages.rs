@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 
 /// How long a page waits after a journal frame before re-fetching its list
 /// (what the page's debounce does).
-const DEBOUNCE: Duration = Duration::from_millis(500);
+const DEBOUNCE: Duration = Duration::from_millis(1000);
 
 /// `n` open pages, closed when dropped.
 pub(super) struct Pages {

@@ -24,10 +24,10 @@ use crate::env::{Durability, Env, EnvResult, Event, EventFilter, TaskState};
 
 /// The least time between two journal frames: a burst of commits within it
 /// goes out as one frame.
-const SETTLE: Duration = Duration::from_millis(200);
+const SETTLE: Duration = Duration::from_millis(250);
 
 /// The most events one frame carries; older ones in a burst are counted.
-pub(crate) const MAX_EVENTS_PER_FRAME: u32 = 100;
+pub(crate) const MAX_EVENTS_PER_FRAME: u32 = 50;
 
 /// How often the overview is recomputed at most (and sampled for history).
 const OVERVIEW_EVERY: Duration = Duration::from_secs(1);

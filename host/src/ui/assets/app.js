@@ -167,7 +167,7 @@ const api = (path, params) => request('GET', path, params);
 
 // Runs `fn` at most once per `ms` and never twice at once: triggers during a
 // run or the quiet period fold into one later run.
-function refresher(fn, ms = 500) {
+function refresher(fn, ms = 1000) {
   let last = 0, timer = null, running = false, again = false;
   async function run() {
     timer = null;
