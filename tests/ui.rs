@@ -28,12 +28,11 @@ impl Drop for Served {
     }
 }
 
-fn serve(env: &Path, extra: &[&str]) -> Served {
-    let mut child = wawe(env.parent().unwrap())
-        .args(["ui", "--env"])
-        .arg(env)
-        .args(["--listen", "127.0.0.1:0"])
-        .args(extra)
+/// `wawe ui --env ENV ARGS` in `dir`: the process and the URL it printed.
+fn spawn_ui(dir: &Path, env: &str, args: &[&str]) -> (Child, String) {
+    let mut child = wawe(dir)
+        .args(["ui", "--env", env])
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -48,6 +47,13 @@ fn serve(env: &Path, extra: &[&str]) -> Served {
         .and_then(|rest| rest.split_whitespace().next())
         .unwrap_or_else(|| panic!("no URL in {line:?}"))
         .to_owned();
+    (child, url)
+}
+
+/// The view of the environment file `env` on a free loopback port.
+fn serve(env: &Path, extra: &[&str]) -> Served {
+    let args = [&["--listen", "127.0.0.1:0"], extra].concat();
+    let (child, url) = spawn_ui(env.parent().unwrap(), env.to_str().unwrap(), &args);
     Served {
         child,
         base: url.trim_end_matches('/').to_owned(),
@@ -383,27 +389,16 @@ fn off_loopback_every_request_needs_the_token_and_loopback_needs_a_loopback_host
     assert!(evil.json()["error"].as_str().unwrap().contains("loopback"));
     drop(s);
     // Any other address: a token is made up, printed, and required.
-    let mut child = wawe(f.dir.path())
-        .args(["ui", "--listen", "0.0.0.0:0", "--env"])
-        .arg(&db)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let (child, printed) = spawn_ui(
+        f.dir.path(),
+        db.to_str().unwrap(),
+        &["--listen", "0.0.0.0:0"],
+    );
     let s = Served {
         base: String::new(),
         child,
     };
-    let printed = line
-        .split(" at ")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap();
+    let printed = printed.as_str();
     let (base, token) = printed.split_once("/?token=").expect("a token in the URL");
     assert!(token.len() >= 32, "{token}");
     let api = format!("{base}/api/overview");
@@ -565,24 +560,9 @@ fn the_view_reads_an_environment_on_postgresql_too() {
         .unwrap()
         .id;
     let dir = tempfile::tempdir().unwrap();
-    let mut child = wawe(dir.path())
-        .args(["ui", "--listen", "127.0.0.1:0", "--env"])
-        .arg(at.to_env_arg())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let (child, url) = spawn_ui(dir.path(), &at.to_env_arg(), &["--listen", "127.0.0.1:0"]);
     let s = Served {
-        base: line
-            .split(" at ")
-            .nth(1)
-            .and_then(|r| r.split_whitespace().next())
-            .unwrap_or_else(|| panic!("no URL in {line:?}"))
-            .trim_end_matches('/')
-            .to_owned(),
+        base: url.trim_end_matches('/').to_owned(),
         child,
     };
     let o = get_ok(&s, "/api/overview");
