@@ -2,9 +2,9 @@
 //!
 //! One page (its assets are built into the binary) and a JSON API read
 //! through [`Env`], so it works on every backend. The page is kept current by
-//! server-sent events fed from one journal tail per server ([`live`]), never
+//! server-sent events fed from one journal tail per server (`live.rs`), never
 //! by pages polling. Read-only unless started with operator actions allowed;
-//! bound anywhere but loopback only with a token ([`access`]).
+//! bound anywhere but loopback only with a token (`access.rs`).
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
