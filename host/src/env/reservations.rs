@@ -83,6 +83,15 @@ impl Env {
                 }
             };
             if Instant::now() >= until {
+                // Leave the line before answering, so a caller who asks next
+                // (on any writer connection) is not queued behind a waiter
+                // that gave up. Should that fail, `Drop` tries again.
+                if let Some(waiter) = place.waiter {
+                    let left = store!(self, s => s.leave_queue_now(who.as_str(), waiter).await);
+                    if left.is_ok() {
+                        place.waiter = None;
+                    }
+                }
                 return Err(conflict);
             }
             let wake = retry_at.map_or(until, |at| self.instant_at(at).min(until));

@@ -265,6 +265,25 @@ pub(crate) async fn expire(tx: &mut PgTx<'_>) -> EnvResult<u64> {
     Ok(expired.len() as u64)
 }
 
+/// Remove `agent`'s place `waiter` from the reservation queue.
+async fn leave(tx: &mut PgTx<'_>, agent: &str, waiter: u64) -> EnvResult<()> {
+    let gone = tx
+        .query(
+            "DELETE FROM reservation_waiters WHERE id = $1 RETURNING id",
+            &[&i(waiter)],
+        )
+        .await?;
+    if !gone.is_empty() {
+        tx.journal(
+            agent,
+            "lease.wait-ended",
+            &format!("waiter/{waiter}"),
+            json!({}),
+        );
+    }
+    Ok(())
+}
+
 impl PgStore {
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn reserve_once(
@@ -290,23 +309,14 @@ impl PgStore {
     /// Leave the reservation queue without waiting for the answer (from `Drop`).
     pub(crate) fn leave_queue(&self, agent: &str, waiter: u64) {
         let agent = agent.to_owned();
-        self.send_detached(async move |tx| {
-            let gone = tx
-                .query(
-                    "DELETE FROM reservation_waiters WHERE id = $1 RETURNING id",
-                    &[&i(waiter)],
-                )
-                .await?;
-            if !gone.is_empty() {
-                tx.journal(
-                    &agent,
-                    "lease.wait-ended",
-                    &format!("waiter/{waiter}"),
-                    json!({}),
-                );
-            }
-            Ok(())
-        });
+        self.send_detached(async move |tx| leave(tx, &agent, waiter).await);
+    }
+
+    /// Leave the reservation queue, answered after the commit.
+    pub(crate) async fn leave_queue_now(&self, agent: &str, waiter: u64) -> EnvResult<()> {
+        let agent = agent.to_owned();
+        self.write(async move |tx| leave(tx, &agent, waiter).await)
+            .await
     }
 
     pub(crate) async fn renew(&self, agent: &str, lease: u64, ttl_ms: u64) -> EnvResult<Lease> {

@@ -280,6 +280,23 @@ pub(crate) fn expire(tx: &mut Tx<'_>) -> EnvResult<u64> {
     Ok(expired.len() as u64)
 }
 
+/// Remove `agent`'s place `waiter` from the reservation queue.
+fn leave(tx: &mut Tx<'_>, agent: &str, waiter: u64) -> EnvResult<()> {
+    let n = tx
+        .conn
+        .prepare_cached("DELETE FROM reservation_waiters WHERE id = ?1")?
+        .execute([i(waiter)])?;
+    if n > 0 {
+        tx.journal(
+            agent,
+            "lease.wait-ended",
+            &format!("waiter/{waiter}"),
+            json!({}),
+        )?;
+    }
+    Ok(())
+}
+
 impl SqliteStore {
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn reserve_once(
@@ -299,21 +316,13 @@ impl SqliteStore {
     /// Leave the reservation queue without waiting for the answer (from `Drop`).
     pub(crate) fn leave_queue(&self, agent: &str, waiter: u64) {
         let agent = agent.to_owned();
-        self.send_detached(move |tx| {
-            let n = tx
-                .conn
-                .prepare_cached("DELETE FROM reservation_waiters WHERE id = ?1")?
-                .execute([i(waiter)])?;
-            if n > 0 {
-                tx.journal(
-                    &agent,
-                    "lease.wait-ended",
-                    &format!("waiter/{waiter}"),
-                    json!({}),
-                )?;
-            }
-            Ok(())
-        });
+        self.send_detached(move |tx| leave(tx, &agent, waiter));
+    }
+
+    /// Leave the reservation queue, answered after the commit.
+    pub(crate) async fn leave_queue_now(&self, agent: &str, waiter: u64) -> EnvResult<()> {
+        let agent = agent.to_owned();
+        self.write(move |tx| leave(tx, &agent, waiter)).await
     }
 
     pub(crate) async fn renew(&self, agent: &str, lease: u64, ttl_ms: u64) -> EnvResult<Lease> {
