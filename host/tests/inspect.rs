@@ -119,6 +119,8 @@ async fn a_tasks_story_is_every_event_about_it_and_its_links_both_ways() {
     let c = env.claim(&w, "q", 10_000, 0).await.unwrap().unwrap();
     env.complete(&w, c.id, c.token, "ok").await.unwrap();
     let story = env.task_story(first.id).await.unwrap();
+    assert!(!story.cut_short);
+    let story = story.events;
     let kinds: Vec<&str> = story.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(
         kinds,

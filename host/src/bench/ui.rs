@@ -84,7 +84,7 @@ pub async fn ui(
     };
     let env = Env::open(&path, EnvOptions::default())?;
     let started = Instant::now();
-    let story = fill(&env, agents, tasks, events).await?;
+    let (story, long) = fill(&env, agents, tasks, events).await?;
     let fill_seconds = started.elapsed().as_secs_f64();
     let stats = env.stats().await?;
     let ui = Ui::start(
@@ -124,6 +124,7 @@ pub async fn ui(
         "/api/tasks?state=dead&limit=100".into(),
         "/api/tasks?queue=q9&state=ready&limit=100".into(),
         format!("/api/tasks/{story}"),
+        format!("/api/tasks/{long}"),
         "/api/leases?limit=1000".into(),
         "/api/values?limit=100".into(),
         "/api/signals?limit=500".into(),
@@ -203,11 +204,17 @@ async fn update_latency(
     Ok(Latency::of(samples))
 }
 
-/// Fill `env`; returns a task whose story has a crash in it.
-async fn fill(env: &Env, agents: u64, tasks: u64, events: u64) -> anyhow::Result<u64> {
+/// Fill `env`; returns a task whose story has a crash in it, and a task
+/// that lives through the whole fill (its story is the widest search).
+async fn fill(env: &Env, agents: u64, tasks: u64, events: u64) -> anyhow::Result<(u64, u64)> {
     let host = env
         .register_host("bench", std::process::id(), 3_600_000)
         .await?;
+    let elder = env.agent_started(&host, "bench.elder", 0, "bench").await?;
+    let long = env
+        .push(&elder, "long", "{}", PushOptions::default())
+        .await?
+        .id;
     // Agents: a tenth of them crashed, with a reason as long as a real one.
     let ids = in_parallel(agents, |n| {
         let (env, host) = (env.clone(), host.clone());
@@ -280,7 +287,12 @@ async fn fill(env: &Env, agents: u64, tasks: u64, events: u64) -> anyhow::Result
         }
     })
     .await?;
-    Ok(story)
+    let c = env
+        .claim(&elder, "long", 60_000, 0)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the long task was not there to claim"))?;
+    env.complete(&elder, c.id, c.token, "ok").await?;
+    Ok((story, long))
 }
 
 /// Run `one(n)` for `n` in `0..count`, [`FILLERS`] at a time.

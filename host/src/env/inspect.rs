@@ -22,6 +22,21 @@ pub const MAX_EVENTS_SCANNED: u64 = 50_000;
 /// The most events a task's story holds (its oldest ones).
 pub const MAX_STORY: u32 = 10_000;
 
+/// The most journal events a task's story looks through: those written
+/// between the task's creation and its last change, oldest first.
+pub const MAX_STORY_SCANNED: u64 = 200_000;
+
+/// A task's story: every journal event about it, oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Story {
+    /// The events whose subject is the task.
+    pub events: Vec<Event>,
+    /// Whether the story may be longer: more than [`MAX_STORY_SCANNED`]
+    /// events were written in the task's lifetime (or it has more than
+    /// [`MAX_STORY`]); the journal filtered by its subject has the rest.
+    pub cut_short: bool,
+}
+
 /// Which tasks a page of tasks holds.
 #[derive(Debug, Clone, Default)]
 pub struct TaskQuery {
@@ -157,9 +172,14 @@ impl Env {
     }
 
     /// Every journal event about task `id` (subject `task/ID`), oldest
-    /// first: its story, from push to its end.
-    pub async fn task_story(&self, id: u64) -> EnvResult<Vec<Event>> {
-        store!(self, s => s.events_about(&format!("task/{id}"), MAX_STORY).await)
+    /// first: its story, from push to its end. Found among the events
+    /// written in the task's lifetime (through the journal's time index), so
+    /// the journal needs no index of subjects that every write would pay for.
+    pub async fn task_story(&self, id: u64) -> EnvResult<Story> {
+        let task = self.get_task(id).await?;
+        let subject = format!("task/{id}");
+        let (from, to) = (task.created_at, task.updated_at.max(task.created_at));
+        store!(self, s => s.events_about(&subject, from, to, MAX_STORY, MAX_STORY_SCANNED).await)
     }
 
     /// A page of agents in id order, after `after` (empty: from the start),

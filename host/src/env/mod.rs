@@ -71,8 +71,8 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use copy::Copied;
 pub use error::{EnvError, EnvResult, OpenError};
 pub use inspect::{
-    Direction, EventPage, MAX_EVENTS_SCANNED, MAX_PAGE, MAX_STORY, Overview, QueueCounts,
-    TaskLinks, TaskQuery, TaskRef, Waiter,
+    Direction, EventPage, MAX_EVENTS_SCANNED, MAX_PAGE, MAX_STORY, MAX_STORY_SCANNED, Overview,
+    QueueCounts, Story, TaskLinks, TaskQuery, TaskRef, Waiter,
 };
 pub use learnings::MAX_LEARNINGS_LISTED;
 pub use location::{DEFAULT_SCHEMA, EnvLocation};

@@ -272,7 +272,8 @@ async fn task(State(s): S, Path(id): Path<String>) -> ApiResult {
         "task": task,
         "depends_on": refs(&links.depends_on),
         "dependents": refs(&links.dependents),
-        "story": story,
+        "story": story.events,
+        "story_cut_short": story.cut_short,
     })))
 }
 

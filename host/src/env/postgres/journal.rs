@@ -4,7 +4,7 @@
 use super::PgStore;
 use crate::env::events::Change;
 use crate::env::limits::{i, u};
-use crate::env::{Direction, EnvResult, Event, EventFilter, EventPage};
+use crate::env::{Direction, EnvResult, Event, EventFilter, EventPage, Story};
 
 /// Rows read per statement while looking for matching events.
 const PAGE: i64 = 1_000;
@@ -80,17 +80,37 @@ impl PgStore {
         }
     }
 
-    /// The oldest `limit` events whose subject is `subject` (through the
-    /// journal's subject index).
-    pub(crate) async fn events_about(&self, subject: &str, limit: u32) -> EnvResult<Vec<Event>> {
+    /// The oldest `limit` events whose subject is `subject` among those
+    /// written from `from` to `to` (ms), looking at no more than `max_scan`.
+    pub(crate) async fn events_about(
+        &self,
+        subject: &str,
+        from: u64,
+        to: u64,
+        limit: u32,
+        max_scan: u64,
+    ) -> EnvResult<Story> {
+        let scan = i(max_scan);
         let rows = self
             .query(
-                "SELECT seq, at, agent, kind, subject, detail FROM events
-                 WHERE subject = $1 ORDER BY seq LIMIT $2",
-                &[&subject, &i64::from(limit)],
+                "SELECT seq, at, agent, kind, subject, detail FROM
+                   (SELECT * FROM events WHERE at >= $1 AND at <= $2 ORDER BY at, seq LIMIT $3) w
+                 WHERE subject = $4 ORDER BY seq LIMIT $5",
+                &[&i(from), &i(to), &scan, &subject, &(i64::from(limit) + 1)],
             )
             .await?;
-        Ok(rows.iter().map(event_row).collect())
+        let window = self
+            .query(
+                "SELECT count(*) FROM
+                   (SELECT 1 FROM events WHERE at >= $1 AND at <= $2 LIMIT $3) w",
+                &[&i(from), &i(to), &(scan + 1)],
+            )
+            .await?;
+        let seen: i64 = window.first().map_or(0, |r| r.get(0));
+        let mut events: Vec<Event> = rows.iter().map(event_row).collect();
+        let cut_short = seen > scan || events.len() > limit as usize;
+        events.truncate(limit as usize);
+        Ok(Story { events, cut_short })
     }
 
     pub(crate) async fn latest_seq(&self) -> EnvResult<u64> {

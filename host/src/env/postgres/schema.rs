@@ -174,10 +174,6 @@ CREATE TABLE events (
 CREATE INDEX events_by_time ON events (at);
 "#;
 
-/// Version 3: the journal indexed by subject, so a task's story is found
-/// without reading the whole journal.
-const STORY: &str = "CREATE INDEX IF NOT EXISTS events_by_subject ON events (subject, seq);";
-
 /// Version 2: the shared workspace's identity and the last token that wrote
 /// each of its paths (created with every new environment, and added to
 /// version 1 schemas when they are opened).
@@ -290,7 +286,7 @@ pub(crate) async fn prepare(
         let schema = &target.schema;
         client
             .batch_execute(&format!(
-                "CREATE SCHEMA IF NOT EXISTS {schema}; SET LOCAL search_path TO {schema}, pg_catalog; {CREATE} {WORKSPACE} {STORY}
+                "CREATE SCHEMA IF NOT EXISTS {schema}; SET LOCAL search_path TO {schema}, pg_catalog; {CREATE} {WORKSPACE}
                  INSERT INTO environment (application, schema_version) VALUES ('{APPLICATION}', {SCHEMA_VERSION});"
             ))
             .await
@@ -317,7 +313,7 @@ async fn migrate(client: &Client, target: &PgTarget, shown: &str) -> Result<(), 
     let upgraded = client
         .batch_execute(&format!(
             "BEGIN; SELECT pg_advisory_xact_lock(hashtext('wawe schema creation'));
-             SET LOCAL search_path TO {schema}, pg_catalog; {WORKSPACE} {STORY}
+             SET LOCAL search_path TO {schema}, pg_catalog; {WORKSPACE}
              UPDATE environment SET schema_version = {SCHEMA_VERSION}
                  WHERE schema_version < {SCHEMA_VERSION};
              COMMIT"

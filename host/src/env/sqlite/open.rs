@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
-use super::schema::{APPLICATION_ID, CREATE, SCHEMA_VERSION, STORY, WORKSPACE};
+use super::schema::{APPLICATION_ID, CREATE, SCHEMA_VERSION, WORKSPACE};
 use crate::env::{Durability, EnvOptions, OpenError};
 
 const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
@@ -158,7 +158,6 @@ pub(crate) fn create_schema(
         if app != APPLICATION_ID {
             conn.execute_batch(CREATE)?;
             conn.execute_batch(WORKSPACE)?;
-            conn.execute_batch(STORY)?;
             conn.execute_batch(&format!(
                 "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION};"
             ))?;
@@ -185,9 +184,6 @@ pub(crate) fn migrate(conn: &Connection, path: &Path, opts: &EnvOptions) -> Resu
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         if version < 2 {
             conn.execute_batch(WORKSPACE)?;
-        }
-        if version < 3 {
-            conn.execute_batch(STORY)?;
         }
         conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}; COMMIT"))
     };

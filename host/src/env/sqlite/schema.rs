@@ -1,7 +1,7 @@
 //! The database schema and its version.
 
 /// The schema version this build writes; files with a newer one are refused.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// `PRAGMA application_id` of every wawe environment: "WAWE" in ASCII.
 pub(crate) const APPLICATION_ID: i64 = 0x5741_5745;
@@ -172,8 +172,3 @@ CREATE TABLE IF NOT EXISTS workspace_files (
     updated_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 "#;
-
-/// Version 3: the journal indexed by subject, so a task's story is found
-/// without reading the whole journal.
-pub(crate) const STORY: &str =
-    "CREATE INDEX IF NOT EXISTS events_by_subject ON events (subject, seq);";

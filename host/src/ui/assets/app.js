@@ -779,7 +779,8 @@ function taskView(ctx, idText) {
   const top = h('div');
   const story = h('ol', { id: 'story', class: 'story' });
   const storyCount = h('span', { class: 'muted' });
-  const storyCard = h('section', { class: 'card story-card' }, h('h2', null, 'Story ', storyCount), story);
+  const storyNote = h('p', { class: 'muted', hidden: true });
+  const storyCard = h('section', { class: 'card story-card' }, h('h2', null, 'Story ', storyCount), storyNote, story);
   ctx.root.append(page);
   page.append(top);
   // Story and details side by side when there is room.
@@ -846,6 +847,9 @@ function taskView(ctx, idText) {
     renderTop(r);
     if (!storyCard.isConnected) page.append(storyCard);
     setStory(r.story || []);
+    storyNote.hidden = !r.story_cut_short;
+    storyNote.replaceChildren('Only the start of this story is shown: the task lived through more journal events than one look reads. ',
+      h('a', { href: `#/journal${qs({ subject: `task/${id}` })}` }, 'The journal filtered by its subject'), ' has all of it.');
     markReady('task');
   }
   const refresh = refresher(load);
