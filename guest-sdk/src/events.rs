@@ -5,7 +5,7 @@ use std::time::Duration;
 use crate::bindings::wawe::env::events as raw;
 use crate::{Result, millis};
 
-pub use raw::Event;
+pub use raw::{Event, Page};
 
 /// Which events to return: kind prefixes (any of them) and a subject prefix.
 ///
@@ -84,9 +84,30 @@ impl Filter {
     }
 }
 
-/// Up to `limit` events after sequence number `after` that match `filter`, oldest first.
-pub fn read(after: u64, filter: &Filter, limit: u32) -> Result<Vec<Event>> {
+/// Up to `limit` events after sequence number `after` that match `filter`,
+/// oldest first, and where the read got to. One read looks at no more than
+/// 50,000 events: with a narrow filter it may find fewer (even none) and set
+/// `more`; read on from `scanned_to`.
+pub fn read_page(after: u64, filter: &Filter, limit: u32) -> Result<Page> {
     Ok(raw::read(after, &filter.to_raw(), limit)?)
+}
+
+/// Up to `limit` events after sequence number `after` that match `filter`,
+/// oldest first: [`read_page`] read on until `limit` events are found or the
+/// journal ends (each page a bounded call into the host).
+pub fn read(after: u64, filter: &Filter, limit: u32) -> Result<Vec<Event>> {
+    let raw = filter.to_raw();
+    let mut found = Vec::new();
+    let mut after = after;
+    while found.len() < limit as usize {
+        let page = raw::read(after, &raw, limit - found.len() as u32)?;
+        found.extend(page.events);
+        if !page.more {
+            break;
+        }
+        after = page.scanned_to;
+    }
+    Ok(found)
 }
 
 /// Blocks until an event after `after` matches `filter` or `timeout` passes;

@@ -316,6 +316,29 @@ async fn event_pages_go_both_ways_filter_by_agent_and_stop_after_a_bounded_scan(
     assert!(page.events.is_empty());
     assert!(page.more);
     assert_eq!(page.scanned_to, head - MAX_EVENTS_SCANNED + 1);
+    // So does the agents' read, going forward: it answers with where it got
+    // to, and reading on from there reaches the journal's end.
+    let marked = EventFilter {
+        kinds: vec!["value.".into()],
+        subject_prefix: "value/last".into(),
+        ..EventFilter::default()
+    };
+    env.put_value(&a, "last", "v", None, None).await.unwrap();
+    let first = env.read_events_page(10, &marked, 100).await.unwrap();
+    assert!(first.events.is_empty());
+    assert!(first.more);
+    assert_eq!(first.scanned_to, 10 + MAX_EVENTS_SCANNED);
+    let rest = env
+        .read_events_page(first.scanned_to, &marked, 100)
+        .await
+        .unwrap();
+    assert_eq!(rest.events.len(), 1);
+    assert!(!rest.more);
+    // The tools' read and a wait read on, a bounded page at a time.
+    assert_eq!(env.read_events(10, &marked, 100).await.unwrap().len(), 1);
+    let waited = env.wait_events(10, &marked, 5_000).await.unwrap();
+    assert_eq!(waited.len(), 1);
+    assert_eq!(waited[0].subject, "value/last");
 }
 
 async fn an_operator_retries_a_dead_task_and_cancels_a_claimed_one() {

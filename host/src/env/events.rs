@@ -66,6 +66,7 @@ pub(crate) fn task_extended(id: impl Display, expires_at: u64) -> Change {
 
 pub(crate) fn task_retried(
     id: impl Display,
+    queue: &str,
     attempts: u32,
     not_before: u64,
     error: &str,
@@ -73,7 +74,7 @@ pub(crate) fn task_retried(
     task(
         "task.retried",
         id,
-        json!({"attempts": attempts, "not_before": not_before, "error": error}),
+        json!({"queue": queue, "attempts": attempts, "not_before": not_before, "error": error}),
     )
 }
 
@@ -98,6 +99,7 @@ pub(crate) fn task_cancelled_by(id: impl Display, by: &str, was: TaskState) -> C
 /// A dead or cancelled task put back by an operator (`by`), now `state`.
 pub(crate) fn task_requeued(
     id: impl Display,
+    queue: &str,
     by: &str,
     was: TaskState,
     state: TaskState,
@@ -105,16 +107,16 @@ pub(crate) fn task_requeued(
     task(
         "task.requeued",
         id,
-        json!({"by": by, "was": was, "state": state}),
+        json!({"queue": queue, "by": by, "was": was, "state": state}),
     )
 }
 
 /// A blocked task made ready once task `after` was done.
-pub(crate) fn task_ready(id: impl Display, after: u64) -> Change {
-    task("task.ready", id, json!({"after": after}))
+pub(crate) fn task_ready(id: impl Display, queue: &str, after: u64) -> Change {
+    task("task.ready", id, json!({"queue": queue, "after": after}))
 }
 
 /// A claimed task handed back (its agent was stopped), its attempt given back.
-pub(crate) fn task_returned(id: impl Display, why: &str) -> Change {
-    task("task.returned", id, json!({"why": why}))
+pub(crate) fn task_returned(id: impl Display, queue: &str, why: &str) -> Change {
+    task("task.returned", id, json!({"queue": queue, "why": why}))
 }

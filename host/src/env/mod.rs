@@ -59,6 +59,7 @@ mod store;
 mod tasks;
 mod types;
 mod values;
+mod wake;
 mod workspace;
 
 use std::sync::Arc;
@@ -77,11 +78,13 @@ pub use inspect::{
 pub use learnings::MAX_LEARNINGS_LISTED;
 pub use location::{DEFAULT_SCHEMA, EnvLocation};
 pub use options::{Durability, EnvOptions};
+pub use reservations::MAX_HOLDINGS_LISTED;
 pub use resource::{overlaps, validate_resource};
 pub use signals::MAX_TRAILS_LISTED;
 pub use sqlite::SCHEMA_VERSION;
 pub use tasks::MAX_TASKS_LISTED;
 pub use types::*;
+pub use wake::WakeTally;
 pub use workspace::{Edit, EditKind, FileChange, WorkspaceRecord, validate_path};
 
 use limits::MAX_WAIT_MS;
@@ -206,13 +209,22 @@ impl Env {
         store!(self, s => s.subscribe())
     }
 
-    /// Sleep until the environment changes after `rx` last looked, or `until`.
-    /// Returns false when `until` came first.
-    pub(crate) async fn changed_before(rx: &mut watch::Receiver<u64>, until: Instant) -> bool {
-        matches!(
-            tokio::time::timeout_at(until, rx.changed()).await,
-            Ok(Ok(()))
-        )
+    /// The waiters of this handle (claims, reserves, events waits), woken by
+    /// what commits touch.
+    pub(crate) fn wakes(&self) -> &Arc<wake::Wakes> {
+        store!(self, s => s.wakes())
+    }
+
+    /// How many calls wait on this handle now (claims, reserves, events
+    /// waits).
+    pub fn waiting_calls(&self) -> usize {
+        self.wakes().waiting()
+    }
+
+    /// How many waiters commits have woken so far, targeted and general:
+    /// with targeted wake-ups a commit wakes only the waiters it concerns.
+    pub fn wake_tally(&self) -> WakeTally {
+        self.wakes().tally()
     }
 
     /// The real instant at which the environment clock will read `at_ms`.

@@ -7,6 +7,7 @@ use tokio::time::Instant;
 use super::limits::{MAX_WAIT_MS, check_count, check_ttl};
 use super::resource::{covering_dirs, dir_range_end, overlaps, validate_resource};
 use super::store::Attempt;
+use super::wake::Interest;
 use super::{AgentId, Env, EnvError, EnvResult, Holding, Lease, Mode};
 
 /// A caller's place in the reservation queue; leaving it (a grant, a timeout,
@@ -26,6 +27,9 @@ impl Drop for QueuePlace<'_> {
         }
     }
 }
+
+/// Most holdings one `list` returns.
+pub const MAX_HOLDINGS_LISTED: u32 = 10_000;
 
 impl Env {
     /// Reserve all of `resources` in `mode` for `ttl_ms`, or none of them,
@@ -62,9 +66,14 @@ impl Env {
             agent: who,
             waiter: None,
         };
-        let mut rx = self.subscribe();
+        // Registered before the first attempt, so that a release landing
+        // after it still wakes this reserve.
+        let waiter =
+            (wait_ms > 0).then(|| self.wakes().register(Interest::Resources(wanted.clone())));
         loop {
-            rx.borrow_and_update();
+            if let Some(w) = &waiter {
+                w.settle();
+            }
             let attempt = store!(self, s => s
                 .reserve_once(who.as_str(), &wanted, mode, ttl_ms, place.waiter, queue_until)
                 .await)?;
@@ -95,7 +104,9 @@ impl Env {
                 return Err(conflict);
             }
             let wake = retry_at.map_or(until, |at| self.instant_at(at).min(until));
-            Env::changed_before(&mut rx, wake).await;
+            if let Some(w) = &waiter {
+                w.woken_before(wake).await;
+            }
         }
     }
 
@@ -110,9 +121,10 @@ impl Env {
         store!(self, s => s.release(who.as_str(), lease).await)
     }
 
-    /// Every live holding whose resource starts with `prefix`, by resource.
+    /// The live holdings whose resource starts with `prefix`, by resource:
+    /// the first [`MAX_HOLDINGS_LISTED`] (`holdings_page` pages on).
     pub async fn list_reservations(&self, prefix: &str) -> EnvResult<Vec<Holding>> {
-        store!(self, s => s.list_reservations(prefix).await)
+        store!(self, s => s.holdings_page(prefix, None, None, MAX_HOLDINGS_LISTED).await)
     }
 }
 

@@ -5,6 +5,7 @@
 use tokio::time::Instant;
 
 use super::limits::{check_count, check_name, check_payload, check_ttl};
+use super::wake::Interest;
 use super::{AgentId, Claimed, Env, EnvError, EnvResult, PushOptions, Pushed, Task, TaskState};
 
 /// Most tasks one listing returns, whatever the limit asked for.
@@ -50,19 +51,28 @@ impl Env {
         check_name("queue name", queue, self.options())?;
         check_ttl("claim", lease_ms)?;
         let until = Env::wait_until(wait_ms);
-        let mut rx = self.subscribe();
+        // Registered before the first look, so that a push landing after it
+        // still wakes this claim.
+        let waiter =
+            (wait_ms > 0).then(|| self.wakes().register(Interest::Queue(queue.to_owned())));
         // The first attempt goes straight to the writer (the common case: a
         // task is there). After a wake, a read first tells whether anything
-        // is claimable, so wakes for other queues cost no write.
+        // is claimable, so a wake another claimer beat us to, or one for a
+        // task due only later, costs no write.
         let mut due_now = true;
         loop {
-            rx.borrow_and_update();
+            if let Some(w) = &waiter {
+                w.settle();
+            }
             if due_now {
                 let claimed = store!(self, s => s.claim_once(who.as_str(), queue, lease_ms).await)?;
                 if claimed.is_some() {
                     return Ok(claimed);
                 }
             }
+            let Some(waiter) = &waiter else {
+                return Ok(None);
+            };
             if Instant::now() >= until {
                 return Ok(None);
             }
@@ -74,7 +84,7 @@ impl Env {
             let wake = later
                 .filter(|&at| at > self.now_ms())
                 .map_or(until, |at| self.instant_at(at).min(until));
-            Env::changed_before(&mut rx, wake).await;
+            waiter.woken_before(wake).await;
         }
     }
 

@@ -329,13 +329,14 @@ pub struct EventFilter {
 impl EventFilter {
     /// Whether `event` passes the filter.
     pub fn matches(&self, event: &Event) -> bool {
-        (self.kinds.is_empty()
-            || self
-                .kinds
-                .iter()
-                .any(|k| event.kind.starts_with(k.as_str())))
-            && event.subject.starts_with(self.subject_prefix.as_str())
-            && self.agent.as_ref().is_none_or(|a| *a == event.agent)
+        self.matches_parts(&event.agent, &event.kind, &event.subject)
+    }
+
+    /// Whether an event by `agent` of `kind` about `subject` passes.
+    pub(crate) fn matches_parts(&self, agent: &str, kind: &str, subject: &str) -> bool {
+        (self.kinds.is_empty() || self.kinds.iter().any(|k| kind.starts_with(k.as_str())))
+            && subject.starts_with(self.subject_prefix.as_str())
+            && self.agent.as_deref().is_none_or(|a| a == agent)
     }
 }
 

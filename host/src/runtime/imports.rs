@@ -381,6 +381,16 @@ impl From<env::Event> for events::Event {
     }
 }
 
+impl From<env::EventPage> for events::Page {
+    fn from(p: env::EventPage) -> Self {
+        Self {
+            events: p.events.into_iter().map(Into::into).collect(),
+            scanned_to: p.scanned_to,
+            more: p.more,
+        }
+    }
+}
+
 fn filter_in(f: events::Filter) -> env::EventFilter {
     env::EventFilter {
         kinds: f.kinds,
@@ -390,14 +400,13 @@ fn filter_in(f: events::Filter) -> env::EventFilter {
 }
 
 impl events::Host for AgentState {
-    async fn read(
-        &mut self,
-        after: u64,
-        filter: events::Filter,
-        limit: u32,
-    ) -> Res<Vec<events::Event>> {
+    async fn read(&mut self, after: u64, filter: events::Filter, limit: u32) -> Res<events::Page> {
         self.charge(Call::Read).await?;
-        list(self.env.read_events(after, &filter_in(filter), limit).await)
+        answer(
+            self.env
+                .read_events_page(after, &filter_in(filter), limit)
+                .await,
+        )
     }
 
     async fn wait(

@@ -171,6 +171,8 @@ pub struct TestEnv {
     pub env: Env,
     pub clock: ManualClock,
     pub dir: tempfile::TempDir,
+    /// Where it lives, for [`TestEnv::another`].
+    pub location: EnvLocation,
     /// The PostgreSQL schema to drop afterwards.
     schema: Option<String>,
 }
@@ -206,7 +208,21 @@ pub fn open_with(opts: EnvOptions) -> TestEnv {
         env,
         clock,
         dir,
+        location,
         schema,
+    }
+}
+
+impl TestEnv {
+    /// A second handle on the same environment, as another process (or
+    /// host) would have: its own writer, its own waiters.
+    pub fn another(&self) -> Env {
+        Env::open_with_clock(
+            &self.location,
+            self.env.options().clone(),
+            Arc::new(self.clock.clone()),
+        )
+        .expect("open the environment again")
     }
 }
 

@@ -328,11 +328,11 @@ const COMPLETE: &str = "WITH req AS (
              state = CASE WHEN t.pending_deps <= c.k THEN 'ready' ELSE t.state END,
              updated_at = CASE WHEN t.pending_deps <= c.k THEN $6 ELSE t.updated_at END
          FROM counts c WHERE t.id = c.task AND t.state = 'blocked'
-         RETURNING t.id, t.state, c.last
+         RETURNING t.id, t.state, c.last, t.queue
      )
-     SELECT false, n, id FROM done
+     SELECT false, n, id, NULL::text FROM done
      UNION ALL
-     SELECT true, last, id FROM ready WHERE state = 'ready'";
+     SELECT true, last, id, queue FROM ready WHERE state = 'ready'";
 
 /// Per queue, the best ready tasks (as many as there are claimers of it,
 /// skipping rows other transactions hold), matched to the claimers in the
@@ -481,10 +481,10 @@ impl Completes {
 
     async fn finish(&self, tx: &mut PgTx<'_>, hot: &mut [&mut Hot], rows: &[tokio_postgres::Row]) {
         let mut finished: Vec<usize> = Vec::new();
-        let mut ready: Vec<(u64, u64)> = Vec::new();
+        let mut ready: Vec<(u64, u64, String)> = Vec::new();
         for r in rows {
             if r.get::<_, bool>(0) {
-                ready.push((u(r.get(2)), u(r.get(1))));
+                ready.push((u(r.get(2)), u(r.get(1)), r.get(3)));
             } else {
                 finished.push(r.get::<_, i64>(1) as usize);
             }
@@ -504,8 +504,8 @@ impl Completes {
             }
         }
         ready.sort_unstable();
-        for (id, after) in ready {
-            tx.record("env", events::task_ready(id, after));
+        for (id, after, queue) in ready {
+            tx.record("env", events::task_ready(id, &queue, after));
         }
         // The rest did not match: their general path says why.
         for h in hot.iter_mut() {

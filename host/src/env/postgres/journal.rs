@@ -20,20 +20,6 @@ impl PgStore {
         .await
     }
 
-    /// Up to `limit` events after `after` matching `filter`, and the last
-    /// sequence number looked at.
-    pub(crate) async fn read_events(
-        &self,
-        after: u64,
-        filter: &EventFilter,
-        limit: u32,
-    ) -> EnvResult<(Vec<Event>, u64)> {
-        let page = self
-            .scan_events(after, Direction::Forward, filter, limit, u64::MAX)
-            .await?;
-        Ok((page.events, page.scanned_to))
-    }
-
     /// Up to `limit` events matching `filter` from `cursor` in `direction`,
     /// looking at no more than `max_scan` of them, a page of rows at a time.
     pub(crate) async fn scan_events(

@@ -4,15 +4,21 @@
 //! sent meanwhile are lost) and on a slow timer while anyone waits, it reads
 //! the head itself, in case a notification went missing.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch};
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::{AsyncMessage, Client, NoTls};
 
 use super::{channel, connect};
 use crate::env::EnvOptions;
 use crate::env::location::PgTarget;
+use crate::env::wake::{Touched, Wakes};
+
+/// The most events of other hosts read back at once to target their
+/// wake-ups; a longer stretch wakes every waiter instead.
+const READ_BACK: u64 = 10_000;
 
 /// Publish `seq` if it is newer than what waiters last saw.
 pub(crate) fn publish(changed: &watch::Sender<u64>, seq: u64) {
@@ -30,13 +36,16 @@ pub(crate) async fn run(
     target: PgTarget,
     opts: EnvOptions,
     changed: watch::Sender<u64>,
+    wakes: Arc<Wakes>,
+    own: Arc<Mutex<Vec<i32>>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let fallback = Duration::from_millis(opts.notify_fallback_ms.max(10));
     let mut retry = Duration::from_millis(50);
+    let mut first = true;
     loop {
         tokio::select! {
-            _ = listen(&target, &opts, &changed, fallback) => {}
+            _ = listen(&target, &opts, &changed, &wakes, &own, fallback, first) => {}
             _ = stop.changed() => return,
         }
         tokio::select! {
@@ -44,15 +53,20 @@ pub(crate) async fn run(
             _ = stop.changed() => return,
         }
         retry = (retry * 2).min(Duration::from_secs(2));
+        first = false;
     }
 }
 
-/// One connection's life: returns when it is lost.
+/// One connection's life: returns when it is lost. After the first, the
+/// notifications sent while it was down are lost: every waiter is woken.
 async fn listen(
     target: &PgTarget,
     opts: &EnvOptions,
     changed: &watch::Sender<u64>,
+    wakes: &Wakes,
+    own: &Mutex<Vec<i32>>,
     fallback: Duration,
+    first: bool,
 ) {
     let (client, mut connection) = match connect::config(target).connect(NoTls).await {
         Ok(pair) => pair,
@@ -68,7 +82,7 @@ async fn listen(
             match message {
                 Ok(AsyncMessage::Notification(n)) => {
                     if let Ok(seq) = n.payload().parse::<u64>() {
-                        let _ = heads_tx.send(seq);
+                        let _ = heads_tx.send((seq, Some(n.process_id())));
                     }
                 }
                 Ok(_) => {}
@@ -87,33 +101,85 @@ async fn listen(
             .await?;
         client.query_one(&head_sql, &[]).await
     };
-    match start.await {
-        Ok(row) => publish(changed, row.get::<_, i64>(0) as u64),
+    let mut cursor = match start.await {
+        Ok(row) => row.get::<_, i64>(0) as u64,
         Err(e) => {
             tracing::debug!("the journal listener cannot start: {e}");
             driver.abort();
             return;
         }
+    };
+    if !first {
+        let mut all = Touched::default();
+        all.everything();
+        wakes.dispatch(all);
     }
+    publish(changed, cursor);
+    let events_sql = format!(
+        "SELECT at, agent, kind, subject, detail FROM {}.events WHERE seq > $1 AND seq <= $2",
+        target.schema
+    );
     let mut timer = tokio::time::interval(fallback);
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
+        // A notification is one batch's commit, in commit order: the
+        // journal after `cursor` up to its head is that batch.
+        let (head, from) = tokio::select! {
             head = heads.recv() => match head {
-                Some(seq) => publish(changed, seq),
+                Some(notified) => notified,
                 None => break,
             },
             _ = timer.tick() => {
-                // Someone besides the store itself is waiting.
-                if changed.receiver_count() == 0 {
+                if changed.receiver_count() == 0 && !wakes.anyone_waiting() {
                     continue;
                 }
                 match client.query_one(&head_sql, &[]).await {
-                    Ok(row) => publish(changed, row.get::<_, i64>(0) as u64),
+                    Ok(row) => (row.get::<_, i64>(0) as u64, None),
                     Err(_) => break,
                 }
             }
+        };
+        if head > cursor {
+            // This handle's own commits woke their waiters already.
+            let mine =
+                from.is_some_and(|pid| own.lock().expect("backend list poisoned").contains(&pid));
+            if !mine && wakes.anyone_waiting() {
+                let touched = read_back(&client, &events_sql, wakes, cursor, head).await;
+                wakes.dispatch(touched);
+            }
+            cursor = head;
         }
+        publish(changed, head);
     }
     driver.abort();
+}
+
+/// What the events other hosts committed after `from` up to `to` touched
+/// (everything, when there are too many or they cannot be read).
+async fn read_back(client: &Client, sql: &str, wakes: &Wakes, from: u64, to: u64) -> Touched {
+    let mut touched = Touched::default();
+    if to - from > READ_BACK {
+        touched.everything();
+        return touched;
+    }
+    match client.query(sql, &[&(from as i64), &(to as i64)]).await {
+        Ok(rows) => {
+            for r in &rows {
+                let detail: serde_json::Value = serde_json::from_str(r.get(4)).unwrap_or_default();
+                touched.note(
+                    wakes,
+                    r.get::<_, i64>(0) as u64,
+                    r.get(1),
+                    r.get(2),
+                    r.get(3),
+                    &detail,
+                );
+            }
+        }
+        Err(e) => {
+            tracing::debug!("reading back other hosts' events failed: {e}");
+            touched.everything();
+        }
+    }
+    touched
 }

@@ -39,6 +39,7 @@ use tokio_postgres::{Client, Row, Statement};
 
 use crate::env::location::PgTarget;
 use crate::env::store::Tally;
+use crate::env::wake::Wakes;
 use crate::env::{Clock, EnvError, EnvOptions, EnvResult, OpenError, SystemClock};
 
 pub(crate) use writer::PgTx;
@@ -57,6 +58,7 @@ pub(crate) struct PgStore {
     jobs: Mutex<Option<mpsc::UnboundedSender<writer::Batchable>>>,
     readers: read::Readers,
     changed: watch::Sender<u64>,
+    wakes: Arc<Wakes>,
     tally: Arc<Tally>,
     /// The backend's thread: its runtime drives every connection.
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -85,6 +87,7 @@ impl PgStore {
             })?;
         let handle = rt.handle().clone();
         let (changed, _) = watch::channel(0u64);
+        let wakes = Arc::new(Wakes::default());
         let tally = Arc::new(Tally::default());
         let offset_ms = Arc::new(AtomicI64::new(0));
         let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
@@ -96,6 +99,8 @@ impl PgStore {
             clock: clock.clone(),
             offset_ms: offset_ms.clone(),
             changed: changed.clone(),
+            wakes: wakes.clone(),
+            own_backends: Default::default(),
             tally: tally.clone(),
             may_create,
         };
@@ -128,6 +133,7 @@ impl PgStore {
             jobs: Mutex::new(Some(jobs_tx)),
             readers,
             changed,
+            wakes,
             tally,
             thread: Mutex::new(Some(thread)),
         })
@@ -161,6 +167,11 @@ impl PgStore {
 
     pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
+    }
+
+    /// The waiters of this handle, woken by what commits touch.
+    pub(crate) fn wakes(&self) -> &Arc<Wakes> {
+        &self.wakes
     }
 
     /// PostgreSQL checkpoints on its own.

@@ -217,68 +217,82 @@ async fn attempt(
     }))
 }
 
+/// A place in line's resources, as stored (a JSON list).
+fn resource_list(stored: &str) -> Vec<String> {
+    serde_json::from_str(stored).unwrap_or_default()
+}
+
 /// End every lease of `agent` now (it crashed, exited or was stopped).
 pub(crate) async fn release_all(tx: &mut PgTx<'_>, agent: &str, why: &str) -> EnvResult<u64> {
+    // The statement's own snapshot still sees the resources of the leases
+    // it deletes (their rows go with them only when it ends).
     let rows = tx
         .query(
-            "DELETE FROM leases WHERE agent = $1 RETURNING id",
+            "WITH gone AS (DELETE FROM leases WHERE agent = $1 RETURNING id)
+             SELECT g.id, coalesce(array_agg(r.resource ORDER BY r.resource) FILTER (WHERE r.resource IS NOT NULL), '{}') FROM gone g
+             LEFT JOIN lease_resources r ON r.lease = g.id GROUP BY g.id ORDER BY g.id",
             &[&agent],
         )
         .await?;
-    let mut ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
-    ids.sort_unstable();
-    for id in &ids {
+    for row in &rows {
+        let (id, resources): (i64, Vec<String>) = (row.get(0), row.get(1));
         tx.journal(
             agent,
             "lease.released",
             &format!("lease/{id}"),
-            json!({"reason": why}),
+            json!({"reason": why, "resources": resources}),
         );
     }
-    tx.query(
-        "DELETE FROM reservation_waiters WHERE agent = $1",
-        &[&agent],
-    )
-    .await?;
-    Ok(ids.len() as u64)
+    // Its places in line go unjournaled: wake those behind them here.
+    let places = tx
+        .query(
+            "DELETE FROM reservation_waiters WHERE agent = $1 RETURNING resources",
+            &[&agent],
+        )
+        .await?;
+    tx.touch_resources(places.iter().flat_map(|r| resource_list(r.get(0))));
+    Ok(rows.len() as u64)
 }
 
 /// Delete leases past their expiry (journaling each) and waiters past their deadline.
 pub(crate) async fn expire(tx: &mut PgTx<'_>) -> EnvResult<u64> {
     let rows = tx
         .query(
-            "WITH gone AS (DELETE FROM reservation_waiters WHERE deadline <= $1)
-             DELETE FROM leases WHERE expires_at <= $1 RETURNING id, agent",
+            "WITH gone AS (DELETE FROM reservation_waiters WHERE deadline <= $1),
+                  dead AS (DELETE FROM leases WHERE expires_at <= $1 RETURNING id, agent)
+             SELECT d.id, d.agent, coalesce(array_agg(r.resource ORDER BY r.resource) FILTER (WHERE r.resource IS NOT NULL), '{}') FROM dead d
+             LEFT JOIN lease_resources r ON r.lease = d.id GROUP BY d.id, d.agent ORDER BY d.id",
             &[&i(tx.now)],
         )
         .await?;
-    let mut expired: Vec<(i64, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-    expired.sort_unstable();
-    for (id, holder) in &expired {
+    for row in &rows {
+        let (id, holder, resources): (i64, String, Vec<String>) =
+            (row.get(0), row.get(1), row.get(2));
         tx.journal(
             "env",
             "lease.expired",
             &format!("lease/{id}"),
-            json!({"holder": holder}),
+            json!({"holder": holder, "resources": resources}),
         );
     }
-    Ok(expired.len() as u64)
+    Ok(rows.len() as u64)
 }
 
 /// Remove `agent`'s place `waiter` from the reservation queue.
 async fn leave(tx: &mut PgTx<'_>, agent: &str, waiter: u64) -> EnvResult<()> {
     let gone = tx
         .query(
-            "DELETE FROM reservation_waiters WHERE id = $1 RETURNING id",
+            "DELETE FROM reservation_waiters WHERE id = $1 RETURNING resources",
             &[&i(waiter)],
         )
         .await?;
-    if !gone.is_empty() {
+    if let Some(row) = gone.first() {
+        let resources = resource_list(row.get(0));
         tx.journal(
             agent,
             "lease.wait-ended",
             &format!("waiter/{waiter}"),
-            json!({}),
+            json!({"resources": resources}),
         );
     }
     Ok(())
@@ -353,28 +367,28 @@ impl PgStore {
         self.write(async move |tx| {
             let gone = tx
                 .query(
-                    "DELETE FROM leases WHERE id = $1 AND agent = $2 AND expires_at > $3 RETURNING id",
+                    "WITH gone AS (DELETE FROM leases
+                                   WHERE id = $1 AND agent = $2 AND expires_at > $3 RETURNING id)
+                     SELECT coalesce(array_agg(r.resource ORDER BY r.resource) FILTER (WHERE r.resource IS NOT NULL), '{}') FROM gone g
+                     LEFT JOIN lease_resources r ON r.lease = g.id GROUP BY g.id",
                     &[&i(lease), &agent, &i(tx.now)],
                 )
                 .await?;
-            if gone.is_empty() {
+            let Some(row) = gone.first() else {
                 return Err(EnvError::not_found(format!(
                     "lease {lease} is not a live lease of yours"
                 )));
-            }
+            };
+            let resources: Vec<String> = row.get(0);
             tx.journal(
                 &agent,
                 "lease.released",
                 &format!("lease/{lease}"),
-                json!({}),
+                json!({"resources": resources}),
             );
             Ok(())
         })
         .await
-    }
-
-    pub(crate) async fn list_reservations(&self, prefix: &str) -> EnvResult<Vec<Holding>> {
-        self.holdings_page(prefix, None, None, u32::MAX).await
     }
 
     pub(crate) async fn holdings_page(

@@ -232,9 +232,13 @@ async fn retry_or_die(
             &[&i(not_before), &error, &i(tx.now), &i(id)],
         )
         .await?;
+        let queue: String = tx
+            .query_one("SELECT queue FROM tasks WHERE id = $1", &[&i(id)])
+            .await?
+            .get(0);
         tx.record(
             agent,
-            events::task_retried(id, held.attempts, not_before, error),
+            events::task_retried(id, &queue, held.attempts, not_before, error),
         );
         return Ok(());
     }
@@ -283,18 +287,18 @@ async fn unblock_dependents(tx: &mut PgTx<'_>, done: u64) -> EnvResult<()> {
                  updated_at = CASE WHEN pending_deps <= 1 THEN $2 ELSE updated_at END
              WHERE state = 'blocked'
                AND id IN (SELECT task FROM task_deps WHERE depends_on = $1)
-             RETURNING id, state",
+             RETURNING id, state, queue",
             &[&i(done), &i(tx.now)],
         )
         .await?;
-    let mut ready: Vec<u64> = rows
+    let mut ready: Vec<(u64, String)> = rows
         .iter()
         .filter(|r| r.get::<_, &str>(1) == "ready")
-        .map(|r| u(r.get(0)))
+        .map(|r| (u(r.get(0)), r.get(2)))
         .collect();
     ready.sort_unstable();
-    for id in ready {
-        tx.record("env", events::task_ready(id, done));
+    for (id, queue) in ready {
+        tx.record("env", events::task_ready(id, &queue, done));
     }
     Ok(())
 }
@@ -342,7 +346,7 @@ pub(crate) async fn requeue_agent(
 ) -> EnvResult<u64> {
     let rows = tx
         .query(
-            "SELECT id, attempts, max_attempts FROM tasks
+            "SELECT id, attempts, max_attempts, queue FROM tasks
              WHERE state = 'claimed' AND claimed_by = $1 ORDER BY id FOR UPDATE",
             &[&agent],
         )
@@ -358,7 +362,7 @@ pub(crate) async fn requeue_agent(
                 &[&i(tx.now), &why, &i(id)],
             )
             .await?;
-            tx.record("env", events::task_returned(id, why));
+            tx.record("env", events::task_returned(id, r.get(3), why));
             continue;
         }
         let held = Held {
@@ -608,7 +612,10 @@ impl PgStore {
                 &[&state.as_str(), &i(tx.now), &i(id), &pending],
             )
             .await?;
-            tx.record(&who, events::task_requeued(id, &who, task.state, state));
+            tx.record(
+                &who,
+                events::task_requeued(id, &task.queue, &who, task.state, state),
+            );
             Ok(())
         })
         .await

@@ -29,6 +29,7 @@ use super::{Params, Prepared, channel, connect, listen, schema};
 use crate::env::limits::i;
 use crate::env::location::PgTarget;
 use crate::env::store::Tally;
+use crate::env::wake::{Touched, Wakes};
 use crate::env::{Clock, EnvError, EnvOptions, EnvResult, OpenError, SystemClock};
 
 /// An event waiting for its sequence number at the end of the batch.
@@ -48,6 +49,9 @@ pub(crate) struct PgTx<'c> {
     client: &'c Client,
     prepared: &'c Prepared,
     events: Vec<NewEvent>,
+    wakes: &'c Wakes,
+    /// What the batch's events touched: its waiters are woken after commit.
+    touched: Touched,
     /// The database error that broke the transaction, if one did.
     broken: Option<tokio_postgres::Error>,
 }
@@ -99,6 +103,12 @@ impl<'c> PgTx<'c> {
         })
     }
 
+    /// Wake the waiters for `resources` after commit, for a change the
+    /// journal does not record (places in line of an agent that ended).
+    pub(crate) fn touch_resources(&mut self, resources: impl IntoIterator<Item = String>) {
+        self.touched.resources(resources);
+    }
+
     /// Append a change built by [`crate::env::events`].
     pub(crate) fn record(&mut self, agent: &str, c: crate::env::events::Change) {
         self.journal(agent, c.kind, &c.subject, c.detail);
@@ -112,6 +122,8 @@ impl<'c> PgTx<'c> {
         subject: &str,
         detail: serde_json::Value,
     ) {
+        self.touched
+            .note(self.wakes, self.now, agent, kind, subject, &detail);
         self.events.push(NewEvent {
             agent: agent.to_owned(),
             kind: kind.to_owned(),
@@ -203,6 +215,11 @@ pub(crate) struct Setup {
     pub(crate) clock: Option<Arc<dyn Clock>>,
     pub(crate) offset_ms: Arc<AtomicI64>,
     pub(crate) changed: watch::Sender<u64>,
+    pub(crate) wakes: Arc<Wakes>,
+    /// The server processes of this handle's writer connections: the
+    /// listener knows their notifications for commits whose waiters the
+    /// writer has woken already.
+    pub(crate) own_backends: Arc<std::sync::Mutex<Vec<i32>>>,
     pub(crate) tally: Arc<Tally>,
     pub(crate) may_create: bool,
 }
@@ -258,6 +275,8 @@ pub(crate) async fn run(
         setup.target.clone(),
         setup.opts.clone(),
         setup.changed.clone(),
+        setup.wakes.clone(),
+        setup.own_backends.clone(),
         stopped,
     ));
     let _ = ready.send(Ok(()));
@@ -268,6 +287,18 @@ pub(crate) async fn run(
     let _ = listener.await;
 }
 
+/// Note `client`'s server process as one of this handle's writers.
+async fn note_backend(setup: &Setup, client: &Client) {
+    match client.query_one("SELECT pg_backend_pid()", &[]).await {
+        Ok(row) => setup
+            .own_backends
+            .lock()
+            .expect("backend list poisoned")
+            .push(row.get(0)),
+        Err(e) => tracing::debug!("cannot read a writer's backend: {e}"),
+    }
+}
+
 /// Connect the writers, the first checking (or creating) the schema and
 /// reading where the journal stands.
 async fn start_writers(setup: &Arc<Setup>) -> Result<Vec<Writer>, OpenError> {
@@ -275,6 +306,7 @@ async fn start_writers(setup: &Arc<Setup>) -> Result<Vec<Writer>, OpenError> {
     let mut writers = Vec::new();
     for n in 0..setup.opts.writers.max(1) {
         let client = connect::connect(&setup.target, &setup.shown, &setup.opts, &rt).await?;
+        note_backend(setup, &client).await;
         if n == 0 {
             schema::prepare(&client, &setup.target, &setup.shown, setup.may_create).await?;
             let head = client
@@ -363,6 +395,7 @@ impl Writer {
         let s = &self.setup;
         match connect::connect(&s.target, &s.shown, &s.opts, &Handle::current()).await {
             Ok(c) => {
+                note_backend(s, &c).await;
                 self.client = c;
                 self.prepared = Prepared::default();
                 tracing::info!("reconnected to {}", s.shown);
@@ -379,8 +412,8 @@ impl Writer {
     /// Run `jobs` in one transaction and commit it.
     async fn transaction(&mut self, jobs: &mut [Batchable]) -> Result<(), Broken> {
         let now = self.begin().await.map_err(|e| self.broken(e))?;
-        let events = match self.run_jobs(now, jobs).await {
-            Ok(events) => events,
+        let (events, touched) = match self.run_jobs(now, jobs).await {
+            Ok(done) => done,
             Err(broken) => {
                 if !self.client.is_closed() {
                     let _ = self.client.batch_execute("ROLLBACK").await;
@@ -419,6 +452,7 @@ impl Writer {
             });
         }
         self.setup.tally.commits.fetch_add(1, Ordering::Relaxed);
+        self.setup.wakes.dispatch(touched);
         if let Ok(Some(head)) = appended {
             self.setup.changed.send_modify(|v| *v = (*v).max(head));
         }
@@ -463,7 +497,11 @@ impl Writer {
     }
 
     /// Take the batch's locks and run its jobs; returns the events they made.
-    async fn run_jobs(&self, now: u64, jobs: &mut [Batchable]) -> Result<Vec<NewEvent>, Broken> {
+    async fn run_jobs(
+        &self,
+        now: u64,
+        jobs: &mut [Batchable],
+    ) -> Result<(Vec<NewEvent>, Touched), Broken> {
         self.run_jobs_inner(now, jobs).await.map_err(|e| match e {
             Failed::Db(e) => self.broken(e),
             Failed::Env(e) => Broken::RolledBack(e),
@@ -474,7 +512,7 @@ impl Writer {
         &self,
         now: u64,
         jobs: &mut [Batchable],
-    ) -> Result<Vec<NewEvent>, Failed> {
+    ) -> Result<(Vec<NewEvent>, Touched), Failed> {
         let mut locks: Vec<i32> = jobs.iter().flat_map(|j| j.locks().to_vec()).collect();
         locks.sort_unstable();
         locks.dedup();
@@ -499,6 +537,8 @@ impl Writer {
             client: &self.client,
             prepared: &self.prepared,
             events: Vec::new(),
+            wakes: &self.setup.wakes,
+            touched: Touched::default(),
             broken: None,
         };
         self.setup
@@ -525,7 +565,10 @@ impl Writer {
                 tx.events.truncate(mark);
             }
         }
-        Ok(std::mem::take(&mut tx.events))
+        Ok((
+            std::mem::take(&mut tx.events),
+            std::mem::take(&mut tx.touched),
+        ))
     }
 
     /// The statement that numbers and inserts a batch's events and notifies

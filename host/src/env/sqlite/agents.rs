@@ -255,7 +255,7 @@ impl SqliteStore {
     }
 
     pub(crate) async fn list_agents(&self) -> EnvResult<Vec<AgentInfo>> {
-        self.read(|conn, _| {
+        self.read(move |conn, _| {
             Ok(conn
                 .prepare_cached(
                     "SELECT id, name, replica, host, digest, state, started_at, last_seen,
@@ -263,7 +263,7 @@ impl SqliteStore {
                 )?
                 .query_map([], agent_row)?
                 .collect::<Result<Vec<_>, _>>()?)
-        })
+        }).await
     }
 
     pub(crate) async fn agents_page(
@@ -272,7 +272,8 @@ impl SqliteStore {
         after: &str,
         limit: u32,
     ) -> EnvResult<Vec<AgentInfo>> {
-        self.read(|conn, _| {
+        let (state, after) = (state.map(str::to_owned), after.to_owned());
+        self.read(move |conn, _| {
             Ok(conn
                 .prepare_cached(
                     "SELECT id, name, replica, host, digest, state, started_at, last_seen,
@@ -282,10 +283,12 @@ impl SqliteStore {
                 .query_map(params![after, state, limit], agent_row)?
                 .collect::<Result<Vec<_>, _>>()?)
         })
+        .await
     }
 
     pub(crate) async fn get_agent(&self, id: &str) -> EnvResult<Option<AgentInfo>> {
-        self.read(|conn, _| {
+        let id = id.to_owned();
+        self.read(move |conn, _| {
             Ok(conn
                 .prepare_cached(
                     "SELECT id, name, replica, host, digest, state, started_at, last_seen,
@@ -294,10 +297,11 @@ impl SqliteStore {
                 .query_row([id], agent_row)
                 .optional()?)
         })
+        .await
     }
 
     pub(crate) async fn list_hosts(&self) -> EnvResult<Vec<HostInfo>> {
-        self.read(|conn, _| {
+        self.read(move |conn, _| {
             Ok(conn
                 .prepare_cached(
                     "SELECT id, hostname, pid, started_at, last_heartbeat, ttl_ms, state
@@ -316,5 +320,6 @@ impl SqliteStore {
                 })?
                 .collect::<Result<Vec<_>, _>>()?)
         })
+        .await
     }
 }

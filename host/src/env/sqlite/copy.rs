@@ -49,7 +49,7 @@ fn counters(conn: &Connection) -> EnvResult<Counters> {
 impl SqliteStore {
     /// Every table and counter, read in one snapshot.
     pub(crate) async fn export(&self) -> EnvResult<Snapshot> {
-        self.read(|conn, _| {
+        self.read(move |conn, _| {
             let mut tables = Vec::new();
             for t in TABLES {
                 let cols: Vec<&str> = t.columns.iter().map(|(c, _)| *c).collect();
@@ -89,6 +89,7 @@ impl SqliteStore {
                 tables,
             })
         })
+        .await
     }
 
     /// Write `snapshot` into this environment, which must be empty, in one

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use super::SqliteStore;
 use crate::env::events::Change;
 use crate::env::limits::{i, u};
+use crate::env::wake::{Touched, Wakes};
 use crate::env::{Direction, EnvResult, Event, EventFilter, EventPage, Story};
 
 pub(crate) fn append(
@@ -92,19 +93,28 @@ fn latest(conn: &Connection) -> EnvResult<u64> {
     Ok(u(seq))
 }
 
+/// The most events of other processes read back at once to target their
+/// wake-ups; a longer stretch wakes every waiter instead.
+const READ_BACK: u64 = 10_000;
+
 /// Watch for commits by other connections (other processes) with the cheap
-/// `PRAGMA data_version` check, and publish the newest sequence number.
-/// Only checks while someone is waiting.
+/// `PRAGMA data_version` check, publish the newest sequence number, and read
+/// the new events back to wake the waiters they concern. Only checks while
+/// someone is waiting.
 pub(crate) fn watch_other_processes(
     conn: Connection,
     changed: watch::Sender<u64>,
+    wakes: &Wakes,
     stop: Arc<AtomicBool>,
     every: Duration,
 ) {
     let mut seen: i64 = -1;
+    // The last event read back (None: not yet known).
+    let mut cursor: Option<u64> = None;
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(every);
-        if changed.receiver_count() == 0 {
+        if changed.receiver_count() == 0 && !wakes.anyone_waiting() {
+            cursor = None;
             continue;
         }
         let version: i64 = match conn.query_row("PRAGMA data_version", [], |r| r.get(0)) {
@@ -118,19 +128,71 @@ pub(crate) fn watch_other_processes(
             continue;
         }
         seen = version;
-        match latest(&conn) {
-            Ok(seq) => {
-                changed.send_if_modified(|v| {
-                    let newer = seq > *v;
-                    if newer {
-                        *v = seq;
-                    }
-                    newer
-                });
+        let seq = match latest(&conn) {
+            Ok(seq) => seq,
+            Err(e) => {
+                tracing::warn!("change check failed: {e}");
+                continue;
             }
-            Err(e) => tracing::warn!("change check failed: {e}"),
+        };
+        let from = cursor.replace(seq);
+        match from {
+            Some(from) if seq > from && wakes.anyone_waiting() => {
+                match read_back(&conn, wakes, from, seq) {
+                    Ok(touched) => wakes.dispatch(touched),
+                    Err(e) => {
+                        tracing::warn!("reading back other processes' events failed: {e}");
+                        let mut all = Touched::default();
+                        all.everything();
+                        wakes.dispatch(all);
+                    }
+                }
+            }
+            _ => {}
         }
+        changed.send_if_modified(|v| {
+            let newer = seq > *v;
+            if newer {
+                *v = seq;
+            }
+            newer
+        });
     }
+}
+
+/// What the events others committed after `from` up to `to` touched
+/// (everything, when there are too many to read back).
+fn read_back(conn: &Connection, wakes: &Wakes, from: u64, to: u64) -> EnvResult<Touched> {
+    let mut touched = Touched::default();
+    let stretches = wakes.foreign(from, to);
+    if stretches.iter().map(|(a, b)| b - a).sum::<u64>() > READ_BACK {
+        touched.everything();
+        return Ok(touched);
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT at, agent, kind, subject, detail FROM events WHERE seq > ?1 AND seq <= ?2",
+    )?;
+    for (a, b) in stretches {
+        note_rows(&mut stmt.query([i(a), i(b)])?, wakes, &mut touched)?;
+    }
+    Ok(touched)
+}
+
+/// Note every event row of `rows` (`at, agent, kind, subject, detail`).
+fn note_rows(rows: &mut rusqlite::Rows<'_>, wakes: &Wakes, touched: &mut Touched) -> EnvResult<()> {
+    while let Some(r) = rows.next()? {
+        let detail: serde_json::Value =
+            serde_json::from_str(r.get_ref(4)?.as_str().unwrap_or("{}")).unwrap_or_default();
+        touched.note(
+            wakes,
+            u(r.get(0)?),
+            r.get_ref(1)?.as_str().unwrap_or(""),
+            r.get_ref(2)?.as_str().unwrap_or(""),
+            r.get_ref(3)?.as_str().unwrap_or(""),
+            &detail,
+        );
+    }
+    Ok(())
 }
 
 impl SqliteStore {
@@ -141,19 +203,6 @@ impl SqliteStore {
             .await
     }
 
-    /// Up to `limit` events after `after` matching `filter`, and the last
-    /// sequence number looked at.
-    pub(crate) async fn read_events(
-        &self,
-        after: u64,
-        filter: &EventFilter,
-        limit: u32,
-    ) -> EnvResult<(Vec<Event>, u64)> {
-        let page =
-            self.read(|conn, _| scan(conn, after, Direction::Forward, filter, limit, u64::MAX))?;
-        Ok((page.events, page.scanned_to))
-    }
-
     pub(crate) async fn scan_events(
         &self,
         cursor: u64,
@@ -162,7 +211,9 @@ impl SqliteStore {
         limit: u32,
         max_scan: u64,
     ) -> EnvResult<EventPage> {
-        self.read(|conn, _| scan(conn, cursor, direction, filter, limit, max_scan))
+        let filter = filter.clone();
+        self.read(move |conn, _| scan(conn, cursor, direction, &filter, limit, max_scan))
+            .await
     }
 
     /// The oldest `limit` events whose subject is `subject` among those
@@ -178,7 +229,8 @@ impl SqliteStore {
         // Stepping through the window here, rather than in a capped
         // subquery, is the faster of the two (75 against 117 ms for 200,000
         // events in `wawe bench ui`).
-        self.read(|conn, _| {
+        let subject = subject.to_owned();
+        self.read(move |conn, _| {
             let mut stmt = conn.prepare_cached(
                 "SELECT seq, at, agent, kind, subject, detail FROM events
                  WHERE at >= ?1 AND at <= ?2 ORDER BY at, seq",
@@ -199,10 +251,11 @@ impl SqliteStore {
             story.events.sort_by_key(|e| e.seq);
             Ok(story)
         })
+        .await
     }
 
     pub(crate) async fn latest_seq(&self) -> EnvResult<u64> {
-        self.read(|conn, _| latest(conn))
+        self.read(move |conn, _| latest(conn)).await
     }
 
     pub(crate) async fn prune_events(&self) -> EnvResult<u64> {

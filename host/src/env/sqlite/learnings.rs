@@ -108,7 +108,7 @@ impl SqliteStore {
         n: u32,
     ) -> EnvResult<Vec<Candidate>> {
         let query = fts_query(terms);
-        self.read(|conn, _| candidates(conn, &query, n))
+        self.read(move |conn, _| candidates(conn, &query, n)).await
     }
 
     pub(crate) async fn recent_learnings(
@@ -116,7 +116,8 @@ impl SqliteStore {
         topic: Option<&str>,
         limit: u32,
     ) -> EnvResult<Vec<Learning>> {
-        self.read(|conn, _| {
+        let topic = topic.map(str::to_owned);
+        self.read(move |conn, _| {
             let mut stmt = conn.prepare_cached(&format!(
                 "SELECT {COLUMNS} FROM learnings l WHERE (?1 IS NULL OR l.topic = ?1)
                  ORDER BY l.id DESC LIMIT ?2"
@@ -125,6 +126,7 @@ impl SqliteStore {
                 .query_map(params![topic, limit], |r| row(r).map(|(l, _)| l))?
                 .collect::<Result<Vec<_>, _>>()?)
         })
+        .await
     }
 
     pub(crate) async fn endorse(&self, agent: &str, id: u64) -> EnvResult<u32> {

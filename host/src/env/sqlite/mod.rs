@@ -33,6 +33,7 @@ use tokio::sync::watch;
 pub use schema::SCHEMA_VERSION;
 
 use crate::env::store::Tally;
+use crate::env::wake::{Touched, Wakes};
 use crate::env::{Clock, EnvError, EnvOptions, EnvResult, OpenError};
 
 const MAX_IDLE_READERS: usize = 8;
@@ -49,6 +50,7 @@ pub(crate) struct SqliteStore {
     checkpointer: Mutex<Option<JoinHandle<()>>>,
     readers: Mutex<Vec<Connection>>,
     changed: watch::Sender<u64>,
+    wakes: Arc<Wakes>,
     /// What the writer did, for benchmarks and diagnostics.
     tally: Arc<Tally>,
     stop_watcher: Arc<AtomicBool>,
@@ -65,6 +67,9 @@ pub(crate) struct Tx<'a> {
     pub(crate) now: u64,
     pub(crate) opts: &'a EnvOptions,
     last_seq: &'a mut u64,
+    wakes: &'a Wakes,
+    /// What the batch's events touched: its waiters are woken after commit.
+    touched: &'a mut Touched,
 }
 
 impl Tx<'_> {
@@ -78,7 +83,16 @@ impl Tx<'_> {
     ) -> EnvResult<u64> {
         let seq = journal::append(self.conn, self.now, agent, kind, subject, &detail)?;
         *self.last_seq = seq;
+        self.touched.numbered(seq);
+        self.touched
+            .note(self.wakes, self.now, agent, kind, subject, &detail);
         Ok(seq)
+    }
+
+    /// Wake the waiters for `resources` after commit, for a change the
+    /// journal does not record (places in line of an agent that ended).
+    pub(crate) fn touch_resources(&mut self, resources: impl IntoIterator<Item = String>) {
+        self.touched.resources(resources);
     }
 
     /// Append a change built by [`crate::env::events`].
@@ -123,6 +137,7 @@ impl SqliteStore {
             open::migrate(&conn, &path, &opts)?;
         }
         let (changed, _) = watch::channel(0u64);
+        let wakes = Arc::new(Wakes::default());
         let (tx, rx) = std::sync::mpsc::channel();
         let tally = Arc::new(Tally::default());
         let (poke, pokes) = checkpointer::channel();
@@ -154,9 +169,10 @@ impl SqliteStore {
             let clock = clock.clone();
             let opts = opts.clone();
             let changed = changed.clone();
+            let wakes = wakes.clone();
             std::thread::Builder::new()
                 .name("wawe-env-writer".into())
-                .spawn(move || writer::run(conn, rx, clock, opts, changed, tally, poke))
+                .spawn(move || writer::run(conn, rx, clock, opts, changed, wakes, tally, poke))
                 .map_err(|e| OpenError::Other {
                     path: path.clone(),
                     detail: format!("cannot start the writer thread: {e}"),
@@ -165,11 +181,14 @@ impl SqliteStore {
         let stop_watcher = Arc::new(AtomicBool::new(false));
         let watcher = {
             let changed = changed.clone();
+            let wakes = wakes.clone();
             let stop = stop_watcher.clone();
             let every = Duration::from_millis(opts.change_check_interval_ms.max(1));
             std::thread::Builder::new()
                 .name("wawe-env-watch".into())
-                .spawn(move || journal::watch_other_processes(watcher_conn, changed, stop, every))
+                .spawn(move || {
+                    journal::watch_other_processes(watcher_conn, changed, &wakes, stop, every)
+                })
                 .map_err(|e| OpenError::Other {
                     path: path.clone(),
                     detail: format!("cannot start the change watcher: {e}"),
@@ -184,6 +203,7 @@ impl SqliteStore {
             checkpointer: Mutex::new(Some(checkpointer)),
             readers: Mutex::new(Vec::new()),
             changed,
+            wakes,
             tally,
             stop_watcher,
             watcher: Mutex::new(Some(watcher)),
@@ -237,12 +257,7 @@ impl SqliteStore {
         let pooled = self.readers.lock().expect("reader pool poisoned").pop();
         match pooled {
             Some(c) => Ok(c),
-            None => {
-                let c = open::connect(&self.path, &self.opts)
-                    .map_err(|e| EnvError::Unavailable(e.to_string()))?;
-                c.execute_batch("PRAGMA query_only = ON")?;
-                Ok(c)
-            }
+            None => open_reader(&self.path, &self.opts),
         }
     }
 
@@ -265,21 +280,40 @@ impl SqliteStore {
         }
     }
 
-    /// Run `op` on a read connection inside one read transaction.
-    pub(crate) fn read<T>(
-        &self,
-        op: impl FnOnce(&Connection, u64) -> EnvResult<T>,
-    ) -> EnvResult<T> {
-        let conn = self.reader()?;
-        conn.execute_batch("BEGIN")?;
-        let result = op(&conn, self.now_ms());
-        let end = conn.execute_batch("COMMIT");
-        if end.is_ok() {
+    /// Run `op` on a read connection inside one read transaction, on
+    /// tokio's blocking pool: a long read never holds up the async workers
+    /// that wake waiters and answer other calls.
+    pub(crate) async fn read<T, F>(&self, op: F) -> EnvResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, u64) -> EnvResult<T> + Send + 'static,
+    {
+        // A pooled connection, or what it takes to open one.
+        let reader = match self.readers.lock().expect("reader pool poisoned").pop() {
+            Some(c) => Ok(c),
+            None => Err((self.path.clone(), self.opts.clone())),
+        };
+        let now = self.now_ms();
+        let (conn, value) = tokio::task::spawn_blocking(move || {
+            let conn = match reader.or_else(|(path, opts)| open_reader(&path, &opts)) {
+                Ok(c) => c,
+                Err(e) => return (None, Err(e)),
+            };
+            if let Err(e) = conn.execute_batch("BEGIN") {
+                return (None, Err(e.into()));
+            }
+            let result = op(&conn, now);
+            match conn.execute_batch("COMMIT") {
+                Ok(()) => (Some(conn), result),
+                Err(e) => (None, result.and(Err(e.into()))),
+            }
+        })
+        .await
+        .map_err(|e| EnvError::Unavailable(format!("a read was cut off: {e}")))?;
+        if let Some(conn) = conn {
             self.give_back(conn);
         }
-        let value = result?;
-        end?;
-        Ok(value)
+        value
     }
 
     /// Close, then delete the file and its write-ahead log.
@@ -308,6 +342,11 @@ impl SqliteStore {
         self.changed.subscribe()
     }
 
+    /// The waiters of this handle, woken by what commits touch.
+    pub(crate) fn wakes(&self) -> &Arc<Wakes> {
+        &self.wakes
+    }
+
     /// Flush outstanding writes and stop the writer; later calls fail with
     /// `Unavailable`.
     pub(crate) fn close(&self) {
@@ -329,6 +368,13 @@ impl SqliteStore {
         }
         self.readers.lock().expect("reader pool poisoned").clear();
     }
+}
+
+/// A new read-only connection to the file at `path`.
+fn open_reader(path: &Path, opts: &EnvOptions) -> EnvResult<Connection> {
+    let c = open::connect(path, opts).map_err(|e| EnvError::Unavailable(e.to_string()))?;
+    c.execute_batch("PRAGMA query_only = ON")?;
+    Ok(c)
 }
 
 impl Drop for SqliteStore {

@@ -232,6 +232,30 @@ fn attempt(
     Ok(Attempt::Granted(lease))
 }
 
+/// The resources lease `id` holds (read before it ends, for the journal).
+fn resources_of(conn: &Connection, id: i64) -> EnvResult<Vec<String>> {
+    Ok(conn
+        .prepare_cached("SELECT resource FROM lease_resources WHERE lease = ?1 ORDER BY resource")?
+        .query_map([id], |r| r.get(0))?
+        .collect::<Result<_, _>>()?)
+}
+
+/// The resources of the places in line `sql` selects (with `param`).
+fn waiting_for(
+    conn: &Connection,
+    sql: &str,
+    param: impl rusqlite::ToSql,
+) -> EnvResult<Vec<String>> {
+    let lists: Vec<String> = conn
+        .prepare_cached(sql)?
+        .query_map([param], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    Ok(lists
+        .iter()
+        .flat_map(|l| serde_json::from_str::<Vec<String>>(l).unwrap_or_default())
+        .collect())
+}
+
 /// End every lease of `agent` now (it crashed, exited or was stopped).
 pub(crate) fn release_all(tx: &mut Tx<'_>, agent: &str, why: &str) -> EnvResult<u64> {
     let ids: Vec<i64> = tx
@@ -240,6 +264,7 @@ pub(crate) fn release_all(tx: &mut Tx<'_>, agent: &str, why: &str) -> EnvResult<
         .query_map([agent], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
     for id in &ids {
+        let resources = resources_of(tx.conn, *id)?;
         tx.conn
             .prepare_cached("DELETE FROM leases WHERE id = ?1")?
             .execute([id])?;
@@ -247,12 +272,21 @@ pub(crate) fn release_all(tx: &mut Tx<'_>, agent: &str, why: &str) -> EnvResult<
             agent,
             "lease.released",
             &format!("lease/{id}"),
-            json!({"reason": why}),
+            json!({"reason": why, "resources": resources}),
         )?;
     }
-    tx.conn
-        .prepare_cached("DELETE FROM reservation_waiters WHERE agent = ?1")?
-        .execute([agent])?;
+    // Its places in line go unjournaled: wake those behind them here.
+    let places = waiting_for(
+        tx.conn,
+        "SELECT resources FROM reservation_waiters WHERE agent = ?1",
+        agent,
+    )?;
+    if !places.is_empty() {
+        tx.touch_resources(places);
+        tx.conn
+            .prepare_cached("DELETE FROM reservation_waiters WHERE agent = ?1")?
+            .execute([agent])?;
+    }
     Ok(ids.len() as u64)
 }
 
@@ -264,6 +298,7 @@ pub(crate) fn expire(tx: &mut Tx<'_>) -> EnvResult<u64> {
         .query_map([i(tx.now)], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
     for (id, holder) in &expired {
+        let resources = resources_of(tx.conn, *id)?;
         tx.conn
             .prepare_cached("DELETE FROM leases WHERE id = ?1")?
             .execute([id])?;
@@ -271,7 +306,7 @@ pub(crate) fn expire(tx: &mut Tx<'_>) -> EnvResult<u64> {
             "env",
             "lease.expired",
             &format!("lease/{id}"),
-            json!({"holder": holder}),
+            json!({"holder": holder, "resources": resources}),
         )?;
     }
     tx.conn
@@ -282,6 +317,11 @@ pub(crate) fn expire(tx: &mut Tx<'_>) -> EnvResult<u64> {
 
 /// Remove `agent`'s place `waiter` from the reservation queue.
 fn leave(tx: &mut Tx<'_>, agent: &str, waiter: u64) -> EnvResult<()> {
+    let resources = waiting_for(
+        tx.conn,
+        "SELECT resources FROM reservation_waiters WHERE id = ?1",
+        i(waiter),
+    )?;
     let n = tx
         .conn
         .prepare_cached("DELETE FROM reservation_waiters WHERE id = ?1")?
@@ -291,7 +331,7 @@ fn leave(tx: &mut Tx<'_>, agent: &str, waiter: u64) -> EnvResult<()> {
             agent,
             "lease.wait-ended",
             &format!("waiter/{waiter}"),
-            json!({}),
+            json!({"resources": resources}),
         )?;
     }
     Ok(())
@@ -355,6 +395,7 @@ impl SqliteStore {
     pub(crate) async fn release(&self, agent: &str, lease: u64) -> EnvResult<()> {
         let agent = agent.to_owned();
         self.write(move |tx| {
+            let resources = resources_of(tx.conn, i(lease))?;
             let n = tx
                 .conn
                 .prepare_cached(
@@ -370,15 +411,11 @@ impl SqliteStore {
                 &agent,
                 "lease.released",
                 &format!("lease/{lease}"),
-                json!({}),
+                json!({"resources": resources}),
             )?;
             Ok(())
         })
         .await
-    }
-
-    pub(crate) async fn list_reservations(&self, prefix: &str) -> EnvResult<Vec<Holding>> {
-        self.holdings_page(prefix, None, None, u32::MAX).await
     }
 
     pub(crate) async fn holdings_page(
@@ -390,7 +427,12 @@ impl SqliteStore {
     ) -> EnvResult<Vec<Holding>> {
         // Start at the prefix, or just past the previous page's last row.
         let (from, past) = after.map_or((prefix, -1), |(r, lease)| (r.max(prefix), i(lease)));
-        self.read(|conn, now| {
+        let (from, prefix, holder) = (
+            from.to_owned(),
+            prefix.to_owned(),
+            holder.map(str::to_owned),
+        );
+        self.read(move |conn, now| {
             let mut stmt = conn.prepare_cached(
                 "SELECT lr.resource, l.id, l.agent, l.mode, l.token, l.expires_at
                  FROM lease_resources lr JOIN leases l ON l.id = lr.lease
@@ -402,7 +444,7 @@ impl SqliteStore {
             let mut out = Vec::new();
             while let Some(r) = rows.next()? {
                 let resource: String = r.get(0)?;
-                if !resource.starts_with(prefix) || out.len() >= limit as usize {
+                if !resource.starts_with(prefix.as_str()) || out.len() >= limit as usize {
                     break;
                 }
                 out.push(Holding {
@@ -416,10 +458,11 @@ impl SqliteStore {
             }
             Ok(out)
         })
+        .await
     }
 
     pub(crate) async fn waiters(&self, limit: u32) -> EnvResult<Vec<Waiter>> {
-        self.read(|conn, now| {
+        self.read(move |conn, now| {
             Ok(conn
                 .prepare_cached(
                     "SELECT id, agent, mode, resources, deadline FROM reservation_waiters
@@ -437,5 +480,6 @@ impl SqliteStore {
                 })?
                 .collect::<Result<_, _>>()?)
         })
+        .await
     }
 }

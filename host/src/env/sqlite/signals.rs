@@ -47,7 +47,8 @@ impl SqliteStore {
     }
 
     pub(crate) async fn sense(&self, trail: &str) -> EnvResult<f64> {
-        self.read(|conn, now| {
+        let trail = trail.to_owned();
+        self.read(move |conn, now| {
             let row: Option<(f64, i64, i64)> = conn
                 .prepare_cached(
                     "SELECT strength, half_life_ms, updated_at FROM signals WHERE trail = ?1",
@@ -58,19 +59,21 @@ impl SqliteStore {
                 decayed(s, now.saturating_sub(u(at)), u(hl))
             }))
         })
+        .await
     }
 
     pub(crate) async fn strongest(&self, prefix: &str, n: u32) -> EnvResult<Vec<TrailStrength>> {
-        self.read(|conn, now| {
+        let prefix = prefix.to_owned();
+        self.read(move |conn, now| {
             let mut stmt = conn.prepare_cached(
                 "SELECT trail, strength, half_life_ms, updated_at FROM signals
                  WHERE trail >= ?1 ORDER BY trail",
             )?;
-            let mut rows = stmt.query([prefix])?;
+            let mut rows = stmt.query([&prefix])?;
             let mut all = Vec::new();
             while let Some(r) = rows.next()? {
                 let trail: String = r.get(0)?;
-                if !trail.starts_with(prefix) {
+                if !trail.starts_with(prefix.as_str()) {
                     break;
                 }
                 let half_life_ms = u(r.get(2)?);
@@ -89,5 +92,6 @@ impl SqliteStore {
             all.truncate(n as usize);
             Ok(all)
         })
+        .await
     }
 }

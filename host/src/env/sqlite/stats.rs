@@ -28,12 +28,12 @@ fn work_counts(conn: &Connection, now: u64) -> EnvResult<WorkCounts> {
 
 impl SqliteStore {
     pub(crate) async fn work_counts(&self) -> EnvResult<WorkCounts> {
-        self.read(work_counts)
+        self.read(work_counts).await
     }
 
     /// Each queued request got a waiter id.
     pub(crate) async fn reservations_queued(&self) -> EnvResult<u64> {
-        self.read(|conn, _| {
+        self.read(move |conn, _| {
             let n: Option<i64> = conn
                 .prepare_cached(
                     "SELECT seq FROM sqlite_sequence WHERE name = 'reservation_waiters'",
@@ -42,10 +42,11 @@ impl SqliteStore {
                 .optional()?;
             Ok(n.map_or(0, u))
         })
+        .await
     }
 
     pub(crate) async fn stats(&self) -> EnvResult<Stats> {
-        self.read(|conn, now| {
+        self.read(move |conn, now| {
             let count = |sql: &str| -> EnvResult<u64> {
                 Ok(u(conn.prepare_cached(sql)?.query_row([], |r| r.get(0))?))
             };
@@ -66,10 +67,11 @@ impl SqliteStore {
                 last_seq: count(super::journal::LATEST_SEQ)?,
             })
         })
+        .await
     }
 
     pub(crate) async fn overview(&self) -> EnvResult<Overview> {
-        self.read(|conn, now| {
+        self.read(move |conn, now| {
             let count = |sql: &str| -> EnvResult<u64> {
                 Ok(u(conn.prepare_cached(sql)?.query_row([], |r| r.get(0))?))
             };
@@ -102,6 +104,6 @@ impl SqliteStore {
                 events: count("SELECT coalesce((SELECT max(seq) FROM events) - (SELECT min(seq) FROM events) + 1, 0)")?,
                 last_seq: count(super::journal::LATEST_SEQ)?,
             })
-        })
+        }).await
     }
 }

@@ -37,7 +37,8 @@ const BLOCKED_DEPENDENTS: &str = "SELECT t.id FROM task_deps d CROSS JOIN tasks 
      WHERE d.depends_on = ?1 AND t.state = 'blocked' ORDER BY d.task";
 
 /// Blocked dependents of task `?1` whose dependencies are now all done.
-const NOW_UNBLOCKED: &str = "SELECT t.id FROM task_deps d CROSS JOIN tasks t ON t.id = d.task
+const NOW_UNBLOCKED: &str =
+    "SELECT t.id, t.queue FROM task_deps d CROSS JOIN tasks t ON t.id = d.task
      WHERE d.depends_on = ?1 AND t.state = 'blocked'
        AND NOT EXISTS (SELECT 1 FROM task_deps o CROSS JOIN tasks ot ON ot.id = o.depends_on
                        WHERE o.task = t.id AND ot.state != 'done')
@@ -224,9 +225,13 @@ fn retry_or_die(
                  WHERE id = ?4",
             )?
             .execute(params![i(not_before), error, i(tx.now), i(id)])?;
+        let queue: String = tx
+            .conn
+            .prepare_cached("SELECT queue FROM tasks WHERE id = ?1")?
+            .query_row([i(id)], |r| r.get(0))?;
         tx.record(
             agent,
-            events::task_retried(id, held.attempts, not_before, error),
+            events::task_retried(id, &queue, held.attempts, not_before, error),
         )?;
         return Ok(());
     }
@@ -266,16 +271,16 @@ fn cascade_cancel(tx: &mut Tx<'_>, id: u64) -> EnvResult<()> {
 
 /// Make ready every blocked dependent of `done` whose dependencies are all done.
 fn unblock_dependents(tx: &mut Tx<'_>, done: u64) -> EnvResult<()> {
-    let ready: Vec<i64> = tx
+    let ready: Vec<(i64, String)> = tx
         .conn
         .prepare_cached(NOW_UNBLOCKED)?
-        .query_map([i(done)], |r| r.get(0))?
+        .query_map([i(done)], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
-    for id in ready {
+    for (id, queue) in ready {
         tx.conn
             .prepare_cached("UPDATE tasks SET state = 'ready', updated_at = ?1 WHERE id = ?2")?
             .execute(params![i(tx.now), id])?;
-        tx.record("env", events::task_ready(id, done))?;
+        tx.record("env", events::task_ready(id, &queue, done))?;
     }
     Ok(())
 }
@@ -316,15 +321,17 @@ pub(crate) fn requeue_agent(
     why: &str,
     failed: bool,
 ) -> EnvResult<u64> {
-    let held: Vec<(i64, u32, u32)> = tx
+    let held: Vec<(i64, u32, u32, String)> = tx
         .conn
         .prepare_cached(
-            "SELECT id, attempts, max_attempts FROM tasks
+            "SELECT id, attempts, max_attempts, queue FROM tasks
              WHERE state = 'claimed' AND claimed_by = ?1 ORDER BY id",
         )?
-        .query_map([agent], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .query_map([agent], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?
         .collect::<Result<_, _>>()?;
-    for (id, attempts, max_attempts) in &held {
+    for (id, attempts, max_attempts, queue) in &held {
         if !failed {
             tx.conn
                 .prepare_cached(
@@ -334,7 +341,7 @@ pub(crate) fn requeue_agent(
                      WHERE id = ?3",
                 )?
                 .execute(params![i(tx.now), why, id])?;
-            tx.record("env", events::task_returned(id, why))?;
+            tx.record("env", events::task_returned(id, queue, why))?;
             continue;
         }
         let h = Held {
@@ -462,7 +469,9 @@ impl SqliteStore {
 
     /// Whether a task of `queue` is claimable now, else when one may next be.
     pub(crate) async fn next_due(&self, queue: &str) -> EnvResult<(bool, Option<u64>)> {
-        self.read(|conn, now| next_due(conn, queue, now))
+        let queue = queue.to_owned();
+        self.read(move |conn, now| next_due(conn, &queue, now))
+            .await
     }
 
     pub(crate) async fn complete(
@@ -527,7 +536,7 @@ impl SqliteStore {
     }
 
     pub(crate) async fn get_task(&self, id: u64) -> EnvResult<Option<Task>> {
-        self.read(|conn, _| load_task(conn, id))
+        self.read(move |conn, _| load_task(conn, id)).await
     }
 
     pub(crate) async fn list_tasks(
@@ -542,15 +551,16 @@ impl SqliteStore {
             limit,
             ..TaskQuery::default()
         };
-        self.read(|conn, _| tasks_page(conn, &query))
+        self.read(move |conn, _| tasks_page(conn, &query)).await
     }
 
     pub(crate) async fn tasks_page(&self, query: &TaskQuery) -> EnvResult<Vec<Task>> {
-        self.read(|conn, _| tasks_page(conn, query))
+        let query = query.clone();
+        self.read(move |conn, _| tasks_page(conn, &query)).await
     }
 
     pub(crate) async fn task_links(&self, id: u64, limit: u32) -> EnvResult<TaskLinks> {
-        self.read(|conn, _| {
+        self.read(move |conn, _| {
             let node = |r: &rusqlite::Row<'_>| {
                 Ok(TaskRef {
                     id: u(r.get(0)?),
@@ -577,6 +587,7 @@ impl SqliteStore {
                 dependents,
             })
         })
+        .await
     }
 
     pub(crate) async fn retry_task(&self, who: &str, id: u64) -> EnvResult<()> {
@@ -610,7 +621,10 @@ impl SqliteStore {
                          claim_token = NULL, claim_expires = NULL, updated_at = ?2 WHERE id = ?3",
                 )?
                 .execute(params![state.as_str(), i(tx.now), i(id)])?;
-            tx.record(&who, events::task_requeued(id, &who, task.state, state))?;
+            tx.record(
+                &who,
+                events::task_requeued(id, &task.queue, &who, task.state, state),
+            )?;
             Ok(())
         })
         .await

@@ -34,7 +34,8 @@ fn issued(tx: &Tx<'_>) -> EnvResult<u64> {
 
 impl SqliteStore {
     pub(crate) async fn get_value(&self, key: &str) -> EnvResult<Option<Versioned>> {
-        self.read(|conn, _| {
+        let key = key.to_owned();
+        self.read(move |conn, _| {
             Ok(conn
                 .prepare_cached("SELECT value, version FROM kv WHERE key = ?1 AND deleted = 0")?
                 .query_row([key], |r| {
@@ -45,6 +46,7 @@ impl SqliteStore {
                 })
                 .optional()?)
         })
+        .await
     }
 
     pub(crate) async fn put_value(
@@ -130,16 +132,17 @@ impl SqliteStore {
         after: &str,
         limit: u32,
     ) -> EnvResult<Vec<ValueEntry>> {
-        self.read(|conn, _| {
+        let (prefix, after) = (prefix.to_owned(), after.to_owned());
+        self.read(move |conn, _| {
             let mut stmt = conn.prepare_cached(
                 "SELECT key, value, version, fence, updated_by, updated_at FROM kv
                  WHERE key >= ?1 AND key > ?2 AND deleted = 0 ORDER BY key",
             )?;
-            let mut rows = stmt.query([prefix, after])?;
+            let mut rows = stmt.query([&prefix, &after])?;
             let mut out = Vec::new();
             while let Some(r) = rows.next()? {
                 let key: String = r.get(0)?;
-                if !key.starts_with(prefix) || out.len() >= limit as usize {
+                if !key.starts_with(prefix.as_str()) || out.len() >= limit as usize {
                     break;
                 }
                 out.push(ValueEntry {
@@ -153,5 +156,6 @@ impl SqliteStore {
             }
             Ok(out)
         })
+        .await
     }
 }

@@ -141,6 +141,6 @@ impl SqliteStore {
     }
 
     pub(crate) async fn workspace(&self) -> EnvResult<Option<WorkspaceRecord>> {
-        self.read(|conn, _| read_record(conn))
+        self.read(move |conn, _| read_record(conn)).await
     }
 }

@@ -13,6 +13,7 @@ use tokio::sync::{oneshot, watch};
 use super::Tx;
 use super::checkpointer::Poke;
 use crate::env::store::Tally;
+use crate::env::wake::{Touched, Wakes};
 use crate::env::{Clock, EnvError, EnvOptions, EnvResult};
 
 /// A unit of work for the writer: runs inside the batch's transaction.
@@ -94,12 +95,14 @@ fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
 }
 
 /// Run the writer until every sender is dropped.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn run(
     conn: Connection,
     jobs: Receiver<Box<dyn Job>>,
     clock: Arc<dyn Clock>,
     opts: EnvOptions,
     changed: watch::Sender<u64>,
+    wakes: Arc<Wakes>,
     tally: Arc<Tally>,
     checkpoint: Poke,
 ) {
@@ -125,6 +128,7 @@ pub(crate) fn run(
         }
         let now = clock.now_ms();
         let mut seq = last_seq;
+        let mut touched = Touched::default();
         let mut replies = Vec::with_capacity(batch.len());
         // Set when the batch's transaction can no longer be trusted (a
         // savepoint statement failed, or SQLite rolled the whole transaction
@@ -149,6 +153,8 @@ pub(crate) fn run(
                 now,
                 opts: &opts,
                 last_seq: &mut seq,
+                wakes: &wakes,
+                touched: &mut touched,
             };
             // A panicking operation must not take the writer (and every later
             // write) down with it: its caller sees the writer's error and its
@@ -170,6 +176,15 @@ pub(crate) fn run(
             }
             replies.extend(reply);
         }
+        // Noted before the commit: a reader of other processes' commits
+        // that sees this one at once must know it for this handle's own.
+        let stretch = touched
+            .first_seq()
+            .filter(|_| broken.is_none())
+            .map(|first| (first - 1, seq));
+        if let Some((from, to)) = stretch {
+            wakes.committed_here(from, to);
+        }
         let commit = match broken {
             Some(err) => {
                 if !conn.is_autocommit() {
@@ -183,13 +198,19 @@ pub(crate) fn run(
             if !conn.is_autocommit() {
                 let _ = conn.execute_batch("ROLLBACK");
             }
+            if let Some((from, to)) = stretch {
+                wakes.forget_here(from, to);
+            }
         } else {
             tally.commits.fetch_add(1, Ordering::Relaxed);
             checkpoint.poke();
         }
-        if commit.is_ok() && seq > last_seq {
-            last_seq = seq;
-            changed.send_modify(|v| *v = (*v).max(seq));
+        if commit.is_ok() {
+            wakes.dispatch(touched);
+            if seq > last_seq {
+                last_seq = seq;
+                changed.send_modify(|v| *v = (*v).max(seq));
+            }
         }
         for reply in replies {
             reply.finish(commit.clone());
