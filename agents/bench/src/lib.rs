@@ -9,6 +9,11 @@
 //!   rounds conflict and queue.
 //! - `wait`: wait once on `queue` for up to `wait_ms` (the spawn workload's
 //!   idle agent), then end.
+//! - `worker`: claim from `queue` (waiting up to `wait_ms` each time) and
+//!   complete, until a claim finds nothing. Each task's payload is the wall
+//!   time it was pushed (µs since the epoch); the result is how long the
+//!   claim waited for it after the push (µs), or `-` when it was there
+//!   already when the claim was made (no wake-up to measure).
 //! - `workspace`: reserve the directory `dir` exclusively once, then write
 //!   `count` small files of `size` bytes into it through the workspace
 //!   (cycling over `files` names), each an atomic, fenced, journaled write.
@@ -66,6 +71,32 @@ fn wait(config: &Config) -> Result<(), String> {
     Ok(())
 }
 
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+fn worker(config: &Config) -> Result<(), String> {
+    let queue = config.require("queue")?;
+    let wait = Duration::from_millis(config.parse("wait_ms", 2_000)?);
+    let lease = Duration::from_secs(60);
+    loop {
+        let asked = now_us();
+        let Some(task) = tasks::claim(queue, lease, wait).map_err(|e| e.to_string())? else {
+            return Ok(());
+        };
+        let got = now_us();
+        let pushed: u64 = task.payload().parse().unwrap_or(0);
+        let woken = if pushed > asked {
+            (got - pushed).to_string()
+        } else {
+            "-".to_owned()
+        };
+        task.complete(&woken).map_err(|e| e.to_string())?;
+    }
+}
+
 fn workspace(config: &Config) -> Result<(), String> {
     let dir = config.require("dir")?;
     let count: u64 = config.parse("count", 1000)?;
@@ -91,6 +122,7 @@ impl Agent for Bench {
             "tasks" => tasks(&config),
             "reservations" => reservations(&config),
             "wait" => wait(&config),
+            "worker" => worker(&config),
             "workspace" => workspace(&config),
             other => Err(format!("unknown workload `{other}`")),
         }?;

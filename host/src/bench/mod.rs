@@ -6,7 +6,8 @@
 //! per live agent) and `wake` (push until a waiting claim holds the task, in
 //! this process and another) and `workspace` (small files written through the
 //! workspace by wasm agents, against plain native writes) and `ui` (the live
-//! view on a large environment). Each result names the durability and the
+//! view on a large environment) and `swarm` (thousands of agents claiming
+//! from many queues while pushers feed them). Each result names the durability and the
 //! backend it ran on: SQLite files in a temp dir, or, given `--env
 //! postgres://…`, fresh schemas on that server (dropped afterwards).
 //! BENCHMARKS.md has the figures.
@@ -17,6 +18,7 @@ mod guest;
 mod pages;
 mod reservations;
 mod spawn;
+mod swarm;
 mod tasks;
 mod ui;
 mod wake;
@@ -24,6 +26,7 @@ mod workspace;
 
 pub use reservations::{ReservationRun, ReservationsReport, reservations};
 pub use spawn::{SpawnReport, SpawnRun, spawn};
+pub use swarm::{SwarmReport, SwarmRun, swarm};
 pub use tasks::{Mode, PagesRun, TasksReport, Throughput, tasks};
 pub use ui::{Timed, UiReport, ui};
 pub use wake::{WakeReport, run_waiter, wake};

@@ -123,6 +123,30 @@ pub enum Workload {
         #[arg(long)]
         json: bool,
     },
+    /// A large swarm working: bench agents (wasm) each claiming with waits
+    /// from one of many queues while pushers keep every queue fed; tasks/s,
+    /// wake-up p99 and CPU per task, with 64 agents and with many in one run.
+    Swarm {
+        /// Agents in the large run (the small one has 64).
+        #[arg(long, default_value_t = 10_000)]
+        agents: u32,
+        /// Queues the agents claim from (agent r from queue r % queues).
+        #[arg(long, default_value_t = 100)]
+        queues: u32,
+        /// Tasks pushed in each run's throughput phase.
+        #[arg(long, default_value_t = 100_000)]
+        tasks: u64,
+        /// Commit durability: normal (synchronous=NORMAL) or full.
+        #[arg(long, value_enum, default_value = "normal")]
+        durability: DurabilityArg,
+        /// Run on PostgreSQL: fresh schemas on this server (postgres://…),
+        /// dropped afterwards. Default: SQLite files in a temp dir.
+        #[arg(long, value_name = "URL")]
+        env: Option<EnvLocation>,
+        /// Print the result as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Instantiation time per agent and resident memory per live agent,
     /// with many agents alive at once, each blocked in a wait.
     Spawn {
@@ -295,6 +319,53 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 println!(
                     "  guarded/plain {:.2}, guarded/plain atomic {:.2}",
                     r.guarded_vs_plain, r.guarded_vs_plain_atomic
+                );
+            })
+        }
+        Workload::Swarm {
+            agents,
+            queues,
+            tasks,
+            durability,
+            env,
+            json,
+        } => {
+            let place = Place::new(env)?;
+            let r = bench::swarm(&place, agents, queues, tasks, durability.into()).await?;
+            show(&r, json, |r| {
+                println!(
+                    "swarm: agents claiming with waits over up to {} queues, {} tasks a run ({}, durability {})",
+                    r.large.queues, r.large.tasks, r.backend, r.durability
+                );
+                println!(
+                    "  {:>7} {:>7} {:>10} {:>13} {:>13} {:>13} {:>10} {:>9}",
+                    "agents",
+                    "queues",
+                    "tasks/s",
+                    "wake p50 ms",
+                    "wake p99 ms",
+                    "CPU µs/task",
+                    "targeted",
+                    "general"
+                );
+                for run in [&r.small, &r.large] {
+                    println!(
+                        "  {:>7} {:>7} {:>10.0} {:>13.2} {:>13.2} {:>13.1} {:>10} {:>9}",
+                        run.agents,
+                        run.queues,
+                        run.throughput.rate_per_s,
+                        run.wake.p50_us / 1000.0,
+                        run.wake.p99_us / 1000.0,
+                        run.cpu_us_per_task,
+                        run.wakes.targeted,
+                        run.wakes.general
+                    );
+                }
+                println!(
+                    "  {} agents / 64 agents: {:.2} of the throughput (target >= 0.90); wake p99 {:.2} ms (target <= 5 ms)",
+                    r.large.agents,
+                    r.throughput_ratio,
+                    r.large.wake.p99_us / 1000.0
                 );
             })
         }
