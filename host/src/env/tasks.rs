@@ -5,7 +5,7 @@
 use tokio::time::Instant;
 
 use super::limits::{check_count, check_name, check_payload, check_ttl};
-use super::wake::Interest;
+use super::wake::{Interest, Woken};
 use super::{AgentId, Claimed, Env, EnvError, EnvResult, PushOptions, Pushed, Task, TaskState};
 
 /// Most tasks one listing returns, whatever the limit asked for.
@@ -56,9 +56,9 @@ impl Env {
         let waiter =
             (wait_ms > 0).then(|| self.wakes().register(Interest::Queue(queue.to_owned())));
         // The first attempt goes straight to the writer (the common case: a
-        // task is there). After a wake, a read first tells whether anything
-        // is claimable, so a wake another claimer beat us to, or one for a
-        // task due only later, costs no write.
+        // task is there), and so does one woken for a task claimable now.
+        // After any other wake (a task due only later, a timer), a read
+        // first tells whether anything is claimable, so it costs no write.
         let mut due_now = true;
         loop {
             if let Some(w) = &waiter {
@@ -84,7 +84,8 @@ impl Env {
             let wake = later
                 .filter(|&at| at > self.now_ms())
                 .map_or(until, |at| self.instant_at(at).min(until));
-            waiter.woken_before(wake).await;
+            // Woken for a task claimable now: straight to the writer.
+            due_now = waiter.wake_before(wake).await == Woken::Claimable;
         }
     }
 

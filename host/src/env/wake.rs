@@ -83,6 +83,8 @@ struct Slot {
     /// Rung and not yet heard: a waiter that leaves with its bell rung
     /// passes the wake-up on (a task left for one claimer must not be lost).
     rung: AtomicBool,
+    /// Rung for a task claimable now (the claimer may go straight to it).
+    now: AtomicBool,
 }
 
 impl Slot {
@@ -90,6 +92,22 @@ impl Slot {
         self.rung.store(true, Ordering::Release);
         self.notify.notify_one();
     }
+
+    fn ring_now(&self) {
+        self.now.store(true, Ordering::Release);
+        self.ring();
+    }
+}
+
+/// How a wait ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Woken {
+    /// A task was made claimable in the waiter's queue.
+    Claimable,
+    /// Something the waiter waits for changed.
+    Changed,
+    /// The deadline came first.
+    TimedOut,
 }
 
 /// A registered waiter; dropping it unregisters (passing an unheard wake-up
@@ -104,19 +122,30 @@ impl Waiter {
     /// Sleep until this waiter is woken or `until`; false when `until` came
     /// first.
     pub(crate) async fn woken_before(&self, until: Instant) -> bool {
-        let woken = tokio::time::timeout_at(until, self.slot.notify.notified())
+        self.wake_before(until).await != Woken::TimedOut
+    }
+
+    /// Sleep until this waiter is woken or `until`, and say which.
+    pub(crate) async fn wake_before(&self, until: Instant) -> Woken {
+        if tokio::time::timeout_at(until, self.slot.notify.notified())
             .await
-            .is_ok();
-        if woken {
-            self.slot.rung.store(false, Ordering::Release);
+            .is_err()
+        {
+            return Woken::TimedOut;
         }
-        woken
+        self.slot.rung.store(false, Ordering::Release);
+        if self.slot.now.swap(false, Ordering::AcqRel) {
+            Woken::Claimable
+        } else {
+            Woken::Changed
+        }
     }
 
     /// Forget any wake-up delivered so far: the caller is about to look for
     /// itself, and what it finds covers them.
     pub(crate) fn settle(&self) {
         self.slot.rung.store(false, Ordering::Release);
+        self.slot.now.store(false, Ordering::Release);
     }
 }
 
@@ -129,7 +158,7 @@ impl Drop for Waiter {
                 if let Some(line) = reg.queues.get_mut(q) {
                     line.retain(|s| s.id != self.slot.id);
                     if unheard && let Some(next) = line.pop_front() {
-                        next.ring();
+                        next.ring_now();
                         line.push_back(next);
                         self.wakes.targeted.fetch_add(1, Ordering::Relaxed);
                     }
@@ -254,6 +283,7 @@ impl Wakes {
             id: reg.next,
             notify: Notify::new(),
             rung: AtomicBool::new(false),
+            now: AtomicBool::new(false),
         });
         match &interest {
             Interest::Queue(q) => reg
@@ -326,7 +356,7 @@ impl Wakes {
                     n += 1;
                 }
             } else if let Some(slot) = line.pop_front() {
-                slot.ring();
+                slot.ring_now();
                 line.push_back(slot);
                 n += 1;
             }

@@ -36,7 +36,10 @@ use crate::env::store::Tally;
 use crate::env::wake::{Touched, Wakes};
 use crate::env::{Clock, EnvError, EnvOptions, EnvResult, OpenError};
 
-const MAX_IDLE_READERS: usize = 8;
+/// Reads running at once (each on a connection of its own, kept for the
+/// next): more would only open and close connections, each open parsing the
+/// schema again, for no more parallelism than the machine has.
+const MAX_READERS: usize = 8;
 
 /// An environment in a SQLite file: the writer thread, the readers and the
 /// change notifications.
@@ -49,6 +52,8 @@ pub(crate) struct SqliteStore {
     /// Ends after the writer (which holds its only poke handle).
     checkpointer: Mutex<Option<JoinHandle<()>>>,
     readers: Mutex<Vec<Connection>>,
+    /// One permit per read running (see [`MAX_READERS`]).
+    reading: tokio::sync::Semaphore,
     changed: watch::Sender<u64>,
     wakes: Arc<Wakes>,
     /// What the writer did, for benchmarks and diagnostics.
@@ -202,6 +207,7 @@ impl SqliteStore {
             writer: Mutex::new(Some(writer)),
             checkpointer: Mutex::new(Some(checkpointer)),
             readers: Mutex::new(Vec::new()),
+            reading: tokio::sync::Semaphore::new(MAX_READERS),
             changed,
             wakes,
             tally,
@@ -263,7 +269,7 @@ impl SqliteStore {
 
     fn give_back(&self, conn: Connection) {
         let mut pool = self.readers.lock().expect("reader pool poisoned");
-        if pool.len() < MAX_IDLE_READERS {
+        if pool.len() < MAX_READERS {
             pool.push(conn);
         }
     }
@@ -288,6 +294,11 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection, u64) -> EnvResult<T> + Send + 'static,
     {
+        let _permit = self
+            .reading
+            .acquire()
+            .await
+            .map_err(|_| EnvError::Unavailable("the environment is closed".into()))?;
         // A pooled connection, or what it takes to open one.
         let reader = match self.readers.lock().expect("reader pool poisoned").pop() {
             Some(c) => Ok(c),
