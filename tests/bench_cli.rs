@@ -126,6 +126,33 @@ fn bench_wake_measures_waiters_in_this_process_and_another() {
 }
 
 #[test]
+fn bench_swarm_runs_64_agents_and_many_and_wakes_only_targeted() {
+    let r = bench(&[
+        "swarm",
+        "--agents",
+        "200",
+        "--queues",
+        "20",
+        "--tasks",
+        "400",
+        "--wake-rounds",
+        "20",
+    ]);
+    for run in ["small", "large"] {
+        assert_eq!(r[run]["tasks"], 400, "{r}");
+        assert!(positive(&r[run]["throughput"]["rate_per_s"]), "{run}: {r}");
+        assert!(positive(&r[run]["cpu_us_per_task"]), "{run}: {r}");
+        // Every agent was waiting in the wake-up phase: each push woke one.
+        assert_eq!(r[run]["wake"]["samples"], 20, "{run}: {r}");
+        assert_eq!(r[run]["wakes"]["general"], 0, "{run}: {r}");
+    }
+    assert_eq!(r["small"]["agents"], 64, "{r}");
+    assert_eq!(r["large"]["agents"], 200, "{r}");
+    assert_eq!(r["large"]["queues"], 20, "{r}");
+    assert!(positive(&r["throughput_ratio"]), "{r}");
+}
+
+#[test]
 fn bench_workspace_writes_through_the_workspace_and_plainly() {
     let r = bench(&[
         "workspace",

@@ -49,6 +49,8 @@ pub struct SwarmRun {
     pub queues: u32,
     /// Tasks in the throughput phase.
     pub tasks: u64,
+    /// Tasks pushed one at a time in the wake-up phase.
+    pub wake_rounds: u32,
     /// The throughput phase.
     pub throughput: Throughput,
     /// Process CPU time (user + system) per task in the throughput phase, µs.
@@ -65,8 +67,6 @@ pub struct SwarmRun {
 const PUSHERS: u32 = 64;
 /// How long an agent's claim waits before it asks again.
 const WAIT_MS: u64 = 60_000;
-/// Tasks pushed one at a time in the wake-up phase.
-const WAKE_ROUNDS: u32 = 2_000;
 
 fn now_us() -> u64 {
     SystemTime::now()
@@ -87,12 +87,14 @@ fn cpu_us() -> f64 {
 }
 
 /// Run the workload: 64 agents, then `agents`, over `queues` queues, each
-/// run with `tasks` tasks, on fresh environments of `place`.
+/// run with `tasks` tasks and then `wake_rounds` pushed one at a time, on
+/// fresh environments of `place`.
 pub async fn swarm(
     place: &Place,
     agents: u32,
     queues: u32,
     tasks: u64,
+    wake_rounds: u32,
     durability: Durability,
 ) -> anyhow::Result<SwarmReport> {
     let opts = EnvOptions {
@@ -100,8 +102,17 @@ pub async fn swarm(
         ..EnvOptions::default()
     };
     let queues = queues.max(1);
-    let small = run(place, "swarm-small", 64, queues, tasks, &opts).await?;
-    let large = run(place, "swarm-large", agents.max(1), queues, tasks, &opts).await?;
+    let small = run(place, "swarm-small", 64, queues, tasks, wake_rounds, &opts).await?;
+    let large = run(
+        place,
+        "swarm-large",
+        agents.max(1),
+        queues,
+        tasks,
+        wake_rounds,
+        &opts,
+    )
+    .await?;
     Ok(SwarmReport {
         backend: place.backend(),
         durability: durability.name(),
@@ -117,6 +128,7 @@ async fn run(
     agents: u32,
     queues: u32,
     tasks: u64,
+    wake_rounds: u32,
     opts: &EnvOptions,
 ) -> anyhow::Result<SwarmRun> {
     // Every queue needs a claimer: fewer agents than queues use fewer queues.
@@ -173,7 +185,7 @@ async fn run(
     // Wake-up: one task at a time, to queues in turn, every agent waiting.
     wait_for_waiters(&env, agents as usize).await?;
     let me = AgentId::new("pusher-wake");
-    for n in 0..WAKE_ROUNDS {
+    for n in 0..wake_rounds {
         let queue = format!("q{}", (n * 7919) % queues);
         env.push(&me, &queue, &now_us().to_string(), PushOptions::default())
             .await?;
@@ -192,6 +204,7 @@ async fn run(
         agents,
         queues,
         tasks,
+        wake_rounds,
         throughput,
         cpu_us_per_task: cpu / tasks.max(1) as f64,
         wake,

@@ -136,6 +136,10 @@ pub enum Workload {
         /// Tasks pushed in each run's throughput phase.
         #[arg(long, default_value_t = 100_000)]
         tasks: u64,
+        /// Tasks pushed one at a time (1 ms apart) in each run's wake-up
+        /// phase, every agent waiting.
+        #[arg(long, default_value_t = 2_000)]
+        wake_rounds: u32,
         /// Commit durability: normal (synchronous=NORMAL) or full.
         #[arg(long, value_enum, default_value = "normal")]
         durability: DurabilityArg,
@@ -326,12 +330,21 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             agents,
             queues,
             tasks,
+            wake_rounds,
             durability,
             env,
             json,
         } => {
             let place = Place::new(env)?;
-            let r = bench::swarm(&place, agents, queues, tasks, durability.into()).await?;
+            let r = bench::swarm(
+                &place,
+                agents,
+                queues,
+                tasks,
+                wake_rounds,
+                durability.into(),
+            )
+            .await?;
             show(&r, json, |r| {
                 println!(
                     "swarm: agents claiming with waits over up to {} queues, {} tasks a run ({}, durability {})",
