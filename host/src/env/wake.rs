@@ -193,6 +193,10 @@ pub(crate) struct Touched {
     everything: bool,
     /// The first sequence number noted (where a local batch's events begin).
     first_seq: Option<u64>,
+    /// Events went by while no events waiter was registered: one that
+    /// registered since (while the batch was still uncommitted) must be
+    /// woken to look for itself.
+    events_unnoted: bool,
 }
 
 impl Touched {
@@ -238,9 +242,11 @@ impl Touched {
 
     /// Note the event itself, while anyone waits on events.
     fn note_event(&mut self, wakes: &Wakes, agent: &str, kind: &str, subject: &str) {
-        if wakes.event_waiters.load(Ordering::Relaxed) > 0 {
+        if wakes.event_waiters.load(Ordering::Acquire) > 0 {
             self.events
                 .push((agent.to_owned(), kind.to_owned(), subject.to_owned()));
+        } else {
+            self.events_unnoted = true;
         }
     }
 
@@ -267,6 +273,7 @@ impl Touched {
     /// Whether nothing was noted.
     pub(crate) fn is_empty(&self) -> bool {
         !self.everything
+            && !self.events_unnoted
             && self.queues.is_empty()
             && self.resources.is_empty()
             && self.events.is_empty()
@@ -296,7 +303,7 @@ impl Wakes {
             }
             Interest::Events(f) => {
                 reg.events.insert(slot.id, (f.clone(), slot.clone()));
-                self.event_waiters.fetch_add(1, Ordering::Relaxed);
+                self.event_waiters.fetch_add(1, Ordering::Release);
             }
         }
         self.waiters.fetch_add(1, Ordering::Relaxed);
@@ -372,6 +379,15 @@ impl Wakes {
                 }
             }
         }
+        // Waiters on events that registered while the batch was being
+        // written: its events were not noted for them.
+        if touched.events_unnoted && !reg.events.is_empty() {
+            self.general_events.fetch_add(1, Ordering::Relaxed);
+            for (_, slot) in reg.events.values() {
+                slot.ring();
+                self.general.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         if !touched.events.is_empty() {
             for (filter, slot) in reg.events.values() {
                 if touched
@@ -437,5 +453,84 @@ impl Wakes {
             general: self.general.load(Ordering::Relaxed),
             general_events: self.general_events.load(Ordering::Relaxed),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use serde_json::json;
+    use tokio::time::Instant;
+
+    use super::{Interest, Touched, Wakes, Woken};
+    use crate::env::EventFilter;
+
+    fn soon() -> Instant {
+        Instant::now() + Duration::from_millis(50)
+    }
+
+    #[tokio::test]
+    async fn an_events_waiter_registered_while_a_batch_was_written_is_woken() {
+        let wakes = Arc::new(Wakes::default());
+        let mut touched = Touched::default();
+        // Written while nobody waited on events...
+        touched.note(&wakes, 1, "a", "value.put", "value/k", &json!({}));
+        // ...then a wait starts before the batch commits.
+        let waiter = wakes.register(Interest::Events(EventFilter::default()));
+        wakes.dispatch(touched);
+        assert!(waiter.woken_before(soon()).await);
+        assert_eq!(wakes.tally().general, 1);
+    }
+
+    #[tokio::test]
+    async fn a_task_claimable_now_wakes_one_claimer_and_a_later_one_wakes_all() {
+        let wakes = Arc::new(Wakes::default());
+        let first = wakes.register(Interest::Queue("q".into()));
+        let second = wakes.register(Interest::Queue("q".into()));
+        let mut now = Touched::default();
+        now.note(
+            &wakes,
+            5,
+            "p",
+            "task.pushed",
+            "task/1",
+            &json!({"queue": "q", "not_before": 5}),
+        );
+        wakes.dispatch(now);
+        assert_eq!(first.wake_before(soon()).await, Woken::Claimable);
+        assert_eq!(second.wake_before(soon()).await, Woken::TimedOut);
+        let mut later = Touched::default();
+        later.note(
+            &wakes,
+            5,
+            "p",
+            "task.retried",
+            "task/1",
+            &json!({"queue": "q", "not_before": 900}),
+        );
+        wakes.dispatch(later);
+        assert_eq!(first.wake_before(soon()).await, Woken::Changed);
+        assert_eq!(second.wake_before(soon()).await, Woken::Changed);
+    }
+
+    #[tokio::test]
+    async fn a_claimer_that_leaves_unwoken_passes_its_task_on() {
+        let wakes = Arc::new(Wakes::default());
+        let leaving = wakes.register(Interest::Queue("q".into()));
+        let staying = wakes.register(Interest::Queue("q".into()));
+        let mut pushed = Touched::default();
+        pushed.note(
+            &wakes,
+            5,
+            "p",
+            "task.pushed",
+            "task/1",
+            &json!({"queue": "q", "not_before": 5}),
+        );
+        wakes.dispatch(pushed);
+        drop(leaving);
+        assert_eq!(staying.wake_before(soon()).await, Woken::Claimable);
     }
 }
