@@ -253,6 +253,8 @@ struct Writer {
     client: Client,
     prepared: Prepared,
     channel: String,
+    /// Its connection's server process (see [`Setup::own_backends`]).
+    backend: Option<i32>,
 }
 
 /// Connect, check (or create) the schema, report readiness on `ready`, then
@@ -288,15 +290,20 @@ pub(crate) async fn run(
 }
 
 /// Note `client`'s server process as one of this handle's writers.
-async fn note_backend(setup: &Setup, client: &Client) {
-    match client.query_one("SELECT pg_backend_pid()", &[]).await {
-        Ok(row) => setup
-            .own_backends
-            .lock()
-            .expect("backend list poisoned")
-            .push(row.get(0)),
-        Err(e) => tracing::debug!("cannot read a writer's backend: {e}"),
-    }
+/// Forgets `replaced`, the process of a connection that died: the server
+/// may give its number to another host's connection.
+async fn note_backend(setup: &Setup, client: &Client, replaced: Option<i32>) -> Option<i32> {
+    let pid = match client.query_one("SELECT pg_backend_pid()", &[]).await {
+        Ok(row) => Some(row.get(0)),
+        Err(e) => {
+            tracing::debug!("cannot read a writer's backend: {e}");
+            None
+        }
+    };
+    let mut own = setup.own_backends.lock().expect("backend list poisoned");
+    own.retain(|p| Some(*p) != replaced);
+    own.extend(pid);
+    pid
 }
 
 /// Connect the writers, the first checking (or creating) the schema and
@@ -306,7 +313,7 @@ async fn start_writers(setup: &Arc<Setup>) -> Result<Vec<Writer>, OpenError> {
     let mut writers = Vec::new();
     for n in 0..setup.opts.writers.max(1) {
         let client = connect::connect(&setup.target, &setup.shown, &setup.opts, &rt).await?;
-        note_backend(setup, &client).await;
+        let backend = note_backend(setup, &client, None).await;
         if n == 0 {
             schema::prepare(&client, &setup.target, &setup.shown, setup.may_create).await?;
             let head = client
@@ -324,6 +331,7 @@ async fn start_writers(setup: &Arc<Setup>) -> Result<Vec<Writer>, OpenError> {
             setup: setup.clone(),
             client,
             prepared: Prepared::default(),
+            backend,
         });
     }
     Ok(writers)
@@ -395,7 +403,7 @@ impl Writer {
         let s = &self.setup;
         match connect::connect(&s.target, &s.shown, &s.opts, &Handle::current()).await {
             Ok(c) => {
-                note_backend(s, &c).await;
+                self.backend = note_backend(s, &c, self.backend).await;
                 self.client = c;
                 self.prepared = Prepared::default();
                 tracing::info!("reconnected to {}", s.shown);
