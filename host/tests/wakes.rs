@@ -99,7 +99,11 @@ async fn one_push_wakes_one_of_many_claims_on_its_queue() {
     push_many(&t.env, "q", 4).await;
     let claimed = join_all(waiting).await;
     assert!(claimed.into_iter().all(|c| c.unwrap().unwrap().is_some()));
-    assert_eq!(t.env.wake_tally().targeted, 5);
+    // A claimer rung again while still taking its first task passes the
+    // extra wake-up on as it leaves: more than one per task, never general.
+    let tally = t.env.wake_tally();
+    assert!(tally.targeted >= 5, "{tally:?}");
+    assert_eq!(tally.general, 0, "{tally:?}");
 }
 
 async fn a_release_wakes_only_reserves_on_resources_it_overlaps() {

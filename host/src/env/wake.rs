@@ -157,9 +157,13 @@ impl Drop for Waiter {
             Interest::Queue(q) => {
                 if let Some(line) = reg.queues.get_mut(q) {
                     line.retain(|s| s.id != self.slot.id);
-                    if unheard && let Some(next) = line.pop_front() {
+                    if unheard
+                        && let Some(next) = line
+                            .iter()
+                            .find(|s| !s.rung.load(Ordering::Acquire))
+                            .or(line.front())
+                    {
                         next.ring_now();
-                        line.push_back(next);
                         self.wakes.targeted.fetch_add(1, Ordering::Relaxed);
                     }
                     if line.is_empty() {
@@ -349,8 +353,7 @@ impl Wakes {
             return;
         }
         let mut n = 0;
-        // One claimer per task claimable now, longest waiting first; it goes
-        // to the back of the line so the next task finds another. A task
+        // One claimer per task claimable now, longest waiting first. A task
         // claimable only later wakes the whole line, so that every waiter
         // sets its timer for it.
         for (q, later) in &touched.queues {
@@ -362,9 +365,14 @@ impl Wakes {
                     slot.ring();
                     n += 1;
                 }
-            } else if let Some(slot) = line.pop_front() {
+            } else if let Some(slot) = line
+                .iter()
+                .find(|s| !s.rung.load(Ordering::Acquire))
+                .or(line.front())
+            {
+                // The longest waiting that has not been rung yet: a claimer
+                // that loses its task to a faster one keeps its place.
                 slot.ring_now();
-                line.push_back(slot);
                 n += 1;
             }
         }
