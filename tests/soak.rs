@@ -69,7 +69,7 @@ work_scale = 2000
     ] {
         m.push_str(&format!(
             "\n[agents.chaos-{mode}]\nmodule = \"{chaos}\"\n{limits}\
-             [agents.chaos-{mode}.config]\nmode = \"{mode}\"\ncrashes = 3\nwait_ms = 1000\n"
+             [agents.chaos-{mode}.config]\nmode = \"{mode}\"\ncrashes = 3\nwait_ms = 5000\n"
         ));
     }
     m
