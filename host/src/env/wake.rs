@@ -63,6 +63,10 @@ pub(crate) struct Wakes {
     local: Mutex<VecDeque<(u64, u64)>>,
 }
 
+/// The most events of other processes or hosts read back at once to target
+/// their wake-ups; a longer stretch wakes every waiter instead.
+pub(crate) const READ_BACK: u64 = 10_000;
+
 /// The most stretches of local commits remembered for the read-back.
 const LOCAL_KEPT: usize = 4_096;
 
@@ -216,9 +220,8 @@ impl Touched {
     ) {
         match kind {
             "task.pushed" | "task.retried" | "task.ready" | "task.requeued" | "task.returned" => {
-                let blocked = detail.get("state").and_then(Value::as_str) == Some("blocked")
-                    || detail.get("state").and_then(Value::as_str) == Some("cancelled");
-                if blocked {
+                let state = detail.get("state").and_then(Value::as_str);
+                if matches!(state, Some("blocked" | "cancelled")) {
                     return self.note_event(wakes, agent, kind, subject);
                 }
                 let later = detail
@@ -242,6 +245,22 @@ impl Touched {
             _ => {}
         }
         self.note_event(wakes, agent, kind, subject);
+    }
+
+    /// Note an event read back from the journal (another process's or
+    /// host's), its detail as stored: JSON text.
+    pub(crate) fn note_stored(
+        &mut self,
+        wakes: &Wakes,
+        at: u64,
+        agent: &str,
+        kind: &str,
+        subject: &str,
+        detail: &str,
+    ) {
+        // A detail that does not parse says nothing: `note` wakes everyone.
+        let detail: Value = serde_json::from_str(detail).unwrap_or_default();
+        self.note(wakes, at, agent, kind, subject, &detail);
     }
 
     /// Note the event itself, while anyone waits on events.

@@ -14,11 +14,7 @@ use tokio_postgres::{AsyncMessage, Client, NoTls};
 use super::{channel, connect};
 use crate::env::EnvOptions;
 use crate::env::location::PgTarget;
-use crate::env::wake::{Touched, Wakes};
-
-/// The most events of other hosts read back at once to target their
-/// wake-ups; a longer stretch wakes every waiter instead.
-const READ_BACK: u64 = 10_000;
+use crate::env::wake::{READ_BACK, Touched, Wakes};
 
 /// Publish `seq` if it is newer than what waiters last saw.
 pub(crate) fn publish(changed: &watch::Sender<u64>, seq: u64) {
@@ -165,14 +161,13 @@ async fn read_back(client: &Client, sql: &str, wakes: &Wakes, from: u64, to: u64
     match client.query(sql, &[&(from as i64), &(to as i64)]).await {
         Ok(rows) => {
             for r in &rows {
-                let detail: serde_json::Value = serde_json::from_str(r.get(4)).unwrap_or_default();
-                touched.note(
+                touched.note_stored(
                     wakes,
                     r.get::<_, i64>(0) as u64,
                     r.get(1),
                     r.get(2),
                     r.get(3),
-                    &detail,
+                    r.get(4),
                 );
             }
         }

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use super::SqliteStore;
 use crate::env::events::Change;
 use crate::env::limits::{i, u};
-use crate::env::wake::{Touched, Wakes};
+use crate::env::wake::{READ_BACK, Touched, Wakes};
 use crate::env::{Direction, EnvResult, Event, EventFilter, EventPage, Story};
 
 pub(crate) fn append(
@@ -92,10 +92,6 @@ fn latest(conn: &Connection) -> EnvResult<u64> {
         .query_row([], |r| r.get(0))?;
     Ok(u(seq))
 }
-
-/// The most events of other processes read back at once to target their
-/// wake-ups; a longer stretch wakes every waiter instead.
-const READ_BACK: u64 = 10_000;
 
 /// Watch for commits by other connections (other processes) with the cheap
 /// `PRAGMA data_version` check, publish the newest sequence number, and read
@@ -181,15 +177,13 @@ fn read_back(conn: &Connection, wakes: &Wakes, from: u64, to: u64) -> EnvResult<
 /// Note every event row of `rows` (`at, agent, kind, subject, detail`).
 fn note_rows(rows: &mut rusqlite::Rows<'_>, wakes: &Wakes, touched: &mut Touched) -> EnvResult<()> {
     while let Some(r) = rows.next()? {
-        let detail: serde_json::Value =
-            serde_json::from_str(r.get_ref(4)?.as_str().unwrap_or("{}")).unwrap_or_default();
-        touched.note(
+        touched.note_stored(
             wakes,
             u(r.get(0)?),
             r.get_ref(1)?.as_str().unwrap_or(""),
             r.get_ref(2)?.as_str().unwrap_or(""),
             r.get_ref(3)?.as_str().unwrap_or(""),
-            &detail,
+            r.get_ref(4)?.as_str().unwrap_or(""),
         );
     }
     Ok(())
