@@ -4,7 +4,10 @@
 mod common;
 
 use common::{agent, open};
-use wawe::env::{EnvError, EnvOptions};
+use futures_util::future::join_all;
+use std::sync::Arc;
+
+use wawe::env::{Clock, Env, EnvError, EnvLocation, EnvOptions, ManualClock};
 
 async fn search_ranks_by_relevance() {
     let t = open();
@@ -211,6 +214,73 @@ async fn strongest_orders_trails_under_a_prefix_by_decayed_strength() {
     ));
 }
 
+/// More trails under a prefix than `strongest` reads whole (4,096), in three
+/// half-lives: the walk down the rank index per half-life finds the same
+/// trails as reading them all would, as the short-lived ones fade below the
+/// long-lived ones.
+async fn strongest_over_many_trails_matches_reading_them_all() {
+    let t = open();
+    let a = agent("a");
+    let half_lives = [500u64, 5_000, 60_000];
+    let start = t.clock.now_ms();
+    // (trail, amount, half-life, laid at)
+    let mut laid: Vec<(String, f64, u64, u64)> = Vec::new();
+    let mut seed = 7u64;
+    let mut next = move || {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        (seed >> 33) as f64 / (1u64 << 31) as f64
+    };
+    for round in 0..6u64 {
+        let mut batch = Vec::new();
+        for k in 0..1_000u64 {
+            let prefix = if k % 50 == 0 { "narrow" } else { "wide" };
+            let trail = format!("{prefix}/{round}-{k:04}");
+            let amount = 1.0 + 999.0 * next();
+            let half_life = half_lives[(k % 3) as usize];
+            laid.push((trail, amount, half_life, start + round * 100));
+        }
+        for (trail, amount, half_life, _) in &laid[laid.len() - 1_000..] {
+            batch.push(t.env.deposit(&a, trail, *amount, Some(*half_life)));
+        }
+        for done in join_all(batch).await {
+            done.unwrap();
+        }
+        t.clock.advance(100);
+    }
+    for (after, prefix, n) in [
+        (0, "wide/", 10),
+        (0, "", 25),
+        (0, "narrow/", 5),
+        (2_000, "wide/", 10),
+        (2_000, "", 40),
+        (60_000, "wide/", 10),
+        (60_000, "wide/1-", 3),
+    ] {
+        let now = start + 600 + after;
+        t.clock.set(now);
+        let mut expected: Vec<(&str, f64)> = laid
+            .iter()
+            .filter(|(trail, ..)| trail.starts_with(prefix))
+            .map(|(trail, amount, half_life, at)| {
+                let strength = amount * 0.5f64.powf((now - at) as f64 / *half_life as f64);
+                (trail.as_str(), strength)
+            })
+            .collect();
+        expected.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(b.0)));
+        expected.truncate(n);
+        let top = t.env.strongest(prefix, n as u32).await.unwrap();
+        let got: Vec<&str> = top.iter().map(|s| s.trail.as_str()).collect();
+        let want: Vec<&str> = expected.iter().map(|e| e.0).collect();
+        assert_eq!(got, want, "strongest({prefix:?}, {n}) {after} ms on");
+        for (s, e) in top.iter().zip(&expected) {
+            assert!(
+                (s.strength - e.1).abs() <= 1e-9 * e.1.max(1.0),
+                "{s:?} vs {e:?}"
+            );
+        }
+    }
+}
+
 async fn compare_and_swap_refuses_the_wrong_version() {
     let t = open();
     let (a, b) = (agent("a"), agent("b"));
@@ -333,6 +403,61 @@ async fn oversized_values_and_names_are_refused() {
     ));
 }
 
+/// A file from before trails were ranked (schema version 2) gets the rank
+/// column and index when opened, with every trail's rank filled in, so a
+/// `strongest` over more trails than it reads whole still finds the top.
+#[test]
+fn a_version_2_file_has_its_trails_ranked_when_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let a = agent("a");
+    let clock = ManualClock::new(1_700_000_000_000);
+    let location = EnvLocation::File(path.clone());
+    let open =
+        || Env::open_with_clock(&location, EnvOptions::default(), Arc::new(clock.clone())).unwrap();
+    rt.block_on(async {
+        let env = open();
+        let trails: Vec<String> = (0..5_000).map(|k| format!("t/{k:05}")).collect();
+        let deposits = trails.iter().enumerate().map(|(k, trail)| {
+            let half_life = if k % 2 == 0 { 1_000 } else { 3_600_000 };
+            env.deposit(&a, trail, k as f64, Some(half_life))
+        });
+        for done in join_all(deposits).await {
+            done.unwrap();
+        }
+        env.close();
+    });
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "DROP INDEX signals_by_rank; ALTER TABLE signals DROP COLUMN rank; PRAGMA user_version = 2;",
+    )
+    .unwrap();
+    drop(conn);
+    rt.block_on(async {
+        let env = open();
+        let top = env.strongest("t/", 3).await.unwrap();
+        let got: Vec<&str> = top.iter().map(|s| s.trail.as_str()).collect();
+        assert_eq!(got, ["t/04999", "t/04998", "t/04997"]);
+        // Even ones halve every second, odd ones every hour.
+        clock.advance(10_000);
+        let top = env.strongest("t/", 3).await.unwrap();
+        let got: Vec<&str> = top.iter().map(|s| s.trail.as_str()).collect();
+        assert_eq!(got, ["t/04999", "t/04997", "t/04995"]);
+        env.close();
+    });
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let (version, unranked): (i64, i64) = conn
+        .query_row(
+            "SELECT (SELECT user_version FROM pragma_user_version),
+                    (SELECT count(*) FROM signals WHERE rank IS NULL AND strength > 0)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((version, unranked), (wawe::env::SCHEMA_VERSION, 0));
+}
+
 every_backend!(
     words_between_ascii_punctuation_are_found_each,
     search_ranks_by_relevance,
@@ -342,6 +467,7 @@ every_backend!(
     recent_lists_newest_first_by_topic,
     signal_strength_decays_by_half_life_when_read,
     strongest_orders_trails_under_a_prefix_by_decayed_strength,
+    strongest_over_many_trails_matches_reading_them_all,
     compare_and_swap_refuses_the_wrong_version,
     versions_and_fences_survive_a_delete,
     oversized_values_and_names_are_refused,

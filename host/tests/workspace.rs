@@ -345,7 +345,9 @@ fn a_version_1_file_gains_the_workspace_tables_when_opened() {
     });
     let conn = rusqlite::Connection::open(&path).unwrap();
     conn.execute_batch(
-        "DROP TABLE workspace; DROP TABLE workspace_files; PRAGMA user_version = 1;",
+        "DROP TABLE workspace; DROP TABLE workspace_files;
+         DROP INDEX signals_by_rank; ALTER TABLE signals DROP COLUMN rank;
+         PRAGMA user_version = 1;",
     )
     .unwrap();
     drop(conn);

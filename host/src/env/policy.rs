@@ -6,6 +6,13 @@ pub fn decayed(strength: f64, elapsed_ms: u64, half_life_ms: u64) -> f64 {
     strength * 0.5f64.powf(elapsed_ms as f64 / half_life_ms.max(1) as f64)
 }
 
+/// A key that orders the trails of one half-life by their strength at any
+/// time, so an index on it can list the strongest without reading them all:
+/// strength now is `2^(rank - now / half_life)`. `None` for strength 0.
+pub fn signal_rank(strength: f64, updated_at_ms: u64, half_life_ms: u64) -> Option<f64> {
+    (strength > 0.0).then(|| strength.log2() + updated_at_ms as f64 / half_life_ms.max(1) as f64)
+}
+
 /// The search rank of a learning: full-text `relevance` (higher is better),
 /// times a boost of `1 + ln(1 + endorsements)`, times a freshness factor that
 /// halves every `half_life_ms` since it was recorded or last endorsed.

@@ -196,6 +196,15 @@ CREATE TABLE IF NOT EXISTS workspace_files (
 );
 "#;
 
+/// Version 3: an index of trails by rank per half-life (on the expression
+/// `signals::RANK`, so every host's deposits keep it current), for `strongest`.
+fn signal_rank() -> String {
+    format!(
+        "CREATE INDEX IF NOT EXISTS signals_by_rank ON signals (half_life_ms, {} DESC NULLS LAST, trail);",
+        super::signals::RANK
+    )
+}
+
 /// What a schema holds.
 enum Found {
     /// Nothing (or no schema): an environment may be created.
@@ -284,9 +293,10 @@ pub(crate) async fn prepare(
             return Ok(());
         }
         let schema = &target.schema;
+        let rank = signal_rank();
         client
             .batch_execute(&format!(
-                "CREATE SCHEMA IF NOT EXISTS {schema}; SET LOCAL search_path TO {schema}, pg_catalog; {CREATE} {WORKSPACE}
+                "CREATE SCHEMA IF NOT EXISTS {schema}; SET LOCAL search_path TO {schema}, pg_catalog; {CREATE} {WORKSPACE} {rank}
                  INSERT INTO environment (application, schema_version) VALUES ('{APPLICATION}', {SCHEMA_VERSION});"
             ))
             .await
@@ -303,17 +313,19 @@ pub(crate) async fn prepare(
 }
 
 /// Bring an environment of an older schema version up to this one, in one
-/// transaction under the same lock as creation (each step only adds tables).
+/// transaction under the same lock as creation (each step only adds tables
+/// and indexes).
 async fn migrate(client: &Client, target: &PgTarget, shown: &str) -> Result<(), OpenError> {
     let other = |e: tokio_postgres::Error| OpenError::Other {
         path: shown.into(),
         detail: format!("cannot upgrade the environment to schema version {SCHEMA_VERSION}: {e}"),
     };
     let schema = &target.schema;
+    let rank = signal_rank();
     let upgraded = client
         .batch_execute(&format!(
             "BEGIN; SELECT pg_advisory_xact_lock(hashtext('wawe schema creation'));
-             SET LOCAL search_path TO {schema}, pg_catalog; {WORKSPACE}
+             SET LOCAL search_path TO {schema}, pg_catalog; {WORKSPACE} {rank}
              UPDATE environment SET schema_version = {SCHEMA_VERSION}
                  WHERE schema_version < {SCHEMA_VERSION};
              COMMIT"

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
-use super::schema::{APPLICATION_ID, CREATE, SCHEMA_VERSION, WORKSPACE};
+use super::schema::{APPLICATION_ID, CREATE, SCHEMA_VERSION, SIGNAL_RANK, WORKSPACE};
+use crate::env::limits::u;
+use crate::env::policy::signal_rank;
 use crate::env::{Durability, EnvOptions, OpenError};
 
 const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
@@ -158,6 +160,7 @@ pub(crate) fn create_schema(
         if app != APPLICATION_ID {
             conn.execute_batch(CREATE)?;
             conn.execute_batch(WORKSPACE)?;
+            conn.execute_batch(SIGNAL_RANK)?;
             conn.execute_batch(&format!(
                 "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION};"
             ))?;
@@ -171,7 +174,8 @@ pub(crate) fn create_schema(
 }
 
 /// Bring a wawe file of an older schema version up to this one, in one
-/// transaction (each step only adds tables, so older data stays as it was).
+/// transaction (each step only adds tables, columns and indexes, so older
+/// data stays as it was).
 pub(crate) fn migrate(conn: &Connection, path: &Path, opts: &EnvOptions) -> Result<(), OpenError> {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
@@ -185,12 +189,29 @@ pub(crate) fn migrate(conn: &Connection, path: &Path, opts: &EnvOptions) -> Resu
         if version < 2 {
             conn.execute_batch(WORKSPACE)?;
         }
+        if version < 3 {
+            conn.execute_batch(SIGNAL_RANK)?;
+            rank_signals(conn)?;
+        }
         conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}; COMMIT"))
     };
     run().map_err(|e| {
         let _ = conn.execute_batch("ROLLBACK");
         classify(path, e, opts)
     })
+}
+
+/// Fill in the rank of every trail of a file from before version 3.
+fn rank_signals(conn: &Connection) -> rusqlite::Result<()> {
+    let mut read = conn.prepare("SELECT trail, strength, updated_at, half_life_ms FROM signals")?;
+    let mut write = conn.prepare("UPDATE signals SET rank = ?2 WHERE trail = ?1")?;
+    let mut rows = read.query([])?;
+    while let Some(r) = rows.next()? {
+        let (at, half_life): (i64, i64) = (r.get(2)?, r.get(3)?);
+        let rank = signal_rank(r.get(1)?, u(at), u(half_life));
+        write.execute(rusqlite::params![r.get::<_, String>(0)?, rank])?;
+    }
+    Ok(())
 }
 
 fn classify(path: &Path, e: rusqlite::Error, opts: &EnvOptions) -> OpenError {
