@@ -98,11 +98,11 @@ fn bench_reservations_runs_both_scenarios_in_both_modes_and_counts_queueing() {
 
 #[test]
 fn bench_spawn_measures_instantiation_and_memory_per_live_agent() {
-    let r = bench(&["spawn", "--agents", "5,20"]);
+    let r = bench(&["spawn", "--agents", "5,300"]);
     let runs = r["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 2);
     // Largest first: only the first run starts from a clean process.
-    for (run, agents) in runs.iter().zip([20, 5]) {
+    for (run, agents) in runs.iter().zip([300, 5]) {
         assert_eq!(run["agents"], agents);
         assert_eq!(
             run["instantiation"]["samples"], agents,
@@ -110,9 +110,13 @@ fn bench_spawn_measures_instantiation_and_memory_per_live_agent() {
         );
         assert!(positive(&run["instantiation"]["p50_us"]), "{run}");
         assert!(run["resident_kib_per_agent"].as_f64().is_some(), "{run}");
-        // Every live agent has a stack and a linear memory of its own.
-        assert!(positive(&run["mappings_per_agent"]), "{run}");
     }
+    // Live agents' memories and stacks are slots of shared mappings: 300 of
+    // them add fewer than one each (threads and allocator arenas started on
+    // the way account for what there is), not the 4.8 a stack and a memory
+    // of their own cost each.
+    let many = &runs[0]["mappings_per_agent"];
+    assert!(many.as_f64().is_some_and(|m| m < 1.0), "{}", runs[0]);
 }
 
 #[test]

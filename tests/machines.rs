@@ -387,7 +387,8 @@ fn hosts_on_three_machines_one_killed_one_cut_off_the_survivor_finishes_every_ta
     }
     assert_eq!(per_task.len(), 40);
     assert!(per_task.values().all(|&n| n == 1), "{per_task:?}");
-    assert!(block(env.list_reservations("")).unwrap().is_empty());
+    let held = block(env.list_reservations("")).unwrap();
+    assert!(held.is_empty(), "still held: {held:?}");
 
     // Both lost hosts were reaped; the cut-off one had stopped its agents
     // before, and nothing of its agents completed anything after.

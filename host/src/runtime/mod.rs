@@ -16,6 +16,8 @@ mod limits;
 mod load;
 mod output;
 mod quota;
+#[cfg(target_os = "linux")]
+mod slab;
 mod state;
 mod supervisor;
 
@@ -284,6 +286,10 @@ impl Drop for Ticker {
     }
 }
 
+/// Each agent's fiber stack: wasm may use half of it (`max_wasm_stack`), the
+/// host's frames the rest.
+const FIBER_STACK: usize = 1 << 20;
+
 /// The engine and linker: compiles and checks modules. Cheap to clone.
 /// Loading needs no environment, so bad modules are refused before anything
 /// is written; [`Runtime::start`] then makes a [`Host`] on an environment.
@@ -302,12 +308,22 @@ impl Runtime {
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.max_wasm_stack(512 << 10);
-        config.async_stack_size(1 << 20);
+        config.async_stack_size(FIBER_STACK);
         // Copy each agent's initial memory rather than map its image
-        // copy-on-write: the same resident memory per live agent, and two
-        // fewer memory mappings each (the kernel allows a process 65,530), so
-        // 10,000 live agents fit in one host.
+        // copy-on-write: the same resident memory per live agent, and no
+        // mappings of its own (the kernel allows a process 65,530).
         config.memory_init_cow(false);
+        // Memories and stacks are slots of a few shared mappings, so the
+        // number of live agents is bounded by memory, not by mappings.
+        #[cfg(target_os = "linux")]
+        {
+            let slabs = slab::Slabs::new(FIBER_STACK);
+            config.with_host_memory(slabs.clone());
+            config.with_host_stack(slabs);
+            config.memory_reservation(slab::MEMORY_SLOT as u64);
+            config.memory_guard_size(0);
+            config.guard_before_linear_memory(false);
+        }
         let engine = Engine::new(&config)?;
         let mut linker = Linker::<AgentState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
@@ -369,14 +385,18 @@ impl Runtime {
             heartbeat_sent: std::sync::Mutex::new(tokio::time::Instant::now()),
             lost: std::sync::Mutex::new(None),
         });
-        let background = vec![
-            tokio::spawn(keepalive(shared.clone())),
-            tokio::spawn(watchdog(shared.clone())),
-            tokio::spawn(sweeper(shared.clone())),
-        ];
+        let liveness = match Liveness::start(shared.clone()) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = shared.env.host_stopped(&shared.host).await;
+                return Err(e);
+            }
+        };
+        let background = vec![tokio::spawn(sweeper(shared.clone()))];
         Ok(Host {
             shared,
             _ticker: self.ticker.clone(),
+            liveness,
             background,
         })
     }
@@ -386,7 +406,47 @@ impl Runtime {
 pub struct Host {
     shared: Arc<Shared>,
     _ticker: Arc<Ticker>,
+    liveness: Liveness,
     background: Vec<JoinHandle<()>>,
+}
+
+/// The keepalive and the watchdog, on a thread of their own: a host busy
+/// starting or stopping tens of thousands of agents has that many tasks
+/// queued on its async workers, and a heartbeat queued behind them was seen to
+/// wait 7.5 s. Dropping it stops the thread.
+struct Liveness {
+    stop: tokio::sync::oneshot::Sender<()>,
+    done: tokio::sync::oneshot::Receiver<()>,
+}
+
+impl Liveness {
+    fn start(shared: Arc<Shared>) -> anyhow::Result<Liveness> {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (finished, done) = tokio::sync::oneshot::channel::<()>();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name("wawe-liveness".into())
+            .spawn(move || {
+                rt.block_on(async move {
+                    tokio::select! {
+                        () = keepalive(shared.clone()) => {}
+                        () = watchdog(shared) => {}
+                        _ = stopped => {}
+                    }
+                });
+                drop(finished);
+            })?;
+        Ok(Liveness { stop, done })
+    }
+
+    /// Stop renewing and wait until no keepalive is in flight, so none
+    /// lands after the host is recorded stopped.
+    async fn stop(self) {
+        drop(self.stop);
+        let _ = self.done.await;
+    }
 }
 
 /// A supervised agent replica; stop it with [`AgentHandle::stop`].
@@ -489,6 +549,7 @@ impl Host {
         for task in &self.background {
             task.abort();
         }
+        self.liveness.stop().await;
         self.shared.env.host_stopped(&self.shared.host).await?;
         Ok(())
     }
