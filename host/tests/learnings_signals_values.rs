@@ -403,11 +403,19 @@ async fn oversized_values_and_names_are_refused() {
     ));
 }
 
-/// A file from before trails were ranked (schema version 2) gets the rank
-/// column and index when opened, with every trail's rank filled in, so a
-/// `strongest` over more trails than it reads whole still finds the top.
+/// A file from before trails were ranked (schema version 2, or the version 3
+/// that indexed the journal by subject) gets the rank column and index when
+/// opened, with every trail's rank filled in, so a `strongest` over more
+/// trails than it reads whole still finds the top; version 3's journal index
+/// is dropped.
 #[test]
-fn a_version_2_file_has_its_trails_ranked_when_opened() {
+fn a_version_2_or_3_file_has_its_trails_ranked_when_opened() {
+    for old in [2, 3] {
+        an_old_file_has_its_trails_ranked_when_opened(old);
+    }
+}
+
+fn an_old_file_has_its_trails_ranked_when_opened(old: i64) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("old.db");
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -429,10 +437,14 @@ fn a_version_2_file_has_its_trails_ranked_when_opened() {
         env.close();
     });
     let conn = rusqlite::Connection::open(&path).unwrap();
-    conn.execute_batch(
-        "DROP INDEX signals_by_rank; ALTER TABLE signals DROP COLUMN rank; PRAGMA user_version = 2;",
-    )
+    conn.execute_batch(&format!(
+        "DROP INDEX signals_by_rank; ALTER TABLE signals DROP COLUMN rank; PRAGMA user_version = {old};"
+    ))
     .unwrap();
+    if old == 3 {
+        conn.execute_batch("CREATE INDEX events_by_subject ON events (subject, seq)")
+            .unwrap();
+    }
     drop(conn);
     rt.block_on(async {
         let env = open();
@@ -447,15 +459,19 @@ fn a_version_2_file_has_its_trails_ranked_when_opened() {
         env.close();
     });
     let conn = rusqlite::Connection::open(&path).unwrap();
-    let (version, unranked): (i64, i64) = conn
+    let (version, unranked, subject_index): (i64, i64, i64) = conn
         .query_row(
             "SELECT (SELECT user_version FROM pragma_user_version),
-                    (SELECT count(*) FROM signals WHERE rank IS NULL AND strength > 0)",
+                    (SELECT count(*) FROM signals WHERE rank IS NULL AND strength > 0),
+                    (SELECT count(*) FROM sqlite_schema WHERE name = 'events_by_subject')",
             [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .unwrap();
-    assert_eq!((version, unranked), (wawe::env::SCHEMA_VERSION, 0));
+    assert_eq!(
+        (version, unranked, subject_index),
+        (wawe::env::SCHEMA_VERSION, 0, 0)
+    );
 }
 
 every_backend!(

@@ -137,6 +137,56 @@ async fn a_schema_from_a_newer_wawe_is_refused_untouched() {
     assert!(err.to_string().contains("upgrade wawe"), "{err}");
 }
 
+/// A schema from before trails were ranked (version 2, or the version 3 that
+/// indexed the journal by subject) gets the rank index when opened, and loses
+/// version 3's journal index; its data stays.
+#[tokio::test]
+async fn an_older_schema_gets_the_rank_index_when_opened() {
+    for old in [2, 3] {
+        let Some(s) = Schema::new(&format!("older{old}")) else {
+            return;
+        };
+        let env = Env::open(s.url(), EnvOptions::default()).unwrap();
+        env.deposit(&agent("a"), "kept", 3.0, None).await.unwrap();
+        env.close();
+        drop(env);
+        let subject = if old == 3 {
+            "CREATE INDEX events_by_subject ON events (subject, seq);"
+        } else {
+            ""
+        };
+        sql(&format!(
+            "SET search_path TO {0}; DROP INDEX signals_by_rank; {subject}
+             UPDATE environment SET schema_version = {old}",
+            s.0
+        ))
+        .await;
+        let env = Env::open(s.url(), EnvOptions::default()).unwrap();
+        assert!(env.sense("kept").await.unwrap() > 2.9);
+        env.close();
+        let (client, conn) = tokio_postgres::connect(postgres().unwrap(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let row = client
+            .query_one(
+                &format!(
+                    "SELECT (SELECT schema_version FROM {0}.environment),
+                            (SELECT count(*) FROM pg_indexes WHERE schemaname = $1
+                                 AND indexname = 'signals_by_rank'),
+                            (SELECT count(*) FROM pg_indexes WHERE schemaname = $1
+                                 AND indexname = 'events_by_subject')",
+                    s.0
+                ),
+                &[&s.0],
+            )
+            .await
+            .unwrap();
+        let got: (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+        assert_eq!(got, (wawe::env::SCHEMA_VERSION, 1, 0), "from version {old}");
+    }
+}
+
 #[tokio::test]
 async fn looking_at_a_missing_environment_creates_nothing() {
     let Some(s) = Schema::new("missing") else {

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{agent, open, open_with};
-use wawe::env::{AgentEnd, EnvError, EnvOptions, PushOptions, TaskState};
+use wawe::env::{AgentEnd, Clock, EnvError, EnvOptions, PushOptions, TaskState};
 
 const LEASE: u64 = 30_000;
 
@@ -571,7 +571,67 @@ async fn a_silent_host_is_reaped_once_its_agents_lost_their_leases_ended_and_tas
     ));
 }
 
+/// A keepalive renews the leases of its host's running agents and nobody
+/// else's, and a running agent's last sighting is its host's heartbeat; an
+/// ended agent keeps the time it ended.
+async fn a_keepalive_renews_its_own_agents_leases_and_their_last_sighting() {
+    let t = open();
+    let (h, other) = (
+        t.env.register_host("box-a", 1, 5_000).await.unwrap(),
+        t.env.register_host("box-b", 2, 5_000).await.unwrap(),
+    );
+    let started = t.clock.now_ms();
+    let w = t.env.agent_started(&h, "w", 0, "sha256:x").await.unwrap();
+    let done = t
+        .env
+        .agent_started(&h, "done", 0, "sha256:x")
+        .await
+        .unwrap();
+    let x = t
+        .env
+        .agent_started(&other, "x", 0, "sha256:x")
+        .await
+        .unwrap();
+    let mode = wawe::env::Mode::Exclusive;
+    t.env
+        .reserve(&w, &["mine".into()], mode, 1_000, 0)
+        .await
+        .unwrap();
+    t.env
+        .reserve(&x, &["theirs".into()], mode, 3_000, 0)
+        .await
+        .unwrap();
+    t.env
+        .agent_ended(&done, AgentEnd::Exited, "")
+        .await
+        .unwrap();
+    t.clock.advance(800);
+    assert_eq!(t.env.keepalive(&h).await.unwrap(), Some(1_000));
+    let now = t.clock.now_ms();
+    let seen = |id: &str, agents: &[wawe::env::AgentInfo]| {
+        agents.iter().find(|a| a.id == id).unwrap().last_seen
+    };
+    let agents = t.env.list_agents().await.unwrap();
+    assert_eq!(seen(w.as_str(), &agents), now);
+    assert_eq!(seen(done.as_str(), &agents), started);
+    assert_eq!(
+        seen(x.as_str(), &agents),
+        started,
+        "the other host has not renewed"
+    );
+    assert_eq!(t.env.get_agent(w.as_str()).await.unwrap().last_seen, now);
+    let held = t.env.list_reservations("").await.unwrap();
+    let expiry = |r: &str| held.iter().find(|l| l.resource == r).unwrap().expires_at;
+    assert_eq!(expiry("mine"), now + 1_000);
+    assert_eq!(
+        expiry("theirs"),
+        started + 3_000,
+        "another host's lease is its own"
+    );
+}
+
 every_backend!(
+    a_keepalive_renews_its_own_agents_leases_and_their_last_sighting,
     claim_takes_highest_priority_then_oldest,
     queues_are_separate,
     delayed_task_is_not_claimable_before_its_time,

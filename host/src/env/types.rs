@@ -357,7 +357,8 @@ pub struct AgentInfo {
     pub state: String,
     /// When it (last) started.
     pub started_at: u64,
-    /// Last sign of life.
+    /// Last sign of life: its host's last heartbeat while it runs, when it
+    /// ended after.
     pub last_seen: u64,
     /// When it ended.
     pub ended_at: Option<u64>,

@@ -94,6 +94,18 @@ fn agent_row(r: &Row) -> AgentInfo {
     }
 }
 
+/// Agents as [`agent_row`] reads them. A running agent was last seen at its
+/// host's last heartbeat (the keepalive does not write a row per agent).
+macro_rules! agents {
+    () => {
+        "SELECT a.id, a.name, a.replica, a.host, a.digest, a.state, a.started_at,
+                CASE WHEN a.state = 'running' THEN greatest(a.last_seen, h.last_heartbeat)
+                     ELSE a.last_seen END,
+                a.ended_at, a.end_reason, a.restarts
+         FROM agents a LEFT JOIN hosts h ON h.id = a.host"
+    };
+}
+
 impl PgStore {
     pub(crate) async fn register_host(
         &self,
@@ -138,12 +150,15 @@ impl PgStore {
             if alive.is_empty() {
                 return Err(EnvError::not_found(format!("host {host} is not alive")));
             }
+            // Driven from the live leases, not from the host's agents: a
+            // keepalive must not cost a row per agent. A running agent's last
+            // sighting is its host's heartbeat (see `agents!`).
             let row = tx
                 .query_one(
-                    "WITH a AS (UPDATE agents SET last_seen = $1
-                                WHERE host = $2 AND state = 'running' RETURNING id),
-                          l AS (UPDATE leases SET expires_at = $1 + ttl_ms
-                                WHERE expires_at > $1 AND agent IN (SELECT id FROM a)
+                    "WITH l AS (UPDATE leases SET expires_at = $1 + ttl_ms
+                                WHERE expires_at > $1 AND EXISTS (SELECT 1 FROM agents a
+                                    WHERE a.id = leases.agent AND a.host = $2
+                                      AND a.state = 'running')
                                 RETURNING ttl_ms)
                      SELECT min(ttl_ms) FROM l",
                     &[&i(tx.now), &host],
@@ -250,11 +265,7 @@ impl PgStore {
 
     pub(crate) async fn list_agents(&self) -> EnvResult<Vec<AgentInfo>> {
         let rows = self
-            .query(
-                "SELECT id, name, replica, host, digest, state, started_at, last_seen,
-                        ended_at, end_reason, restarts FROM agents ORDER BY started_at DESC, id",
-                &[],
-            )
+            .query(concat!(agents!(), " ORDER BY a.started_at DESC, a.id"), &[])
             .await?;
         Ok(rows.iter().map(agent_row).collect())
     }
@@ -267,9 +278,10 @@ impl PgStore {
     ) -> EnvResult<Vec<AgentInfo>> {
         let rows = self
             .query(
-                "SELECT id, name, replica, host, digest, state, started_at, last_seen,
-                        ended_at, end_reason, restarts FROM agents
-                 WHERE id > $1 AND ($2::text IS NULL OR state = $2) ORDER BY id LIMIT $3",
+                concat!(
+                    agents!(),
+                    " WHERE a.id > $1 AND ($2::text IS NULL OR a.state = $2) ORDER BY a.id LIMIT $3"
+                ),
                 &[&after, &state, &(limit as i64)],
             )
             .await?;
@@ -278,11 +290,7 @@ impl PgStore {
 
     pub(crate) async fn get_agent(&self, id: &str) -> EnvResult<Option<AgentInfo>> {
         let rows = self
-            .query(
-                "SELECT id, name, replica, host, digest, state, started_at, last_seen,
-                        ended_at, end_reason, restarts FROM agents WHERE id = $1",
-                &[&id],
-            )
+            .query(concat!(agents!(), " WHERE a.id = $1"), &[&id])
             .await?;
         Ok(rows.first().map(agent_row))
     }

@@ -196,11 +196,14 @@ CREATE TABLE IF NOT EXISTS workspace_files (
 );
 "#;
 
-/// Version 3: an index of trails by rank per half-life (on the expression
+/// Version 4: an index of trails by rank per half-life (on the expression
 /// `signals::RANK`, so every host's deposits keep it current), for `strongest`.
+/// (Version 3, on main for a day and never released, indexed the journal by
+/// subject instead; that index is dropped on the way.)
 fn signal_rank() -> String {
     format!(
-        "CREATE INDEX IF NOT EXISTS signals_by_rank ON signals (half_life_ms, {} DESC NULLS LAST, trail);",
+        "DROP INDEX IF EXISTS events_by_subject;
+         CREATE INDEX IF NOT EXISTS signals_by_rank ON signals (half_life_ms, {} DESC NULLS LAST, trail);",
         super::signals::RANK
     )
 }

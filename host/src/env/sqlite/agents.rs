@@ -88,6 +88,27 @@ fn agent_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AgentInfo> {
     })
 }
 
+/// Renew the live leases of a host's (`?2`) running agents at `?1`.
+const RENEW_LEASES: &str = "UPDATE leases SET expires_at = ?1 + ttl_ms
+     WHERE expires_at > ?1 AND EXISTS (SELECT 1 FROM agents a
+         WHERE a.id = leases.agent AND a.host = ?2 AND a.state = 'running')";
+
+/// The shortest ttl among those leases.
+const SHORTEST_LEASE: &str = "SELECT min(ttl_ms) FROM leases WHERE expires_at > ?1 AND EXISTS
+     (SELECT 1 FROM agents a WHERE a.id = leases.agent AND a.host = ?2 AND a.state = 'running')";
+
+/// Agents as [`agent_row`] reads them. A running agent was last seen at its
+/// host's last heartbeat (the keepalive does not write a row per agent).
+macro_rules! agents {
+    () => {
+        "SELECT a.id, a.name, a.replica, a.host, a.digest, a.state, a.started_at,
+                CASE WHEN a.state = 'running' THEN max(a.last_seen, coalesce(h.last_heartbeat, 0))
+                     ELSE a.last_seen END,
+                a.ended_at, a.end_reason, a.restarts
+         FROM agents a LEFT JOIN hosts h ON h.id = a.host"
+    };
+}
+
 impl SqliteStore {
     pub(crate) async fn register_host(
         &self,
@@ -129,24 +150,16 @@ impl SqliteStore {
             if alive == 0 {
                 return Err(EnvError::not_found(format!("host {host} is not alive")));
             }
+            // Driven from the live leases, not from the host's agents: a
+            // keepalive must not cost a row per agent (10,000 agents made it
+            // hold the writer for milliseconds four times a second). A running
+            // agent's last sighting is its host's heartbeat (see `agents!`).
             tx.conn
-                .prepare_cached(
-                    "UPDATE agents SET last_seen = ?1 WHERE host = ?2 AND state = 'running'",
-                )?
-                .execute(params![i(tx.now), host])?;
-            tx.conn
-                .prepare_cached(
-                    "UPDATE leases SET expires_at = ?1 + ttl_ms
-                     WHERE expires_at > ?1 AND agent IN
-                         (SELECT id FROM agents WHERE host = ?2 AND state = 'running')",
-                )?
+                .prepare_cached(RENEW_LEASES)?
                 .execute(params![i(tx.now), host])?;
             let shortest: Option<i64> = tx
                 .conn
-                .prepare_cached(
-                    "SELECT min(ttl_ms) FROM leases WHERE expires_at > ?1 AND agent IN
-                         (SELECT id FROM agents WHERE host = ?2 AND state = 'running')",
-                )?
+                .prepare_cached(SHORTEST_LEASE)?
                 .query_row(params![i(tx.now), host], |r| r.get(0))?;
             Ok(shortest.map(u))
         })
@@ -257,13 +270,11 @@ impl SqliteStore {
     pub(crate) async fn list_agents(&self) -> EnvResult<Vec<AgentInfo>> {
         self.read(move |conn, _| {
             Ok(conn
-                .prepare_cached(
-                    "SELECT id, name, replica, host, digest, state, started_at, last_seen,
-                            ended_at, end_reason, restarts FROM agents ORDER BY started_at DESC, id",
-                )?
+                .prepare_cached(concat!(agents!(), " ORDER BY a.started_at DESC, a.id"))?
                 .query_map([], agent_row)?
                 .collect::<Result<Vec<_>, _>>()?)
-        }).await
+        })
+        .await
     }
 
     pub(crate) async fn agents_page(
@@ -275,11 +286,10 @@ impl SqliteStore {
         let (state, after) = (state.map(str::to_owned), after.to_owned());
         self.read(move |conn, _| {
             Ok(conn
-                .prepare_cached(
-                    "SELECT id, name, replica, host, digest, state, started_at, last_seen,
-                            ended_at, end_reason, restarts FROM agents
-                     WHERE id > ?1 AND (?2 IS NULL OR state = ?2) ORDER BY id LIMIT ?3",
-                )?
+                .prepare_cached(concat!(
+                    agents!(),
+                    " WHERE a.id > ?1 AND (?2 IS NULL OR a.state = ?2) ORDER BY a.id LIMIT ?3"
+                ))?
                 .query_map(params![after, state, limit], agent_row)?
                 .collect::<Result<Vec<_>, _>>()?)
         })
@@ -290,10 +300,7 @@ impl SqliteStore {
         let id = id.to_owned();
         self.read(move |conn, _| {
             Ok(conn
-                .prepare_cached(
-                    "SELECT id, name, replica, host, digest, state, started_at, last_seen,
-                            ended_at, end_reason, restarts FROM agents WHERE id = ?1",
-                )?
+                .prepare_cached(concat!(agents!(), " WHERE a.id = ?1"))?
                 .query_row([id], agent_row)
                 .optional()?)
         })
@@ -321,5 +328,16 @@ impl SqliteStore {
                 .collect::<Result<Vec<_>, _>>()?)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::env::sqlite::tests::assert_no_scan_or_sort;
+
+    #[test]
+    fn a_keepalive_reads_live_leases_by_expiry_not_every_agent() {
+        assert_no_scan_or_sort(&[RENEW_LEASES, SHORTEST_LEASE]);
     }
 }

@@ -189,7 +189,8 @@ pub(crate) fn migrate(conn: &Connection, path: &Path, opts: &EnvOptions) -> Resu
         if version < 2 {
             conn.execute_batch(WORKSPACE)?;
         }
-        if version < 3 {
+        if version < 4 {
+            conn.execute_batch("DROP INDEX IF EXISTS events_by_subject")?;
             conn.execute_batch(SIGNAL_RANK)?;
             rank_signals(conn)?;
         }
@@ -201,7 +202,7 @@ pub(crate) fn migrate(conn: &Connection, path: &Path, opts: &EnvOptions) -> Resu
     })
 }
 
-/// Fill in the rank of every trail of a file from before version 3.
+/// Fill in the rank of every trail of a file from before version 4.
 fn rank_signals(conn: &Connection) -> rusqlite::Result<()> {
     let mut read = conn.prepare("SELECT trail, strength, updated_at, half_life_ms FROM signals")?;
     let mut write = conn.prepare("UPDATE signals SET rank = ?2 WHERE trail = ?1")?;

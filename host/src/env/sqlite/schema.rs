@@ -1,7 +1,7 @@
 //! The database schema and its version.
 
 /// The schema version this build writes; files with a newer one are refused.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// `PRAGMA application_id` of every wawe environment: "WAWE" in ASCII.
 pub(crate) const APPLICATION_ID: i64 = 0x5741_5745;
@@ -173,9 +173,11 @@ CREATE TABLE IF NOT EXISTS workspace_files (
 ) WITHOUT ROWID;
 "#;
 
-/// Version 3: each trail's rank (`policy::signal_rank`, written with every
+/// Version 4: each trail's rank (`policy::signal_rank`, written with every
 /// deposit) and an index on it per half-life, so `strongest` reads the top of
 /// the index instead of every trail. Migrated files get their ranks filled in.
+/// (Version 3, on main for a day and never released, indexed the journal by
+/// subject instead; that index is dropped on the way.)
 pub(crate) const SIGNAL_RANK: &str = r#"
 ALTER TABLE signals ADD COLUMN rank REAL;
 CREATE INDEX signals_by_rank ON signals (half_life_ms, rank DESC, trail);
