@@ -286,9 +286,46 @@ impl Drop for Ticker {
     }
 }
 
-/// Each agent's fiber stack: wasm may use half of it (`max_wasm_stack`), the
-/// host's frames the rest.
-const FIBER_STACK: usize = 1 << 20;
+/// How deep wasm may go from wherever it is entered.
+const MAX_WASM_STACK: usize = 512 << 10;
+
+/// Each agent's fiber stack. Stacks have no guard page (see `slab`), so this
+/// must hold everything: wasm entered twice (its `run`, and its `cabi_realloc`
+/// while an import returns a string or list; a realloc cannot call imports),
+/// 1 MiB in all, and the host's frames around them with 3 MiB to spare. Only
+/// touched pages cost memory.
+const FIBER_STACK: usize = 4 << 20;
+
+// Stacks have no guard page: they must hold two entries into wasm and the
+// host's frames (see `FIBER_STACK`).
+const _: () = assert!(FIBER_STACK >= 2 * MAX_WASM_STACK + (2 << 20));
+
+/// The engine's settings: async, epoch interruption for fair scheduling and
+/// CPU limits, and memories and stacks in shared mappings.
+fn engine_config() -> Config {
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    config.max_wasm_stack(MAX_WASM_STACK);
+    config.async_stack_size(FIBER_STACK);
+    // Copy each agent's initial memory rather than map its image
+    // copy-on-write: the same resident memory per live agent, and no
+    // mappings of its own (the kernel allows a process 65,530).
+    config.memory_init_cow(false);
+    // Memories and stacks are slots of a few shared mappings, so the
+    // number of live agents is bounded by memory, not by mappings.
+    #[cfg(target_os = "linux")]
+    {
+        let slabs = slab::Slabs::new(FIBER_STACK);
+        config.with_host_memory(slabs.clone());
+        config.with_host_stack(slabs);
+        // No reservation: every access is checked against the memory's
+        // length, never against the (larger, guard-less) slot.
+        config.memory_reservation(0);
+        config.memory_guard_size(0);
+        config.guard_before_linear_memory(false);
+    }
+    config
+}
 
 /// The engine and linker: compiles and checks modules. Cheap to clone.
 /// Loading needs no environment, so bad modules are refused before anything
@@ -305,25 +342,7 @@ impl Runtime {
     /// One engine (async, epoch interruption for fair scheduling and CPU
     /// limits, wasm backtraces) and a linker with WASI and `wawe:env`.
     pub fn new(options: RuntimeOptions) -> anyhow::Result<Runtime> {
-        let mut config = Config::new();
-        config.epoch_interruption(true);
-        config.max_wasm_stack(512 << 10);
-        config.async_stack_size(FIBER_STACK);
-        // Copy each agent's initial memory rather than map its image
-        // copy-on-write: the same resident memory per live agent, and no
-        // mappings of its own (the kernel allows a process 65,530).
-        config.memory_init_cow(false);
-        // Memories and stacks are slots of a few shared mappings, so the
-        // number of live agents is bounded by memory, not by mappings.
-        #[cfg(target_os = "linux")]
-        {
-            let slabs = slab::Slabs::new(FIBER_STACK);
-            config.with_host_memory(slabs.clone());
-            config.with_host_stack(slabs);
-            config.memory_reservation(slab::MEMORY_SLOT as u64);
-            config.memory_guard_size(0);
-            config.guard_before_linear_memory(false);
-        }
+        let config = engine_config();
         let engine = Engine::new(&config)?;
         let mut linker = Linker::<AgentState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;

@@ -11,15 +11,24 @@
 //! splits a mapping.
 //!
 //! What this gives up, and why that is sound:
-//! - Memories have no guard region, so compiled code checks every access
-//!   against the memory's length (as it must anyway for any memory that may
-//!   grow beyond its reservation). A memory that outgrows its slot moves to a
-//!   mapping of its own.
-//! - Stacks have no guard page. Wasm cannot overflow one: wasmtime stops a
-//!   guest at `max_wasm_stack`, half the fiber stack, and the host frames above
-//!   it are the runtime's own, with no recursion a guest controls. A canary at
-//!   each stack's low end is checked when the stack is freed; if anything wrote
-//!   there the process aborts rather than run on with a damaged neighbour.
+//! - Memories have no guard region. Compiled code checks every access
+//!   against the memory's current length: the engine reserves nothing
+//!   (`memory_reservation(0)`), so no memory counts as fitting a reservation
+//!   and none is compiled to check against one. A freed slot is zeroed whole,
+//!   not only as far as the memory grew. A memory that outgrows its slot
+//!   moves to a mapping of its own.
+//! - Stacks have no guard page. Wasmtime holds wasm to `max_wasm_stack`
+//!   below wherever it enters wasm, and a guest can be entered twice on one
+//!   stack: its `run`, and its `cabi_realloc` while an import returns a string
+//!   or list (a realloc cannot call imports, so no deeper). The fiber stack
+//!   is sized for both plus ample host frames (see `FIBER_STACK`). A canary
+//!   at each stack's low end is checked when the stack is freed; if anything
+//!   wrote there the process aborts rather than run on with a damaged
+//!   neighbour.
+//!
+//! (Both rules were found wanting by review and fixed: the first draft sized
+//! stacks for one entry, and reserved 8 MiB, which let a memory with a small
+//! declared maximum be compiled to check against the slot, not its length.)
 
 use std::io;
 use std::ops::Range;
@@ -30,7 +39,7 @@ use wasmtime::{LinearMemory, MemoryCreator, MemoryType, StackCreator, StackMemor
 
 /// Bytes of each memory slot: a Rust agent's memory (1 MiB of stack plus its
 /// data and heap) grows within it; bigger ones move out.
-pub const MEMORY_SLOT: usize = 8 << 20;
+const MEMORY_SLOT: usize = 8 << 20;
 /// Memory slots per mapping (4 GiB of address space, none of it committed).
 const MEMORY_SLOTS_PER_MAPPING: usize = 512;
 /// Stack slots per mapping.
@@ -81,7 +90,8 @@ impl Pool {
         Ok(addr)
     }
 
-    /// Return a slot whose first `used` bytes may have been written.
+    /// Return a slot whose first `used` bytes may have been written (callers
+    /// pass the whole slot: clearing untouched pages costs next to nothing).
     fn give_back(&self, addr: usize, used: usize) {
         let used = used.min(self.slot).next_multiple_of(page_size());
         // SAFETY: the slot is ours and nothing refers to it any more.
@@ -244,7 +254,7 @@ impl SlabMemory {
                 let addr = map(want).map_err(failed)?;
                 // SAFETY: both ranges are ours, distinct, and `size` fits both.
                 unsafe { ptr::copy_nonoverlapping(*slot as *const u8, addr as *mut u8, self.size) };
-                pool.give_back(*slot, self.size);
+                pool.give_back(*slot, pool.slot);
                 self.place = Place::Own { addr, len: want };
             }
         }
@@ -279,7 +289,7 @@ unsafe impl LinearMemory for SlabMemory {
 impl Drop for SlabMemory {
     fn drop(&mut self) {
         match &self.place {
-            Place::Slot(pool, addr) => pool.give_back(*addr, self.size),
+            Place::Slot(pool, addr) => pool.give_back(*addr, pool.slot),
             // SAFETY: our own mapping, no longer referred to.
             Place::Own { addr, len } => unsafe {
                 libc::munmap(*addr as *mut _, *len);
@@ -383,6 +393,64 @@ mod tests {
         m.grow_to(4 * MEMORY_SLOT).unwrap();
         // SAFETY: as above.
         assert_eq!(unsafe { m.as_ptr().add(5).read() }, 42);
+    }
+
+    /// A core module with one memory of 1 page (at most 2) and functions to
+    /// read, write and grow it.
+    const SMALL_MEMORY: &[u8] = &[
+        0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // magic, version
+        0x01, 0x0f, 0x03, 0x60, 0x01, 0x7f, 0x01, 0x7f, // types: (i32) -> i32,
+        0x60, 0x02, 0x7f, 0x7f, 0x00, 0x60, 0x00, 0x01, 0x7f, // (i32, i32), () -> i32
+        0x03, 0x04, 0x03, 0x00, 0x01, 0x02, // functions
+        0x05, 0x04, 0x01, 0x01, 0x01, 0x02, // memory 1..2 pages
+        0x07, 0x16, 0x03, 0x04, b'p', b'e', b'e', b'k', 0x00, 0x00, 0x04, b'p', b'o', b'k', b'e',
+        0x00, 0x01, 0x04, b'g', b'r', b'o', b'w', 0x00, 0x02, // exports
+        0x0a, 0x1a, 0x03, // code:
+        0x07, 0x00, 0x20, 0x00, 0x28, 0x02, 0x00, 0x0b, // peek: i32.load
+        0x09, 0x00, 0x20, 0x00, 0x20, 0x01, 0x36, 0x02, 0x00, 0x0b, // poke: i32.store
+        0x06, 0x00, 0x41, 0x01, 0x40, 0x00, 0x0b, // grow: memory.grow 1
+    ];
+
+    /// With the runtime's own engine settings: a memory whose declared
+    /// maximum fits a slot still traps past its length (it was once compiled
+    /// to check against the slot), and pages it grows into on a reused slot
+    /// read zero.
+    #[tokio::test]
+    async fn a_small_memory_traps_past_its_length_and_grows_into_zeroes() {
+        let engine = wasmtime::Engine::new(&crate::runtime::engine_config()).unwrap();
+        let module = wasmtime::Module::new(&engine, SMALL_MEMORY).unwrap();
+        let page = 65_536i32;
+        for round in 0..2 {
+            let mut store = wasmtime::Store::new(&engine, ());
+            store.set_epoch_deadline(1 << 20);
+            let instance = wasmtime::Instance::new_async(&mut store, &module, &[])
+                .await
+                .unwrap();
+            let peek = instance
+                .get_typed_func::<i32, i32>(&mut store, "peek")
+                .unwrap();
+            let poke = instance
+                .get_typed_func::<(i32, i32), ()>(&mut store, "poke")
+                .unwrap();
+            let grow = instance
+                .get_typed_func::<(), i32>(&mut store, "grow")
+                .unwrap();
+            for beyond in [page, 2 * page, 3 << 20] {
+                assert!(
+                    peek.call_async(&mut store, beyond).await.is_err(),
+                    "round {round}: a read at {beyond} of a 1-page memory did not trap"
+                );
+            }
+            assert_eq!(grow.call_async(&mut store, ()).await.unwrap(), 1);
+            assert_eq!(
+                peek.call_async(&mut store, page + 4).await.unwrap(),
+                0,
+                "round {round}: a grown page is not zero"
+            );
+            poke.call_async(&mut store, (page + 4, 0x5a5a))
+                .await
+                .unwrap();
+        }
     }
 
     #[test]
