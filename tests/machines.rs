@@ -351,9 +351,25 @@ fn hosts_on_three_machines_one_killed_one_cut_off_the_survivor_finishes_every_ta
     a.0.wait().unwrap();
     ip(&["link", "set", &machines.link(2), "down"]);
 
-    let status = wait_for("the survivor to finish", Duration::from_secs(240), || {
-        c.0.try_wait().unwrap()
-    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(240);
+    let status = loop {
+        if let Some(status) = c.0.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let tasks = block(env.list_tasks(None, None, 1_000)).unwrap_or_default();
+            let open: Vec<String> = tasks
+                .iter()
+                .filter(|t| t.state != TaskState::Done)
+                .map(|t| format!("{} {:?} {:?}", t.id, t.state, t.claimed_by))
+                .collect();
+            panic!(
+                "the survivor did not finish in 240 s; tasks not done: {open:?}\n{}",
+                std::fs::read_to_string(log("survivor")).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     let survivor_log = std::fs::read_to_string(log("survivor")).unwrap_or_default();
     assert!(
         status.success(),
@@ -388,7 +404,20 @@ fn hosts_on_three_machines_one_killed_one_cut_off_the_survivor_finishes_every_ta
     assert_eq!(per_task.len(), 40);
     assert!(per_task.values().all(|&n| n == 1), "{per_task:?}");
     let held = block(env.list_reservations("")).unwrap();
-    assert!(held.is_empty(), "still held: {held:?}");
+    if !held.is_empty() {
+        let story: Vec<String> = block(env.read_events(0, &EventFilter::default(), 100_000))
+            .unwrap()
+            .into_iter()
+            .filter(|e| {
+                e.kind.starts_with("host.")
+                    || held.iter().any(|h| {
+                        e.subject.starts_with(&format!("lease/{}", h.lease)) || e.agent == h.holder
+                    })
+            })
+            .map(|e| format!("{} {} {} {} {}", e.at, e.agent, e.kind, e.subject, e.detail))
+            .collect();
+        panic!("still held: {held:?}\n{}", story.join("\n"));
+    }
 
     // Both lost hosts were reaped; the cut-off one had stopped its agents
     // before, and nothing of its agents completed anything after.

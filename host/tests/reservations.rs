@@ -403,7 +403,47 @@ async fn a_waiter_that_goes_away_leaves_the_queue() {
     assert!(granted.is_ok(), "{granted:?}");
 }
 
+/// A reserve that arrives after its agent was recorded ended (a host cut off
+/// from the environment, reaped by others, whose queued reserve lands when
+/// it reconnects) is refused, and nothing is held; a running agent, or one
+/// the environment never saw started, still gets its lease.
+async fn an_agent_recorded_as_ended_cannot_take_a_lease() {
+    let t = open();
+    let host = t.env.register_host("box", 1, 5_000).await.unwrap();
+    let gone = t
+        .env
+        .agent_started(&host, "w", 0, "sha256:x")
+        .await
+        .unwrap();
+    let running = t
+        .env
+        .agent_started(&host, "w", 1, "sha256:x")
+        .await
+        .unwrap();
+    t.env
+        .agent_ended(&gone, wawe::env::AgentEnd::Lost, "its host went silent")
+        .await
+        .unwrap();
+    let refused = t
+        .env
+        .reserve(&gone, &res(&["files/2"]), Mode::Exclusive, 2_000, 0)
+        .await;
+    assert!(
+        matches!(&refused, Err(EnvError::NotFound(m)) if m.contains("lost")),
+        "{refused:?}"
+    );
+    assert!(t.env.list_reservations("").await.unwrap().is_empty());
+    for who in [running, agent("never-started")] {
+        let lease = t
+            .env
+            .reserve(&who, &res(&["files/2"]), Mode::Shared, 2_000, 0)
+            .await;
+        assert!(lease.is_ok(), "{who}: {lease:?}");
+    }
+}
+
 every_backend!(
+    an_agent_recorded_as_ended_cannot_take_a_lease,
     conflict_matrix_mode_by_overlap_by_holder,
     reserve_grants_all_resources_or_none,
     expired_lease_is_invisible_at_once_without_a_sweep,

@@ -224,3 +224,12 @@ pub(crate) fn first_segments(resources: &[String]) -> Vec<&str> {
     segments.dedup();
     segments
 }
+
+/// The refusal of a lease to an agent recorded as ended (`state`): a host
+/// cut off from the environment may send a reserve that arrives after others
+/// reaped it, and a lease granted then would block others for its ttl.
+pub(crate) fn ended_agent(agent: &str, state: &str) -> EnvError {
+    EnvError::not_found(format!(
+        "agent {agent} is recorded as {state}, not running: it may not take leases"
+    ))
+}

@@ -143,6 +143,15 @@ async fn attempt(
     waiter: Option<u64>,
     queue_until: Option<u64>,
 ) -> EnvResult<Attempt> {
+    let ended = tx
+        .query(
+            "SELECT state FROM agents WHERE id = $1 AND state <> 'running'",
+            &[&agent],
+        )
+        .await?;
+    if let Some(row) = ended.first() {
+        return Err(crate::env::reservations::ended_agent(agent, row.get(0)));
+    }
     // Leases past their expiry end here, each journaled, before anything can
     // be granted over them.
     expire(tx).await?;

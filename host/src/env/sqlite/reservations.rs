@@ -142,6 +142,14 @@ fn attempt(
     waiter: Option<u64>,
     queue_until: Option<u64>,
 ) -> EnvResult<Attempt> {
+    let ended: Option<String> = tx
+        .conn
+        .prepare_cached("SELECT state FROM agents WHERE id = ?1 AND state != 'running'")?
+        .query_row([agent], |r| r.get(0))
+        .optional()?;
+    if let Some(state) = ended {
+        return Err(crate::env::reservations::ended_agent(agent, &state));
+    }
     let now = tx.now;
     // Leases past their expiry end here, each journaled, before anything can
     // be granted over them: in the journal, every lease ends before a
