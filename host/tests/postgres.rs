@@ -30,22 +30,24 @@ impl Drop for Schema {
     }
 }
 
-/// Run `sql` on the suite's server.
-async fn sql(statements: &str) {
+/// A connection to the suite's server, driven in the background.
+async fn client() -> tokio_postgres::Client {
     let (client, conn) = tokio_postgres::connect(postgres().unwrap(), tokio_postgres::NoTls)
         .await
         .unwrap();
     tokio::spawn(conn);
-    client.batch_execute(statements).await.unwrap();
+    client
+}
+
+/// Run `sql` on the suite's server.
+async fn sql(statements: &str) {
+    client().await.batch_execute(statements).await.unwrap();
 }
 
 /// Whether `schema` exists, and how many tables it has.
 async fn tables_in(schema: &str) -> Option<i64> {
-    let (client, conn) = tokio_postgres::connect(postgres().unwrap(), tokio_postgres::NoTls)
+    let row = client()
         .await
-        .unwrap();
-    tokio::spawn(conn);
-    let row = client
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1),
                     (SELECT count(*) FROM pg_tables WHERE schemaname = $1)",
@@ -164,11 +166,8 @@ async fn an_older_schema_gets_the_rank_index_when_opened() {
         let env = Env::open(s.url(), EnvOptions::default()).unwrap();
         assert!(env.sense("kept").await.unwrap() > 2.9);
         env.close();
-        let (client, conn) = tokio_postgres::connect(postgres().unwrap(), tokio_postgres::NoTls)
+        let row = client()
             .await
-            .unwrap();
-        tokio::spawn(conn);
-        let row = client
             .query_one(
                 &format!(
                     "SELECT (SELECT schema_version FROM {0}.environment),
