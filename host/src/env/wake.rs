@@ -105,6 +105,15 @@ impl Slot {
     }
 }
 
+/// The claimer a task claimable now goes to: the longest waiting that has
+/// not been rung yet (a claimer that loses its task to a faster one keeps its
+/// place), else the first in line.
+fn next_in_line(line: &BTreeMap<u64, Arc<Slot>>) -> Option<&Arc<Slot>> {
+    line.values()
+        .find(|s| !s.rung.load(Ordering::Acquire))
+        .or_else(|| line.values().next())
+}
+
 /// How a wait ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Woken {
@@ -163,12 +172,7 @@ impl Drop for Waiter {
             Interest::Queue(q) => {
                 if let Some(line) = reg.queues.get_mut(q) {
                     line.remove(&self.slot.id);
-                    if unheard
-                        && let Some(next) = line
-                            .values()
-                            .find(|s| !s.rung.load(Ordering::Acquire))
-                            .or(line.values().next())
-                    {
+                    if unheard && let Some(next) = next_in_line(line) {
                         next.ring_now();
                         self.wakes.targeted.fetch_add(1, Ordering::Relaxed);
                     }
@@ -387,13 +391,7 @@ impl Wakes {
                     slot.ring();
                     n += 1;
                 }
-            } else if let Some(slot) = line
-                .values()
-                .find(|s| !s.rung.load(Ordering::Acquire))
-                .or(line.values().next())
-            {
-                // The longest waiting that has not been rung yet: a claimer
-                // that loses its task to a faster one keeps its place.
+            } else if let Some(slot) = next_in_line(line) {
                 slot.ring_now();
                 n += 1;
             }
@@ -497,6 +495,15 @@ mod tests {
     use super::{Interest, Touched, Wakes, Woken};
     use crate::env::EventFilter;
 
+    /// What a commit touches when it makes a task in `queue` claimable at
+    /// `not_before` (5 is now).
+    fn made_claimable(wakes: &Wakes, kind: &str, queue: &str, not_before: u64) -> Touched {
+        let mut touched = Touched::default();
+        let detail = json!({"queue": queue, "not_before": not_before});
+        touched.note(wakes, 5, "p", kind, "task/1", &detail);
+        touched
+    }
+
     fn soon() -> Instant {
         Instant::now() + Duration::from_millis(50)
     }
@@ -519,27 +526,11 @@ mod tests {
         let wakes = Arc::new(Wakes::default());
         let first = wakes.register(Interest::Queue("q".into()));
         let second = wakes.register(Interest::Queue("q".into()));
-        let mut now = Touched::default();
-        now.note(
-            &wakes,
-            5,
-            "p",
-            "task.pushed",
-            "task/1",
-            &json!({"queue": "q", "not_before": 5}),
-        );
+        let now = made_claimable(&wakes, "task.pushed", "q", 5);
         wakes.dispatch(now);
         assert_eq!(first.wake_before(soon()).await, Woken::Claimable);
         assert_eq!(second.wake_before(soon()).await, Woken::TimedOut);
-        let mut later = Touched::default();
-        later.note(
-            &wakes,
-            5,
-            "p",
-            "task.retried",
-            "task/1",
-            &json!({"queue": "q", "not_before": 900}),
-        );
+        let later = made_claimable(&wakes, "task.retried", "q", 900);
         wakes.dispatch(later);
         assert_eq!(first.wake_before(soon()).await, Woken::Changed);
         assert_eq!(second.wake_before(soon()).await, Woken::Changed);
@@ -550,15 +541,7 @@ mod tests {
         let wakes = Arc::new(Wakes::default());
         let leaving = wakes.register(Interest::Queue("q".into()));
         let staying = wakes.register(Interest::Queue("q".into()));
-        let mut pushed = Touched::default();
-        pushed.note(
-            &wakes,
-            5,
-            "p",
-            "task.pushed",
-            "task/1",
-            &json!({"queue": "q", "not_before": 5}),
-        );
+        let pushed = made_claimable(&wakes, "task.pushed", "q", 5);
         wakes.dispatch(pushed);
         drop(leaving);
         assert_eq!(staying.wake_before(soon()).await, Woken::Claimable);

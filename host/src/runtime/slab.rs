@@ -90,13 +90,12 @@ impl Pool {
         Ok(addr)
     }
 
-    /// Return a slot whose first `used` bytes may have been written (callers
-    /// pass the whole slot: clearing untouched pages costs next to nothing).
-    fn give_back(&self, addr: usize, used: usize) {
-        let used = used.min(self.slot).next_multiple_of(page_size());
+    /// Return a slot, zeroed whole: a guest never wrote past its memory's
+    /// length, but clearing the untouched pages too costs next to nothing and
+    /// leaves no room for doubt.
+    fn give_back(&self, addr: usize) {
         // SAFETY: the slot is ours and nothing refers to it any more.
-        let zeroed =
-            used == 0 || unsafe { libc::madvise(addr as *mut _, used, libc::MADV_DONTNEED) } == 0;
+        let zeroed = unsafe { libc::madvise(addr as *mut _, self.slot, libc::MADV_DONTNEED) } == 0;
         // A slot that could not be cleared is never handed out again.
         if zeroed {
             self.state
@@ -254,7 +253,7 @@ impl SlabMemory {
                 let addr = map(want).map_err(failed)?;
                 // SAFETY: both ranges are ours, distinct, and `size` fits both.
                 unsafe { ptr::copy_nonoverlapping(*slot as *const u8, addr as *mut u8, self.size) };
-                pool.give_back(*slot, pool.slot);
+                pool.give_back(*slot);
                 self.place = Place::Own { addr, len: want };
             }
         }
@@ -289,7 +288,7 @@ unsafe impl LinearMemory for SlabMemory {
 impl Drop for SlabMemory {
     fn drop(&mut self) {
         match &self.place {
-            Place::Slot(pool, addr) => pool.give_back(*addr, pool.slot),
+            Place::Slot(pool, addr) => pool.give_back(*addr),
             // SAFETY: our own mapping, no longer referred to.
             Place::Own { addr, len } => unsafe {
                 libc::munmap(*addr as *mut _, *len);
@@ -347,7 +346,7 @@ impl Drop for SlabStack {
             eprintln!("wawe: a fiber stack overflowed into its neighbour; aborting");
             std::process::abort();
         }
-        self.pool.give_back(self.addr, self.pool.slot);
+        self.pool.give_back(self.addr);
     }
 }
 
